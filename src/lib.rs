@@ -1,3 +1,17 @@
+//! runledger: a run-tracking server for ML pipelines, wire-compatible with the Kubeflow Pipelines
+//! v2beta1 Run API (plus Experiments), in one binary on an embedded sled database.
+//!
+//! # Layout
+//! Modules follow the path a request takes:
+//! - [`grpc`]: the tonic adapter (convert, call the core, convert back).
+//! - [`server`]: wiring: gRPC services, health, reflection, graceful shutdown.
+//! - [`service`]: the transport-free core: validation, defaults, the run state machine, watches.
+//! - [`query`]: filter / sort / page-token parsing and the pagination engine (pure).
+//! - [`store`]: the only code that knows sled: records, indexes, counters, group commit.
+//! - [`error`]: the one error enum and its gRPC and HTTP mappings, side by side.
+//! - [`wkt`]: our `google.protobuf.Timestamp` (RFC 3339 `Z` in JSON).
+//! - [`api`]: the generated KFP v2beta1 types and services.
+
 pub mod wkt;
 pub mod proto {
     pub mod google {
@@ -14,11 +28,27 @@ pub mod proto {
             pub mod backend {
                 pub mod api {
                     pub mod v2beta1 {
-                        include!(concat!(env!("OUT_DIR"), "/kubeflow.pipelines.backend.api.v2beta1.rs"));
-                        include!(concat!(env!("OUT_DIR"), "/kubeflow.pipelines.backend.api.v2beta1.serde.rs"));
+                        include!(concat!(
+                            env!("OUT_DIR"),
+                            "/kubeflow.pipelines.backend.api.v2beta1.rs"
+                        ));
+                        include!(concat!(
+                            env!("OUT_DIR"),
+                            "/kubeflow.pipelines.backend.api.v2beta1.serde.rs"
+                        ));
                     }
                 }
             }
         }
     }
 }
+
+pub mod error;
+pub mod grpc;
+pub mod query;
+pub mod server;
+pub mod service;
+pub mod store;
+
+/// The KFP v2beta1 API types (runs, experiments, filters) and their gRPC services.
+pub use proto::kubeflow::pipelines::backend::api::v2beta1 as api;

@@ -1,1 +1,173 @@
-fn main() {}
+//! The `runledger` binary: parse flags, set up logging, bind listeners, run. Everything else is in
+//! the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use runledger::server::{self, ServerOptions};
+use runledger::service::{Ledger, Limits};
+use runledger::store::{Durability, Store, StoreOptions};
+
+/// A run-tracking server for ML pipelines, wire-compatible with the Kubeflow Pipelines v2beta1
+/// Run API. Every flag can also be set as RUNLEDGER_<FLAG> (e.g. RUNLEDGER_DATA_DIR).
+#[derive(Parser)]
+#[command(name = "runledger", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gRPC API on a data directory.
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DurabilityMode {
+    /// Acknowledge a write only once it is on disk (concurrent writes share one flush).
+    Durable,
+    /// Acknowledge at once; flush every --flush-every-ms (a crash may lose that window).
+    Buffered,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address of the gRPC API.
+    #[arg(long, env = "RUNLEDGER_GRPC_ADDR", default_value = "127.0.0.1:8887")]
+    grpc_addr: SocketAddr,
+    /// Directory of the embedded database (created if missing).
+    #[arg(long, env = "RUNLEDGER_DATA_DIR", default_value = "./runledger-data")]
+    data_dir: PathBuf,
+    /// Log filter: error, warn, info, debug, trace, or a tracing EnvFilter directive.
+    #[arg(long, env = "RUNLEDGER_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// When a write is acknowledged.
+    #[arg(
+        long,
+        env = "RUNLEDGER_DURABILITY",
+        value_enum,
+        default_value = "durable"
+    )]
+    durability: DurabilityMode,
+    /// Background flush interval in buffered mode, in milliseconds.
+    #[arg(long, env = "RUNLEDGER_FLUSH_EVERY_MS", default_value_t = 500)]
+    flush_every_ms: u64,
+    /// Largest gRPC message accepted or sent, in bytes (larger requests: RESOURCE_EXHAUSTED).
+    #[arg(long, env = "RUNLEDGER_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_message_bytes: usize,
+    /// Longest run or experiment display_name, in bytes.
+    #[arg(long, env = "RUNLEDGER_MAX_NAME_BYTES", default_value_t = Limits::default().max_name_bytes)]
+    max_name_bytes: usize,
+    /// Longest run or experiment description, in bytes.
+    #[arg(long, env = "RUNLEDGER_MAX_DESCRIPTION_BYTES", default_value_t = Limits::default().max_description_bytes)]
+    max_description_bytes: usize,
+    /// Most runtime_config.parameters entries in a run.
+    #[arg(long, env = "RUNLEDGER_MAX_PARAMETERS", default_value_t = Limits::default().max_parameters)]
+    max_parameters: usize,
+    /// Most concurrent WatchRuns streams.
+    #[arg(long, env = "RUNLEDGER_MAX_WATCHERS", default_value_t = Limits::default().max_watchers)]
+    max_watchers: usize,
+    /// Change events buffered for WatchRuns; a watcher further behind is stopped.
+    #[arg(long, env = "RUNLEDGER_EVENT_BUFFER", default_value_t = StoreOptions::default().event_buffer)]
+    event_buffer: usize,
+    /// sled page cache size, in MiB.
+    #[arg(long, env = "RUNLEDGER_CACHE_MB", default_value_t = 256)]
+    cache_mb: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("runledger: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| format!("--log-level {filter:?} is not a valid filter: {e}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    init_logging(&args.log_level)?;
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let durability = match args.durability {
+            DurabilityMode::Durable => Durability::Durable,
+            DurabilityMode::Buffered => Durability::Buffered {
+                flush_every_ms: args.flush_every_ms,
+            },
+        };
+        let store = Store::open(
+            &args.data_dir,
+            StoreOptions {
+                durability,
+                event_buffer: args.event_buffer,
+                cache_bytes: args.cache_mb * 1024 * 1024,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let limits = Limits {
+            max_name_bytes: args.max_name_bytes,
+            max_description_bytes: args.max_description_bytes,
+            max_parameters: args.max_parameters,
+            max_watchers: args.max_watchers,
+        };
+        let ledger = Arc::new(Ledger::new(store, limits).map_err(|e| e.to_string())?);
+        let grpc = tokio::net::TcpListener::bind(args.grpc_addr)
+            .await
+            .map_err(|e| format!("cannot listen on --grpc-addr {}: {e}", args.grpc_addr))?;
+        tracing::info!(
+            grpc = %grpc.local_addr().map_err(|e| e.to_string())?,
+            data_dir = %args.data_dir.display(),
+            durability = ?durability,
+            "runledger listening"
+        );
+        let options = ServerOptions {
+            max_message_bytes: args.max_message_bytes,
+        };
+        server::run(ledger, grpc, options, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

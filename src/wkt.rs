@@ -52,7 +52,9 @@ impl Timestamp {
         if ts.is_valid() {
             Ok(ts)
         } else {
-            Err(format!("{text:?} is outside the Timestamp range (years 1 to 9999)"))
+            Err(format!(
+                "{text:?} is outside the Timestamp range (years 1 to 9999)"
+            ))
         }
     }
 }
@@ -104,19 +106,34 @@ mod tests {
 
     #[test]
     fn json_form_ends_in_z_and_keeps_nanoseconds() {
-        let ts = Timestamp { seconds: 1_700_000_000, nanos: 123_456_789 };
+        let ts = Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 123_456_789,
+        };
         assert_eq!(
             serde_json::to_string(&ts).unwrap(),
             "\"2023-11-14T22:13:20.123456789Z\""
         );
-        let whole = Timestamp { seconds: 1_700_000_000, nanos: 0 };
-        assert_eq!(serde_json::to_string(&whole).unwrap(), "\"2023-11-14T22:13:20Z\"");
+        let whole = Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        };
+        assert_eq!(
+            serde_json::to_string(&whole).unwrap(),
+            "\"2023-11-14T22:13:20Z\""
+        );
     }
 
     #[test]
     fn parsing_accepts_offsets_and_normalises_to_utc() {
         let ts: Timestamp = serde_json::from_str("\"2023-11-15T00:13:20.5+02:00\"").unwrap();
-        assert_eq!(ts, Timestamp { seconds: 1_700_000_000, nanos: 500_000_000 });
+        assert_eq!(
+            ts,
+            Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 500_000_000
+            }
+        );
     }
 
     #[test]

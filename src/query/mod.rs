@@ -1,0 +1,252 @@
+//! ListRuns / ListExperiments queries: which fields can be filtered and sorted, how a record
+//! exposes them, filter and sort parsing, page tokens, and the pagination engine. Pure: no sled,
+//! no tonic; the engine reads records through [`page::Source`].
+
+pub mod filter;
+pub mod page;
+pub mod sort;
+pub mod token;
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Experiment, Run, RuntimeState, experiment, run};
+use crate::wkt::Timestamp;
+
+/// A field a list can be filtered and sorted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Field {
+    Id,
+    DisplayName,
+    Description,
+    CreatedAt,
+    ScheduledAt,
+    FinishedAt,
+    State,
+    StorageState,
+    Namespace,
+    ExperimentId,
+    RecurringRunId,
+    PipelineId,
+    ServiceAccount,
+    LastRunCreatedAt,
+}
+
+/// What kind of value a field holds, which decides the filter values it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    Text,
+    /// Text restricted to an enum's value names.
+    EnumName(&'static [&'static str]),
+    Time,
+}
+
+/// A field's value, as compared and sorted. An unset timestamp (`Time(None)`) is earlier than
+/// every set one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum SortValue {
+    Text(String),
+    Time(Option<(i64, i32)>),
+}
+
+impl SortValue {
+    pub fn time(ts: Option<Timestamp>) -> SortValue {
+        SortValue::Time(ts.map(|t| (t.seconds, t.nanos)))
+    }
+}
+
+/// A borrowed field value, to evaluate filters without copying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldValue<'a> {
+    Text(Cow<'a, str>),
+    Time(Option<Timestamp>),
+}
+
+impl FieldValue<'_> {
+    pub fn to_sort_value(&self) -> SortValue {
+        match self {
+            FieldValue::Text(t) => SortValue::Text(t.to_string()),
+            FieldValue::Time(t) => SortValue::time(*t),
+        }
+    }
+
+    /// Compares with a sort value of the same kind (text with text, time with time).
+    pub fn cmp_sort_value(&self, other: &SortValue) -> Ordering {
+        match (self, other) {
+            (FieldValue::Text(a), SortValue::Text(b)) => a.as_ref().cmp(b.as_str()),
+            (FieldValue::Time(a), SortValue::Time(b)) => a.map(|t| (t.seconds, t.nanos)).cmp(b),
+            (FieldValue::Text(_), SortValue::Time(_)) => Ordering::Greater,
+            (FieldValue::Time(_), SortValue::Text(_)) => Ordering::Less,
+        }
+    }
+}
+
+/// A listable record: runs and experiments.
+pub trait Record {
+    /// The resource name used in messages ("run", "experiment").
+    const KIND: &'static str;
+    /// Field names accepted in `sort_by` and filter keys, with their field.
+    const FIELDS: &'static [(&'static str, Field)];
+
+    fn id(&self) -> &str;
+    fn created_at(&self) -> Option<Timestamp>;
+    fn field(&self, field: Field) -> FieldValue<'_>;
+
+    fn lookup_field(name: &str) -> Option<Field> {
+        Self::FIELDS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| *f)
+    }
+
+    fn field_names() -> String {
+        Self::FIELDS
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+const RUNTIME_STATE_NAMES: &[&str] = &[
+    "RUNTIME_STATE_UNSPECIFIED",
+    "PENDING",
+    "RUNNING",
+    "SUCCEEDED",
+    "SKIPPED",
+    "FAILED",
+    "CANCELING",
+    "CANCELED",
+    "PAUSED",
+];
+const STORAGE_STATE_NAMES: &[&str] = &["STORAGE_STATE_UNSPECIFIED", "AVAILABLE", "ARCHIVED"];
+
+impl Field {
+    pub fn kind(self) -> FieldKind {
+        match self {
+            Field::CreatedAt | Field::ScheduledAt | Field::FinishedAt | Field::LastRunCreatedAt => {
+                FieldKind::Time
+            }
+            Field::State => FieldKind::EnumName(RUNTIME_STATE_NAMES),
+            Field::StorageState => FieldKind::EnumName(STORAGE_STATE_NAMES),
+            _ => FieldKind::Text,
+        }
+    }
+}
+
+fn text(s: &str) -> FieldValue<'_> {
+    FieldValue::Text(Cow::Borrowed(s))
+}
+
+fn enum_name(name: Option<&'static str>, number: i32) -> FieldValue<'static> {
+    match name {
+        Some(n) => FieldValue::Text(Cow::Borrowed(n)),
+        // An enum number this build does not know: compare as its number, so it stays visible.
+        None => FieldValue::Text(Cow::Owned(number.to_string())),
+    }
+}
+
+impl Record for Run {
+    const KIND: &'static str = "run";
+    const FIELDS: &'static [(&'static str, Field)] = &[
+        ("run_id", Field::Id),
+        ("id", Field::Id),
+        ("display_name", Field::DisplayName),
+        ("name", Field::DisplayName),
+        ("description", Field::Description),
+        ("created_at", Field::CreatedAt),
+        ("scheduled_at", Field::ScheduledAt),
+        ("finished_at", Field::FinishedAt),
+        ("state", Field::State),
+        ("storage_state", Field::StorageState),
+        ("namespace", Field::Namespace),
+        ("experiment_id", Field::ExperimentId),
+        ("recurring_run_id", Field::RecurringRunId),
+        ("pipeline_id", Field::PipelineId),
+        ("service_account", Field::ServiceAccount),
+    ];
+
+    fn id(&self) -> &str {
+        &self.run_id
+    }
+
+    fn created_at(&self) -> Option<Timestamp> {
+        self.created_at
+    }
+
+    fn field(&self, field: Field) -> FieldValue<'_> {
+        match field {
+            Field::Id => text(&self.run_id),
+            Field::DisplayName => text(&self.display_name),
+            Field::Description => text(&self.description),
+            Field::CreatedAt => FieldValue::Time(self.created_at),
+            Field::ScheduledAt => FieldValue::Time(self.scheduled_at),
+            Field::FinishedAt => FieldValue::Time(self.finished_at),
+            Field::State => enum_name(
+                RuntimeState::try_from(self.state)
+                    .ok()
+                    .map(|s| s.as_str_name()),
+                self.state,
+            ),
+            Field::StorageState => enum_name(
+                run::StorageState::try_from(self.storage_state)
+                    .ok()
+                    .map(|s| s.as_str_name()),
+                self.storage_state,
+            ),
+            Field::Namespace => text(&self.namespace),
+            Field::ExperimentId => text(&self.experiment_id),
+            Field::RecurringRunId => text(&self.recurring_run_id),
+            Field::PipelineId => text(match &self.pipeline_source {
+                Some(run::PipelineSource::PipelineId(id)) => id,
+                Some(run::PipelineSource::PipelineVersionReference(r)) => &r.pipeline_id,
+                _ => "",
+            }),
+            Field::ServiceAccount => text(&self.service_account),
+            Field::LastRunCreatedAt => FieldValue::Time(None),
+        }
+    }
+}
+
+impl Record for Experiment {
+    const KIND: &'static str = "experiment";
+    const FIELDS: &'static [(&'static str, Field)] = &[
+        ("experiment_id", Field::Id),
+        ("id", Field::Id),
+        ("display_name", Field::DisplayName),
+        ("name", Field::DisplayName),
+        ("description", Field::Description),
+        ("created_at", Field::CreatedAt),
+        ("namespace", Field::Namespace),
+        ("storage_state", Field::StorageState),
+        ("last_run_created_at", Field::LastRunCreatedAt),
+    ];
+
+    fn id(&self) -> &str {
+        &self.experiment_id
+    }
+
+    fn created_at(&self) -> Option<Timestamp> {
+        self.created_at
+    }
+
+    fn field(&self, field: Field) -> FieldValue<'_> {
+        match field {
+            Field::Id => text(&self.experiment_id),
+            Field::DisplayName => text(&self.display_name),
+            Field::Description => text(&self.description),
+            Field::CreatedAt => FieldValue::Time(self.created_at),
+            Field::Namespace => text(&self.namespace),
+            Field::StorageState => enum_name(
+                experiment::StorageState::try_from(self.storage_state)
+                    .ok()
+                    .map(|s| s.as_str_name()),
+                self.storage_state,
+            ),
+            Field::LastRunCreatedAt => FieldValue::Time(self.last_run_created_at),
+            _ => text(""),
+        }
+    }
+}

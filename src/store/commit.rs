@@ -1,0 +1,176 @@
+//! Group commit. A write is applied to sled under the writer lock and gets a sequence number;
+//! in durable mode it is acknowledged only once a flush that started after it has finished. One
+//! flusher thread serves everyone: writers that arrive while a flush runs share the next one, so
+//! N concurrent writers cost about one fsync, not N.
+//!
+//! Change events (for WatchRuns) are queued with their sequence number and published only once
+//! durable, in commit order, so a watcher never sees a change that a crash could take back.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+
+use tokio::sync::{broadcast, watch};
+
+use crate::api::RunEvent;
+use crate::error::{Error, Result};
+
+/// Whether a write is acknowledged before or after it is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledge after fsync (group commit). The default.
+    Durable,
+    /// Acknowledge at once; sled flushes in the background every `flush_every_ms`.
+    Buffered { flush_every_ms: u64 },
+}
+
+#[derive(Debug, Clone, Default)]
+struct Flushed {
+    /// Every write up to this sequence number is on disk.
+    durable: u64,
+    /// Writes up to this number were in a flush that failed, with its error.
+    failed: Option<(u64, String)>,
+}
+
+#[derive(Default)]
+struct Requests {
+    /// Highest sequence number a writer waits for.
+    wanted: u64,
+    /// Highest sequence number committed to sled (flushing now covers it).
+    committed: u64,
+    shutdown: bool,
+    /// Events waiting for their write to become durable.
+    pending: VecDeque<(u64, Vec<RunEvent>)>,
+}
+
+pub struct GroupCommit {
+    mode: Durability,
+    requests: Mutex<Requests>,
+    wake: Condvar,
+    flushed: watch::Sender<Flushed>,
+    events: broadcast::Sender<Arc<RunEvent>>,
+}
+
+impl GroupCommit {
+    pub fn new(mode: Durability, event_buffer: usize) -> Arc<Self> {
+        Arc::new(GroupCommit {
+            mode,
+            requests: Mutex::default(),
+            wake: Condvar::new(),
+            flushed: watch::Sender::new(Flushed::default()),
+            events: broadcast::Sender::new(event_buffer.max(1)),
+        })
+    }
+
+    pub fn mode(&self) -> Durability {
+        self.mode
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RunEvent>> {
+        self.events.subscribe()
+    }
+
+    /// Called under the writer lock right after sled applied write `seq`.
+    pub fn committed(&self, seq: u64, events: Vec<RunEvent>) {
+        match self.mode {
+            Durability::Buffered { .. } => self.publish(events),
+            Durability::Durable => {
+                let mut requests = lock(&self.requests);
+                requests.committed = seq;
+                if !events.is_empty() {
+                    requests.pending.push_back((seq, events));
+                }
+            }
+        }
+    }
+
+    /// Waits until write `seq` is durable (at once in buffered mode).
+    pub async fn wait(&self, seq: u64) -> Result<()> {
+        if self.mode != Durability::Durable {
+            return Ok(());
+        }
+        {
+            let mut requests = lock(&self.requests);
+            if requests.wanted < seq {
+                requests.wanted = seq;
+                self.wake.notify_one();
+            }
+        }
+        let mut rx = self.flushed.subscribe();
+        let state = rx
+            .wait_for(|f| f.durable >= seq || f.failed.as_ref().is_some_and(|(s, _)| *s >= seq))
+            .await
+            .map_err(|_| Error::Unavailable("the store is shutting down".into()))?;
+        if state.durable >= seq {
+            Ok(())
+        } else {
+            let message = state
+                .failed
+                .as_ref()
+                .map(|(_, e)| e.clone())
+                .unwrap_or_default();
+            Err(Error::Internal(format!(
+                "the write was applied but could not be flushed to disk: {message}"
+            )))
+        }
+    }
+
+    /// The flusher loop; runs on its own thread until `shutdown`.
+    pub fn run_flusher(&self, db: &sled::Db) {
+        loop {
+            let (target, events) = {
+                let mut requests = lock(&self.requests);
+                loop {
+                    if requests.wanted > self.handled() || requests.shutdown {
+                        break;
+                    }
+                    requests = self.wake.wait(requests).unwrap_or_else(|p| p.into_inner());
+                }
+                if requests.shutdown && requests.wanted <= self.handled() {
+                    return;
+                }
+                let target = requests.committed;
+                let split = requests.pending.partition_point(|(s, _)| *s <= target);
+                let events: Vec<_> = requests.pending.drain(..split).collect();
+                (target, events)
+            };
+            match db.flush() {
+                Ok(_) => {
+                    self.flushed
+                        .send_modify(|f| f.durable = f.durable.max(target));
+                    for (_, batch) in events {
+                        self.publish(batch);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "flushing the store failed");
+                    self.flushed
+                        .send_modify(|f| f.failed = Some((target, e.to_string())));
+                }
+            }
+        }
+    }
+
+    /// Highest sequence number whose flush has finished, successfully or not.
+    fn handled(&self) -> u64 {
+        let f = self.flushed.borrow();
+        f.durable.max(f.failed.as_ref().map_or(0, |(s, _)| *s))
+    }
+
+    pub fn shutdown(&self) {
+        lock(&self.requests).shutdown = true;
+        self.wake.notify_all();
+    }
+
+    fn publish(&self, events: Vec<RunEvent>) {
+        for event in events {
+            // No receiver is fine: nobody watches.
+            let _ = self.events.send(Arc::new(event));
+        }
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the data it guards
+/// (sequence numbers, queues) is still consistent, so keep going.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,169 @@
+//! Key encoding. Everything lives in one sled tree; the first byte of a key says what it is, and
+//! keys are built so that one prefix is one scan: a scope's runs in created_at order, a
+//! namespace's experiments in created_at order.
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `R` | run_id | run record |
+//! | `E` | experiment_id | experiment record |
+//! | `A` | created, run_id | (empty): every run |
+//! | `X` | str(experiment_id), created, run_id | (empty): runs of an experiment |
+//! | `N` | str(namespace), created, run_id | (empty): runs of a namespace |
+//! | `Q` | created, experiment_id | (empty): every experiment |
+//! | `P` | str(namespace), created, experiment_id | (empty): experiments of a namespace |
+//! | `M` | str(namespace), display_name | experiment_id: unique experiment names |
+//! | `D` | namespace | experiment_id of the namespace's default experiment |
+//! | `C` | counter scope | 16 bytes: total, archived (u64 BE each) |
+//! | `S` | setting name | setting value (format version, page-token key) |
+//!
+//! `str(x)` is a u16 big-endian length then the bytes, so a prefix never matches a longer
+//! namespace or id; `created` is 12 bytes that sort like the timestamp (sign-flipped seconds,
+//! then nanos).
+
+use crate::wkt::Timestamp;
+
+pub const RUN: u8 = b'R';
+pub const EXPERIMENT: u8 = b'E';
+pub const ALL_RUNS: u8 = b'A';
+pub const RUNS_BY_EXPERIMENT: u8 = b'X';
+pub const RUNS_BY_NAMESPACE: u8 = b'N';
+pub const ALL_EXPERIMENTS: u8 = b'Q';
+pub const EXPERIMENTS_BY_NAMESPACE: u8 = b'P';
+pub const EXPERIMENT_NAME: u8 = b'M';
+pub const DEFAULT_EXPERIMENT: u8 = b'D';
+pub const COUNTER: u8 = b'C';
+pub const SETTING: u8 = b'S';
+
+/// Longest namespace or id that fits a key's u16 length prefix.
+pub const MAX_KEY_PART: usize = u16::MAX as usize;
+
+pub fn record(prefix: u8, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(prefix);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn push_str(key: &mut Vec<u8>, part: &str) {
+    // Callers validate lengths before anything reaches the store; truncating here would merge
+    // two scopes, so a too-long part is a bug worth crashing the test suite on.
+    debug_assert!(part.len() <= MAX_KEY_PART);
+    key.extend_from_slice(&(part.len().min(MAX_KEY_PART) as u16).to_be_bytes());
+    key.extend_from_slice(part.as_bytes());
+}
+
+pub fn encode_time(ts: &Timestamp) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out[..8].copy_from_slice(&((ts.seconds as u64) ^ (1 << 63)).to_be_bytes());
+    out[8..].copy_from_slice(&(ts.nanos.max(0) as u32).to_be_bytes());
+    out
+}
+
+pub fn decode_time(bytes: &[u8]) -> Option<Timestamp> {
+    let seconds = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?) ^ (1 << 63);
+    let nanos = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?);
+    Some(Timestamp {
+        seconds: seconds as i64,
+        nanos: nanos as i32,
+    })
+}
+
+/// The prefix of a scope index: every key under it is `created, id`.
+pub fn scope_prefix(prefix: u8, part: Option<&str>) -> Vec<u8> {
+    let mut key = vec![prefix];
+    if let Some(part) = part {
+        push_str(&mut key, part);
+    }
+    key
+}
+
+/// A scope index entry: `prefix [str(part)] created id`.
+pub fn scope_entry(scope_prefix: &[u8], created: &Timestamp, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(scope_prefix.len() + 12 + id.len());
+    key.extend_from_slice(scope_prefix);
+    key.extend_from_slice(&encode_time(created));
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Splits the part of an index key after its scope prefix into (created, id).
+pub fn split_scope_entry(rest: &[u8]) -> Option<(Timestamp, &str)> {
+    let created = decode_time(rest.get(..12)?)?;
+    let id = std::str::from_utf8(rest.get(12..)?).ok()?;
+    Some((created, id))
+}
+
+pub fn experiment_name(namespace: &str, display_name: &str) -> Vec<u8> {
+    let mut key = vec![EXPERIMENT_NAME];
+    push_str(&mut key, namespace);
+    key.extend_from_slice(display_name.as_bytes());
+    key
+}
+
+pub fn default_experiment(namespace: &str) -> Vec<u8> {
+    record(DEFAULT_EXPERIMENT, namespace)
+}
+
+/// Counter scopes: runs everywhere / of an experiment / of a namespace, experiments everywhere /
+/// of a namespace.
+pub fn counter(kind: u8, part: Option<&str>) -> Vec<u8> {
+    let mut key = vec![COUNTER, kind];
+    if let Some(part) = part {
+        push_str(&mut key, part);
+    }
+    key
+}
+
+pub fn setting(name: &str) -> Vec<u8> {
+    record(SETTING, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_times_sort_like_the_times() {
+        let times = [
+            Timestamp {
+                seconds: -5,
+                nanos: 999_999_999,
+            },
+            Timestamp {
+                seconds: -5,
+                nanos: 1,
+            },
+            Timestamp {
+                seconds: 0,
+                nanos: 0,
+            },
+            Timestamp {
+                seconds: 0,
+                nanos: 5,
+            },
+            Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            },
+        ];
+        let mut sorted = times;
+        sorted.sort();
+        let mut by_key = times;
+        by_key.sort_by_key(encode_time);
+        assert_eq!(sorted, by_key);
+        for t in times {
+            assert_eq!(decode_time(&encode_time(&t)), Some(t));
+        }
+    }
+
+    #[test]
+    fn a_namespace_prefix_does_not_match_a_longer_namespace() {
+        let short = scope_prefix(RUNS_BY_NAMESPACE, Some("ab"));
+        let long = scope_entry(
+            &scope_prefix(RUNS_BY_NAMESPACE, Some("abc")),
+            &Timestamp::default(),
+            "r",
+        );
+        assert!(!long.starts_with(&short));
+    }
+}

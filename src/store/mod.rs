@@ -1,0 +1,636 @@
+//! The store: the only code that knows sled.
+//!
+//! Its interface is record-level (get a run, scan a scope in creation order, read a counter,
+//! change records in a transaction), so another backend can replace it without touching the
+//! core or the API layers. Every change goes through a [`Txn`]: it holds the writer lock, reads
+//! the old records, derives every index and counter change from (old, new) and applies them all
+//! with one atomic sled batch, so a crash at any instant leaves records, indexes and counters
+//! consistent. Writes are serialised by that lock (sled serialises multi-key atomic writes
+//! anyway); reads never take it.
+
+mod codec;
+mod commit;
+pub mod keys;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::broadcast;
+
+pub use commit::Durability;
+use commit::GroupCommit;
+
+use crate::api::{Experiment, Run, RunEvent, experiment, run, run_event};
+use crate::error::{Error, Result};
+use crate::wkt::Timestamp;
+
+/// Which runs a scan or a counter covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RunScope {
+    All,
+    Experiment(String),
+    Namespace(String),
+}
+
+impl RunScope {
+    fn index_prefix(&self) -> Vec<u8> {
+        match self {
+            RunScope::All => keys::scope_prefix(keys::ALL_RUNS, None),
+            RunScope::Experiment(id) => keys::scope_prefix(keys::RUNS_BY_EXPERIMENT, Some(id)),
+            RunScope::Namespace(ns) => keys::scope_prefix(keys::RUNS_BY_NAMESPACE, Some(ns)),
+        }
+    }
+
+    fn counter_key(&self) -> Vec<u8> {
+        match self {
+            RunScope::All => keys::counter(b'a', None),
+            RunScope::Experiment(id) => keys::counter(b'x', Some(id)),
+            RunScope::Namespace(ns) => keys::counter(b'n', Some(ns)),
+        }
+    }
+
+    /// The three scopes a run belongs to.
+    fn of_run(run: &Run) -> [RunScope; 3] {
+        [
+            RunScope::All,
+            RunScope::Experiment(run.experiment_id.clone()),
+            RunScope::Namespace(run.namespace.clone()),
+        ]
+    }
+}
+
+/// Which experiments a scan or a counter covers: all, or one namespace's.
+fn experiment_scope_prefix(namespace: Option<&str>) -> Vec<u8> {
+    match namespace {
+        None => keys::scope_prefix(keys::ALL_EXPERIMENTS, None),
+        Some(ns) => keys::scope_prefix(keys::EXPERIMENTS_BY_NAMESPACE, Some(ns)),
+    }
+}
+
+fn experiment_counter_key(namespace: Option<&str>) -> Vec<u8> {
+    match namespace {
+        None => keys::counter(b'e', None),
+        Some(ns) => keys::counter(b'p', Some(ns)),
+    }
+}
+
+/// How many records a scope holds, and how many of them are archived.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub total: u64,
+    pub archived: u64,
+}
+
+impl Counts {
+    fn decode(bytes: &[u8]) -> Result<Counts> {
+        let total = bytes
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes);
+        let archived = bytes
+            .get(8..16)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes);
+        match (total, archived) {
+            (Some(total), Some(archived)) if bytes.len() == 16 => Ok(Counts { total, archived }),
+            _ => Err(Error::internal("corrupt counter value")),
+        }
+    }
+
+    fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.total.to_be_bytes());
+        out[8..].copy_from_slice(&self.archived.to_be_bytes());
+        out
+    }
+}
+
+/// Scan direction over a creation-ordered index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Ascending,
+    Descending,
+}
+
+/// Options for opening a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// Size of the change-event buffer that WatchRuns subscribers read from.
+    pub event_buffer: usize,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            durability: Durability::Durable,
+            event_buffer: 1024,
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+    /// Guards read-modify-write; holds the last committed sequence number.
+    writer: Mutex<u64>,
+    commit: Arc<GroupCommit>,
+    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn storage(e: sled::Error) -> Error {
+    Error::Internal(format!("storage error: {e}"))
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Arc<Store>> {
+        let flush_every_ms = match options.durability {
+            Durability::Durable => None,
+            Durability::Buffered { flush_every_ms } => Some(flush_every_ms.max(1)),
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_bytes)
+            .flush_every_ms(flush_every_ms)
+            .open()
+            .map_err(|e| {
+                Error::Unavailable(format!("cannot open data dir {}: {e}", dir.display()))
+            })?;
+        let tree = db.open_tree("ledger").map_err(storage)?;
+        let commit = GroupCommit::new(options.durability, options.event_buffer);
+        let store = Arc::new(Store {
+            db: db.clone(),
+            tree,
+            writer: Mutex::new(0),
+            commit: commit.clone(),
+            flusher: Mutex::new(None),
+        });
+        if options.durability == Durability::Durable {
+            let handle = std::thread::Builder::new()
+                .name("runledger-flusher".into())
+                .spawn(move || commit.run_flusher(&db))
+                .map_err(|e| Error::internal(format!("cannot start the flusher thread: {e}")))?;
+            *lock(&store.flusher) = Some(handle);
+        }
+        Ok(store)
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.commit.mode()
+    }
+
+    /// Starts a write: takes the writer lock until the returned transaction is committed or
+    /// dropped. Never hold it across an `.await`.
+    pub fn begin(&self) -> Txn<'_> {
+        Txn {
+            store: self,
+            guard: lock(&self.writer),
+            batch: sled::Batch::default(),
+            overlay: HashMap::new(),
+            counters: BTreeMap::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Waits until the write `ticket` is durable (per the store's durability mode).
+    pub async fn wait_durable(&self, ticket: CommitTicket) -> Result<()> {
+        self.commit.wait(ticket.0).await
+    }
+
+    /// Subscribes to run change events, published in commit order once durable.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RunEvent>> {
+        self.commit.subscribe()
+    }
+
+    /// Flushes everything to disk and stops the flusher; for shutdown.
+    pub fn close(&self) -> Result<()> {
+        self.commit.shutdown();
+        if let Some(handle) = lock(&self.flusher).take() {
+            let _ = handle.join();
+        }
+        self.db.flush().map_err(storage)?;
+        Ok(())
+    }
+
+    fn raw(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        self.tree.get(key).map_err(storage)
+    }
+
+    pub fn get_run(&self, run_id: &str) -> Result<Option<Run>> {
+        self.raw(&keys::record(keys::RUN, run_id))?
+            .map(|bytes| decode_run(run_id, &bytes))
+            .transpose()
+    }
+
+    pub fn get_experiment(&self, experiment_id: &str) -> Result<Option<Experiment>> {
+        self.raw(&keys::record(keys::EXPERIMENT, experiment_id))?
+            .map(|bytes| decode_experiment(experiment_id, &bytes))
+            .transpose()
+    }
+
+    pub fn experiment_id_by_name(&self, namespace: &str, name: &str) -> Result<Option<String>> {
+        self.raw(&keys::experiment_name(namespace, name))?
+            .map(|b| utf8(&b))
+            .transpose()
+    }
+
+    pub fn run_counts(&self, scope: &RunScope) -> Result<Counts> {
+        self.counts(&scope.counter_key())
+    }
+
+    pub fn experiment_counts(&self, namespace: Option<&str>) -> Result<Counts> {
+        self.counts(&experiment_counter_key(namespace))
+    }
+
+    fn counts(&self, key: &[u8]) -> Result<Counts> {
+        self.raw(key)?
+            .map_or(Ok(Counts::default()), |b| Counts::decode(&b))
+    }
+
+    /// A scope's runs in creation order, starting after `after` (created_at, run_id) when given.
+    /// Runs deleted while the scan runs are skipped.
+    pub fn scan_runs(
+        &self,
+        scope: &RunScope,
+        order: Order,
+        after: Option<(Timestamp, &str)>,
+    ) -> impl Iterator<Item = Result<Run>> + '_ {
+        self.scan_index(scope.index_prefix(), order, after)
+            .filter_map(move |entry| match entry {
+                Ok(id) => self.get_run(&id).transpose(),
+                Err(e) => Some(Err(e)),
+            })
+    }
+
+    /// A namespace's (or every) experiments in creation order, starting after `after`.
+    pub fn scan_experiments(
+        &self,
+        namespace: Option<&str>,
+        order: Order,
+        after: Option<(Timestamp, &str)>,
+    ) -> impl Iterator<Item = Result<Experiment>> + '_ {
+        self.scan_index(experiment_scope_prefix(namespace), order, after)
+            .filter_map(move |entry| match entry {
+                Ok(id) => self.get_experiment(&id).transpose(),
+                Err(e) => Some(Err(e)),
+            })
+    }
+
+    /// The ids in a creation-ordered index under `prefix`, strictly after `after`.
+    fn scan_index(
+        &self,
+        prefix: Vec<u8>,
+        order: Order,
+        after: Option<(Timestamp, &str)>,
+    ) -> impl Iterator<Item = Result<String>> + '_ {
+        let start = after.map(|(created, id)| keys::scope_entry(&prefix, &created, id));
+        let mut end = prefix.clone();
+        // Every key of the scope is `prefix ++ 12 time bytes ++ id`; 0xff.. past the time bytes
+        // bounds them all.
+        end.extend_from_slice(&[0xff; 13]);
+        let iter = match (order, start) {
+            (Order::Ascending, None) => self.tree.range(prefix.clone()..end),
+            (Order::Ascending, Some(start)) => {
+                let mut from = start;
+                from.push(0); // strictly after
+                self.tree.range(from..end)
+            }
+            (Order::Descending, None) => self.tree.range(prefix.clone()..end),
+            (Order::Descending, Some(start)) => self.tree.range(prefix.clone()..start),
+        };
+        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match order {
+            Order::Ascending => Box::new(iter),
+            Order::Descending => Box::new(iter.rev()),
+        };
+        let prefix_len = prefix.len();
+        iter.map(move |entry| {
+            let (key, _) = entry.map_err(storage)?;
+            let rest = key.get(prefix_len..).unwrap_or_default();
+            keys::split_scope_entry(rest)
+                .map(|(_, id)| id.to_owned())
+                .ok_or_else(|| Error::internal("corrupt index entry"))
+        })
+    }
+
+    /// The secret that signs page tokens; created on first use and kept in the store so tokens
+    /// stay valid across restarts.
+    pub fn token_key(&self) -> Result<Vec<u8>> {
+        let key = keys::setting("page-token-key");
+        if let Some(existing) = self.raw(&key)? {
+            return Ok(existing.to_vec());
+        }
+        let _guard = lock(&self.writer);
+        if let Some(existing) = self.raw(&key)? {
+            return Ok(existing.to_vec());
+        }
+        let secret: [u8; 32] = rand::random();
+        self.tree.insert(key, &secret[..]).map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        Ok(secret.to_vec())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.commit.shutdown();
+        if let Some(handle) = lock(&self.flusher).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// A run record that cannot be decoded is still listed, with its id and `error` saying why, so
+/// one damaged record does not make a whole scope unreadable.
+fn decode_run(run_id: &str, bytes: &[u8]) -> Result<Run> {
+    Ok(codec::decode::<Run>(bytes).unwrap_or_else(|e| Run {
+        run_id: run_id.to_owned(),
+        error: Some(crate::proto::google::rpc::Status {
+            code: tonic::Code::DataLoss as i32,
+            message: format!("the stored record of run {run_id:?} cannot be read: {e}"),
+            details: Vec::new(),
+        }),
+        ..Default::default()
+    }))
+}
+
+fn decode_experiment(experiment_id: &str, bytes: &[u8]) -> Result<Experiment> {
+    codec::decode::<Experiment>(bytes).map_err(|e| {
+        Error::Internal(format!(
+            "the stored record of experiment {experiment_id:?} cannot be read: {e}"
+        ))
+    })
+}
+
+fn utf8(bytes: &[u8]) -> Result<String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| Error::internal("corrupt id in an index value"))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Identifies a committed write, to wait for its durability.
+#[derive(Debug, Clone, Copy)]
+#[must_use = "wait for the write to be durable before acknowledging it"]
+pub struct CommitTicket(u64);
+
+/// A write in progress. Reads see the transaction's own changes; nothing is visible to others
+/// until [`Txn::commit`].
+pub struct Txn<'a> {
+    store: &'a Store,
+    guard: MutexGuard<'a, u64>,
+    batch: sled::Batch,
+    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Counter deltas (total, archived) by counter key.
+    counters: BTreeMap<Vec<u8>, (i64, i64)>,
+    events: Vec<RunEvent>,
+}
+
+impl Txn<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.overlay.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => Ok(self.store.raw(key)?.map(|v| v.to_vec())),
+        }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.batch.insert(key.clone(), value.clone());
+        self.overlay.insert(key, Some(value));
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.batch.remove(key.clone());
+        self.overlay.insert(key, None);
+    }
+
+    fn count(&mut self, key: Vec<u8>, total: i64, archived: i64) {
+        let entry = self.counters.entry(key).or_default();
+        entry.0 += total;
+        entry.1 += archived;
+    }
+
+    pub fn run(&self, run_id: &str) -> Result<Option<Run>> {
+        self.get(&keys::record(keys::RUN, run_id))?
+            .map(|bytes| decode_run(run_id, &bytes))
+            .transpose()
+    }
+
+    pub fn experiment(&self, experiment_id: &str) -> Result<Option<Experiment>> {
+        self.get(&keys::record(keys::EXPERIMENT, experiment_id))?
+            .map(|bytes| decode_experiment(experiment_id, &bytes))
+            .transpose()
+    }
+
+    pub fn experiment_id_by_name(&self, namespace: &str, name: &str) -> Result<Option<String>> {
+        self.get(&keys::experiment_name(namespace, name))?
+            .map(|b| utf8(&b))
+            .transpose()
+    }
+
+    pub fn default_experiment_id(&self, namespace: &str) -> Result<Option<String>> {
+        self.get(&keys::default_experiment(namespace))?
+            .map(|b| utf8(&b))
+            .transpose()
+    }
+
+    /// Ids of an experiment's committed runs (consistent: no other writer runs meanwhile).
+    pub fn run_ids_of_experiment(&self, experiment_id: &str) -> Result<Vec<String>> {
+        self.store
+            .scan_index(
+                RunScope::Experiment(experiment_id.to_owned()).index_prefix(),
+                Order::Ascending,
+                None,
+            )
+            .collect()
+    }
+
+    /// Stores `new` (created when `old` is None), keeping indexes and counters in step, and
+    /// queues the matching change event.
+    pub fn put_run(&mut self, old: Option<&Run>, new: &Run) {
+        let created = new.created_at.unwrap_or_default();
+        if let Some(old) = old {
+            let old_created = old.created_at.unwrap_or_default();
+            if old.experiment_id != new.experiment_id
+                || old.namespace != new.namespace
+                || old_created != created
+            {
+                self.unindex_run(old);
+                self.index_run(new);
+            } else {
+                let delta = is_archived_run(new) as i64 - is_archived_run(old) as i64;
+                if delta != 0 {
+                    for scope in RunScope::of_run(new) {
+                        self.count(scope.counter_key(), 0, delta);
+                    }
+                }
+            }
+        } else {
+            self.index_run(new);
+        }
+        self.put(keys::record(keys::RUN, &new.run_id), codec::encode(new));
+        let kind = if old.is_some() {
+            run_event::Type::Updated
+        } else {
+            run_event::Type::Created
+        };
+        self.events.push(RunEvent {
+            r#type: kind as i32,
+            run: Some(new.clone()),
+        });
+    }
+
+    pub fn delete_run(&mut self, old: &Run) {
+        self.unindex_run(old);
+        self.remove(keys::record(keys::RUN, &old.run_id));
+        self.events.push(RunEvent {
+            r#type: run_event::Type::Deleted as i32,
+            run: Some(old.clone()),
+        });
+    }
+
+    fn index_run(&mut self, run: &Run) {
+        let created = run.created_at.unwrap_or_default();
+        let archived = is_archived_run(run) as i64;
+        for scope in RunScope::of_run(run) {
+            self.put(
+                keys::scope_entry(&scope.index_prefix(), &created, &run.run_id),
+                Vec::new(),
+            );
+            self.count(scope.counter_key(), 1, archived);
+        }
+    }
+
+    fn unindex_run(&mut self, run: &Run) {
+        let created = run.created_at.unwrap_or_default();
+        let archived = is_archived_run(run) as i64;
+        for scope in RunScope::of_run(run) {
+            self.remove(keys::scope_entry(
+                &scope.index_prefix(),
+                &created,
+                &run.run_id,
+            ));
+            self.count(scope.counter_key(), -1, -archived);
+        }
+    }
+
+    /// Stores `new` (created when `old` is None) with its name and scope indexes.
+    pub fn put_experiment(&mut self, old: Option<&Experiment>, new: &Experiment) {
+        match old {
+            Some(old) => {
+                if old.namespace != new.namespace
+                    || old.display_name != new.display_name
+                    || old.created_at != new.created_at
+                {
+                    self.unindex_experiment(old);
+                    self.index_experiment(new);
+                } else {
+                    let delta =
+                        is_archived_experiment(new) as i64 - is_archived_experiment(old) as i64;
+                    if delta != 0 {
+                        for ns in [None, Some(new.namespace.as_str())] {
+                            self.count(experiment_counter_key(ns), 0, delta);
+                        }
+                    }
+                }
+            }
+            None => self.index_experiment(new),
+        }
+        self.put(
+            keys::record(keys::EXPERIMENT, &new.experiment_id),
+            codec::encode(new),
+        );
+    }
+
+    pub fn delete_experiment(&mut self, old: &Experiment) {
+        self.unindex_experiment(old);
+        self.remove(keys::record(keys::EXPERIMENT, &old.experiment_id));
+        let default_key = keys::default_experiment(&old.namespace);
+        if self.get(&default_key).ok().flatten().as_deref() == Some(old.experiment_id.as_bytes()) {
+            self.remove(default_key);
+        }
+    }
+
+    pub fn set_default_experiment(&mut self, namespace: &str, experiment_id: &str) {
+        self.put(
+            keys::default_experiment(namespace),
+            experiment_id.as_bytes().to_vec(),
+        );
+    }
+
+    fn index_experiment(&mut self, e: &Experiment) {
+        let created = e.created_at.unwrap_or_default();
+        let archived = is_archived_experiment(e) as i64;
+        self.put(
+            keys::experiment_name(&e.namespace, &e.display_name),
+            e.experiment_id.as_bytes().to_vec(),
+        );
+        for ns in [None, Some(e.namespace.as_str())] {
+            self.put(
+                keys::scope_entry(&experiment_scope_prefix(ns), &created, &e.experiment_id),
+                Vec::new(),
+            );
+            self.count(experiment_counter_key(ns), 1, archived);
+        }
+    }
+
+    fn unindex_experiment(&mut self, e: &Experiment) {
+        let created = e.created_at.unwrap_or_default();
+        let archived = is_archived_experiment(e) as i64;
+        self.remove(keys::experiment_name(&e.namespace, &e.display_name));
+        for ns in [None, Some(e.namespace.as_str())] {
+            self.remove(keys::scope_entry(
+                &experiment_scope_prefix(ns),
+                &created,
+                &e.experiment_id,
+            ));
+            self.count(experiment_counter_key(ns), -1, -archived);
+        }
+    }
+
+    /// Applies every change atomically. The returned ticket says when it is durable.
+    pub fn commit(mut self) -> Result<CommitTicket> {
+        let counters = std::mem::take(&mut self.counters);
+        for (key, (total, archived)) in counters {
+            let current = self
+                .get(&key)?
+                .map_or(Ok(Counts::default()), |b| Counts::decode(&b))?;
+            let next = Counts {
+                total: apply_delta(current.total, total)?,
+                archived: apply_delta(current.archived, archived)?,
+            };
+            if next == Counts::default() {
+                self.remove(key);
+            } else {
+                self.put(key, next.encode().to_vec());
+            }
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.store.tree.apply_batch(batch).map_err(storage)?;
+        *self.guard += 1;
+        let seq = *self.guard;
+        self.store
+            .commit
+            .committed(seq, std::mem::take(&mut self.events));
+        Ok(CommitTicket(seq))
+    }
+}
+
+fn apply_delta(value: u64, delta: i64) -> Result<u64> {
+    value
+        .checked_add_signed(delta)
+        .ok_or_else(|| Error::internal("a counter would go below zero: the store's counters are inconsistent (run `runledger check`)"))
+}
+
+fn is_archived_run(run: &Run) -> bool {
+    run.storage_state == run::StorageState::Archived as i32
+}
+
+fn is_archived_experiment(e: &Experiment) -> bool {
+    e.storage_state == experiment::StorageState::Archived as i32
+}

@@ -1,0 +1,205 @@
+//! Test harness: a real runledger server on 127.0.0.1:0 with a fresh data directory, and real
+//! tonic clients.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use runledger::api::experiment_service_client::ExperimentServiceClient;
+use runledger::api::run_service_client::RunServiceClient;
+use runledger::api::*;
+use runledger::server::{self, ServerOptions};
+use runledger::service::{Ledger, Limits};
+use runledger::store::{Store, StoreOptions};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub ledger: Arc<Ledger>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<runledger::error::Result<()>>>,
+    data_dir: PathBuf,
+    /// Keeps the temporary directory alive (and removes it at the end) when the server owns it.
+    _temp: Option<Arc<tempfile::TempDir>>,
+}
+
+pub struct Config {
+    pub store: StoreOptions,
+    pub limits: Limits,
+    pub server: ServerOptions,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            store: StoreOptions::default(),
+            limits: Limits::default(),
+            server: ServerOptions::default(),
+        }
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(Config::default()).await
+    }
+
+    pub async fn start_with(config: Config) -> TestServer {
+        let temp = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let dir = temp.path().to_path_buf();
+        Self::start_in(&dir, config, Some(temp)).await
+    }
+
+    async fn start_in(
+        dir: &Path,
+        config: Config,
+        temp: Option<Arc<tempfile::TempDir>>,
+    ) -> TestServer {
+        let store = Store::open(dir, config.store).expect("open store");
+        let ledger = Arc::new(Ledger::new(store, config.limits).expect("ledger"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server::run(
+            ledger.clone(),
+            listener,
+            config.server,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        TestServer {
+            addr,
+            ledger,
+            stop: Some(stop),
+            task: Some(task),
+            data_dir: dir.to_path_buf(),
+            _temp: temp,
+        }
+    }
+
+    /// Stops the server gracefully (in-flight calls finish, the store is flushed and closed).
+    pub async fn stop(mut self) -> (PathBuf, Option<Arc<tempfile::TempDir>>) {
+        self.shutdown().await;
+        (self.data_dir.clone(), self._temp.take())
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server result");
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data directory.
+    pub async fn restart(self) -> TestServer {
+        let addr = self.addr;
+        let ledger = self.ledger.clone();
+        let (dir, temp) = self.stop().await;
+        // The old ledger holds the sled database open until its last reference goes.
+        drop(ledger);
+        let _ = addr;
+        Self::start_in(&dir, Config::default(), temp).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn runs(&self) -> RunServiceClient<Channel> {
+        RunServiceClient::new(self.channel().await)
+    }
+
+    pub async fn experiments(&self) -> ExperimentServiceClient<Channel> {
+        ExperimentServiceClient::new(self.channel().await)
+    }
+}
+
+/// A run ready to create: a name and a pipeline id.
+pub fn new_run(name: &str) -> Run {
+    Run {
+        display_name: name.to_owned(),
+        pipeline_source: Some(run::PipelineSource::PipelineId("pipeline-1".to_owned())),
+        ..Default::default()
+    }
+}
+
+pub async fn create_run(client: &mut RunServiceClient<Channel>, run: Run) -> Run {
+    client
+        .create_run(CreateRunRequest {
+            run: Some(run),
+            ..Default::default()
+        })
+        .await
+        .expect("create run")
+        .into_inner()
+}
+
+pub async fn create_experiment(
+    client: &mut ExperimentServiceClient<Channel>,
+    name: &str,
+    namespace: &str,
+) -> Experiment {
+    client
+        .create_experiment(CreateExperimentRequest {
+            experiment: Some(Experiment {
+                display_name: name.to_owned(),
+                namespace: namespace.to_owned(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create experiment")
+        .into_inner()
+}
+
+/// Every run of a listing, following next_page_token to the end.
+pub async fn list_all(
+    client: &mut RunServiceClient<Channel>,
+    mut request: ListRunsRequest,
+) -> Vec<Run> {
+    let mut runs = Vec::new();
+    loop {
+        let page = client
+            .list_runs(request.clone())
+            .await
+            .expect("list runs")
+            .into_inner();
+        runs.extend(page.runs);
+        if page.next_page_token.is_empty() {
+            return runs;
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
+/// Asserts a call failed with `code`, and returns its message.
+pub fn expect_code<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    code: tonic::Code,
+) -> String {
+    match result {
+        Ok(response) => panic!(
+            "expected {code:?}, got success: {:?}",
+            response.into_inner()
+        ),
+        Err(status) => {
+            assert_eq!(status.code(), code, "message: {}", status.message());
+            status.message().to_owned()
+        }
+    }
+}
