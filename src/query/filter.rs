@@ -313,3 +313,335 @@ impl Predicate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Experiment, Run, RuntimeState, run};
+
+    fn parse(json: &str) -> Result<Filter> {
+        Filter::parse::<Run>(json)
+    }
+
+    fn one(predicate: &str) -> Result<Filter> {
+        parse(&format!(r#"{{"predicates":[{predicate}]}}"#))
+    }
+
+    fn run() -> Run {
+        Run {
+            run_id: "run-7".into(),
+            display_name: "nightly build".into(),
+            state: RuntimeState::Running as i32,
+            storage_state: run::StorageState::Available as i32,
+            created_at: Some(Timestamp {
+                seconds: 100,
+                nanos: 5,
+            }),
+            pipeline_source: Some(run::PipelineSource::PipelineId("pipe".into())),
+            ..Default::default()
+        }
+    }
+
+    fn matches(predicate: &str) -> bool {
+        one(predicate)
+            .unwrap_or_else(|e| panic!("{predicate}: {e}"))
+            .matches(&run())
+    }
+
+    #[test]
+    fn an_empty_filter_matches_everything() {
+        for text in ["", "  ", "{}", r#"{"predicates":[]}"#] {
+            let filter = parse(text).unwrap();
+            assert!(filter.is_empty() && filter.matches(&run()), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_kfp_sdk_form_with_a_numeric_operation_and_camel_case_value_works() {
+        assert!(matches(
+            r#"{"operation":1,"key":"display_name","stringValue":"nightly build"}"#
+        ));
+        assert!(matches(
+            r#"{"operation":"EQUALS","key":"name","string_value":"nightly build"}"#
+        ));
+        assert!(!matches(
+            r#"{"operation":1,"key":"display_name","stringValue":"nightly"}"#
+        ));
+    }
+
+    #[test]
+    fn every_operation_on_text() {
+        let cases = [
+            ("EQUALS", "nightly build", true),
+            ("NOT_EQUALS", "nightly build", false),
+            ("NOT_EQUALS", "other", true),
+            ("GREATER_THAN", "a", true),
+            ("GREATER_THAN", "nightly build", false),
+            ("GREATER_THAN_EQUALS", "nightly build", true),
+            ("LESS_THAN", "z", true),
+            ("LESS_THAN", "nightly build", false),
+            ("LESS_THAN_EQUALS", "nightly build", true),
+            ("IS_SUBSTRING", "ly bu", true),
+            ("IS_SUBSTRING", "Nightly", false),
+            ("IS_SUBSTRING", "%", false),
+        ];
+        for (op, value, expected) in cases {
+            let p =
+                format!(r#"{{"operation":"{op}","key":"display_name","string_value":"{value}"}}"#);
+            assert_eq!(matches(&p), expected, "{p}");
+        }
+    }
+
+    #[test]
+    fn in_takes_lists_in_both_spellings_and_an_empty_list_matches_nothing() {
+        assert!(matches(
+            r#"{"operation":"IN","key":"run_id","string_values":{"values":["x","run-7"]}}"#
+        ));
+        assert!(matches(
+            r#"{"operation":8,"key":"run_id","stringValues":{"values":["run-7"]}}"#
+        ));
+        assert!(!matches(
+            r#"{"operation":"IN","key":"run_id","string_values":{"values":[]}}"#
+        ));
+        assert!(matches(
+            r#"{"operation":"IN","key":"state","int_values":{"values":[2,3]}}"#
+        ));
+        assert!(matches(
+            r#"{"operation":"IN","key":"state","longValues":{"values":["2"]}}"#
+        ));
+        assert!(!matches(
+            r#"{"operation":"IN","key":"state","string_values":{"values":["PENDING"]}}"#
+        ));
+    }
+
+    #[test]
+    fn states_compare_by_name_and_accept_numbers() {
+        assert!(matches(
+            r#"{"operation":"EQUALS","key":"state","string_value":"RUNNING"}"#
+        ));
+        assert!(matches(
+            r#"{"operation":"EQUALS","key":"state","int_value":2}"#
+        ));
+        assert!(matches(
+            r#"{"operation":"EQUALS","key":"state","long_value":"2"}"#
+        ));
+        assert!(matches(
+            r#"{"operation":"EQUALS","key":"storage_state","stringValue":"AVAILABLE"}"#
+        ));
+        // Names compare as text, as KFP's database does: "RUNNING" > "PENDING".
+        assert!(matches(
+            r#"{"operation":"GREATER_THAN","key":"state","string_value":"PENDING"}"#
+        ));
+        assert!(matches(
+            r#"{"operation":"IS_SUBSTRING","key":"state","string_value":"UNN"}"#
+        ));
+    }
+
+    #[test]
+    fn timestamps_compare_at_full_precision_and_unset_is_earliest() {
+        let at = |op: &str, ts: &str, key: &str| {
+            matches(&format!(
+                r#"{{"operation":"{op}","key":"{key}","timestamp_value":"{ts}"}}"#
+            ))
+        };
+        // created_at is 100 s + 5 ns.
+        assert!(at(
+            "GREATER_THAN",
+            "1970-01-01T00:01:40.000000004Z",
+            "created_at"
+        ));
+        assert!(!at(
+            "GREATER_THAN",
+            "1970-01-01T00:01:40.000000005Z",
+            "created_at"
+        ));
+        assert!(at("EQUALS", "1970-01-01T00:01:40.000000005Z", "created_at"));
+        assert!(at(
+            "LESS_THAN_EQUALS",
+            "1970-01-01T00:01:40.000000005Z",
+            "created_at"
+        ));
+        assert!(at(
+            "GREATER_THAN_EQUALS",
+            "1970-01-01T00:01:40.000000005Z",
+            "created_at"
+        ));
+        // finished_at is unset: earlier than every time.
+        assert!(at("LESS_THAN", "0001-01-01T00:00:00Z", "finished_at"));
+        assert!(!at("EQUALS", "1970-01-01T00:00:00Z", "finished_at"));
+        assert!(at("NOT_EQUALS", "1970-01-01T00:00:00Z", "finished_at"));
+        // Unix seconds, as KFP's v1 API sent them.
+        assert!(matches(
+            r#"{"operation":"GREATER_THAN","key":"created_at","long_value":"99"}"#
+        ));
+        assert!(matches(
+            r#"{"operation":"LESS_THAN","key":"created_at","intValue":101}"#
+        ));
+    }
+
+    #[test]
+    fn predicates_are_anded() {
+        let both = r#"{"predicates":[
+            {"operation":"EQUALS","key":"state","string_value":"RUNNING"},
+            {"operation":"IS_SUBSTRING","key":"name","string_value":"night"}]}"#;
+        assert!(parse(both).unwrap().matches(&run()));
+        let one_fails = r#"{"predicates":[
+            {"operation":"EQUALS","key":"state","string_value":"RUNNING"},
+            {"operation":"IS_SUBSTRING","key":"name","string_value":"day"}]}"#;
+        assert!(!parse(one_fails).unwrap().matches(&run()));
+    }
+
+    #[test]
+    fn every_error_is_invalid_argument_naming_the_predicate() {
+        let cases = [
+            (
+                r#"{"operation":"EQUALS","key":"colour","string_value":"x"}"#,
+                "unknown key",
+            ),
+            (
+                r#"{"operation":"EQUALS","key":"","string_value":"x"}"#,
+                "key is missing",
+            ),
+            (
+                r#"{"operation":"EQUALS","key":"Display_Name","string_value":"x"}"#,
+                "unknown key",
+            ),
+            (
+                r#"{"key":"name","string_value":"x"}"#,
+                "operation is missing",
+            ),
+            (
+                r#"{"operation":4,"key":"name","string_value":"x"}"#,
+                "IS_SUBSTRING",
+            ),
+            (
+                r#"{"operation":"LIKE","key":"name","string_value":"x"}"#,
+                "LIKE",
+            ),
+            (r#"{"operation":"EQUALS","key":"name"}"#, "no value"),
+            (
+                r#"{"operation":"EQUALS","key":"name","int_value":3}"#,
+                "string_value",
+            ),
+            (
+                r#"{"operation":"EQUALS","key":"name","string_values":{"values":["a"]}}"#,
+                "only IN",
+            ),
+            (
+                r#"{"operation":"IN","key":"name","string_value":"a"}"#,
+                "IN takes a list",
+            ),
+            (
+                r#"{"operation":"EQUALS","key":"state","string_value":"Running"}"#,
+                "not a value",
+            ),
+            (
+                r#"{"operation":"EQUALS","key":"state","int_value":42}"#,
+                "42",
+            ),
+            (
+                r#"{"operation":"EQUALS","key":"state","timestamp_value":"2020-01-01T00:00:00Z"}"#,
+                "enum name",
+            ),
+            (
+                r#"{"operation":"IN","key":"created_at","long_values":{"values":["1"]}}"#,
+                "timestamp",
+            ),
+            (
+                r#"{"operation":"IS_SUBSTRING","key":"created_at","timestamp_value":"2020-01-01T00:00:00Z"}"#,
+                "timestamp",
+            ),
+            (
+                r#"{"operation":"EQUALS","key":"created_at","string_value":"yesterday"}"#,
+                "timestamp_value",
+            ),
+            (
+                r#"{"operation":"EQUALS","key":"created_at","timestamp_value":"yesterday"}"#,
+                "RFC 3339",
+            ),
+            (
+                r#"{"operation":"EQUALS","key":"name","string_value":"x","colour":1}"#,
+                "colour",
+            ),
+        ];
+        for (predicate, needle) in cases {
+            let text = format!(
+                r#"{{"predicates":[{{"operation":"EQUALS","key":"name","string_value":"ok"}},{predicate}]}}"#
+            );
+            let err = parse(&text).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidArgument(_)),
+                "{predicate}: {err:?}"
+            );
+            assert!(err.message().contains("predicate 2"), "{predicate}: {err}");
+            assert!(err.message().contains(needle), "{predicate}: {err}");
+        }
+    }
+
+    #[test]
+    fn malformed_filters_are_invalid_argument() {
+        let too_many = format!(
+            r#"{{"predicates":[{}]}}"#,
+            vec![r#"{"operation":1,"key":"name","string_value":"a"}"#; MAX_PREDICATES + 1]
+                .join(",")
+        );
+        let too_long = format!(
+            r#"{{"predicates":[{{"operation":1,"key":"name","string_value":"{}"}}]}}"#,
+            "a".repeat(MAX_FILTER_BYTES)
+        );
+        for bad in [
+            "{",
+            "[]",
+            "42",
+            r#"{"predicates":{}}"#,
+            r#"{"predicate":[]}"#,
+            "%7B%7D",
+            &too_many,
+            &too_long,
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{bad}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn experiments_have_their_own_keys() {
+        assert!(Filter::parse::<Experiment>(r#"{"predicates":[{"operation":1,"key":"last_run_created_at","timestamp_value":"2020-01-01T00:00:00Z"}]}"#).is_ok());
+        assert!(
+            Filter::parse::<Experiment>(
+                r#"{"predicates":[{"operation":1,"key":"state","string_value":"RUNNING"}]}"#
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn storage_state_filters_are_counted_from_the_counters() {
+        let counts = Counts {
+            total: 10,
+            archived: 3,
+        };
+        let count = |p: &str| one(p).unwrap().count_from(counts);
+        assert_eq!(parse("").unwrap().count_from(counts), Some(10));
+        assert_eq!(
+            count(r#"{"operation":1,"key":"storage_state","string_value":"ARCHIVED"}"#),
+            Some(3)
+        );
+        assert_eq!(
+            count(r#"{"operation":2,"key":"storage_state","string_value":"ARCHIVED"}"#),
+            Some(7)
+        );
+        assert_eq!(
+            count(r#"{"operation":1,"key":"storage_state","string_value":"AVAILABLE"}"#),
+            Some(7)
+        );
+        assert_eq!(
+            count(r#"{"operation":"IN","key":"storage_state","string_values":{"values":[]}}"#),
+            Some(0)
+        );
+        assert_eq!(
+            count(r#"{"operation":1,"key":"name","string_value":"x"}"#),
+            None
+        );
+    }
+}

@@ -250,3 +250,6 @@ impl Record for Experiment {
         }
     }
 }
+
+#[cfg(test)]
+mod page_tests;

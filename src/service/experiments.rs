@@ -48,16 +48,16 @@ impl Ledger {
         namespace: &str,
         now: Timestamp,
     ) -> Result<Experiment> {
-        if let Some(id) = txn.default_experiment_id(namespace)? {
-            if let Some(existing) = txn.experiment(&id)? {
-                return Ok(existing);
-            }
+        if let Some(id) = txn.default_experiment_id(namespace)?
+            && let Some(existing) = txn.experiment(&id)?
+        {
+            return Ok(existing);
         }
-        if let Some(id) = txn.experiment_id_by_name(namespace, DEFAULT_EXPERIMENT_NAME)? {
-            if let Some(existing) = txn.experiment(&id)? {
-                txn.set_default_experiment(namespace, &id);
-                return Ok(existing);
-            }
+        if let Some(id) = txn.experiment_id_by_name(namespace, DEFAULT_EXPERIMENT_NAME)?
+            && let Some(existing) = txn.experiment(&id)?
+        {
+            txn.set_default_experiment(namespace, &id);
+            return Ok(existing);
         }
         let created = Experiment {
             experiment_id: uuid::Uuid::new_v4().to_string(),
@@ -164,12 +164,12 @@ impl Ledger {
                 .experiment(experiment_id)?
                 .ok_or_else(|| not_found(experiment_id))?;
             for run_id in txn.run_ids_of_experiment(experiment_id)? {
-                if let Some(old_run) = txn.run(&run_id)? {
-                    if old_run.storage_state != run::StorageState::Archived as i32 {
-                        let mut archived = old_run.clone();
-                        archived.storage_state = run::StorageState::Archived as i32;
-                        txn.put_run(Some(&old_run), &archived);
-                    }
+                if let Some(old_run) = txn.run(&run_id)?
+                    && old_run.storage_state != run::StorageState::Archived as i32
+                {
+                    let mut archived = old_run.clone();
+                    archived.storage_state = run::StorageState::Archived as i32;
+                    txn.put_run(Some(&old_run), &archived);
                 }
             }
             let mut new = old.clone();
