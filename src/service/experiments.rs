@@ -155,60 +155,67 @@ impl Ledger {
         })
     }
 
-    /// Archives the experiment and all its runs in one atomic write.
-    pub async fn archive_experiment(&self, experiment_id: &str) -> Result<()> {
+    /// Runs `change` on the latest stored experiment under the writer lock; `change` makes its
+    /// writes through the transaction and says whether there is anything to commit.
+    async fn write_experiment(
+        &self,
+        experiment_id: &str,
+        change: impl FnOnce(&mut Txn<'_>, &Experiment) -> Result<bool>,
+    ) -> Result<()> {
         check_lookup_id("experiment_id", experiment_id)?;
         let ticket = {
             let mut txn = self.store.begin();
             let old = txn
                 .experiment(experiment_id)?
                 .ok_or_else(|| not_found(experiment_id))?;
-            for run_id in txn.run_ids_of_experiment(experiment_id)? {
+            if !change(&mut txn, &old)? {
+                return Ok(());
+            }
+            txn.commit()?
+        };
+        self.durable(ticket).await
+    }
+
+    /// Archives the experiment and all its runs in one atomic write.
+    pub async fn archive_experiment(&self, experiment_id: &str) -> Result<()> {
+        self.write_experiment(experiment_id, |txn, old| {
+            let archived_run = run::StorageState::Archived as i32;
+            for run_id in txn.run_ids_of_experiment(&old.experiment_id)? {
                 if let Some(old_run) = txn.run(&run_id)?
-                    && old_run.storage_state != run::StorageState::Archived as i32
+                    && old_run.storage_state != archived_run
                 {
                     let mut archived = old_run.clone();
-                    archived.storage_state = run::StorageState::Archived as i32;
+                    archived.storage_state = archived_run;
                     txn.put_run(Some(&old_run), &archived);
                 }
             }
             let mut new = old.clone();
             new.storage_state = experiment::StorageState::Archived as i32;
-            txn.put_experiment(Some(&old), &new);
-            txn.commit()?
-        };
-        self.durable(ticket).await
+            txn.put_experiment(Some(old), &new);
+            Ok(true)
+        })
+        .await
     }
 
     /// Makes the experiment available again; its runs keep their storage state.
     pub async fn unarchive_experiment(&self, experiment_id: &str) -> Result<()> {
-        check_lookup_id("experiment_id", experiment_id)?;
-        let ticket = {
-            let mut txn = self.store.begin();
-            let old = txn
-                .experiment(experiment_id)?
-                .ok_or_else(|| not_found(experiment_id))?;
+        self.write_experiment(experiment_id, |txn, old| {
             let available = experiment::StorageState::Available as i32;
             if old.storage_state == available {
-                return Ok(());
+                return Ok(false);
             }
             let mut new = old.clone();
             new.storage_state = available;
-            txn.put_experiment(Some(&old), &new);
-            txn.commit()?
-        };
-        self.durable(ticket).await
+            txn.put_experiment(Some(old), &new);
+            Ok(true)
+        })
+        .await
     }
 
     /// Deletes the experiment and all its runs in one atomic write. A namespace's default
     /// experiment cannot be deleted.
     pub async fn delete_experiment(&self, experiment_id: &str) -> Result<()> {
-        check_lookup_id("experiment_id", experiment_id)?;
-        let ticket = {
-            let mut txn = self.store.begin();
-            let old = txn
-                .experiment(experiment_id)?
-                .ok_or_else(|| not_found(experiment_id))?;
+        self.write_experiment(experiment_id, |txn, old| {
             if txn.default_experiment_id(&old.namespace)?.as_deref() == Some(experiment_id) {
                 return Err(Error::FailedPrecondition(format!(
                     "experiment {experiment_id:?} is the default experiment of namespace {:?} and \
@@ -221,9 +228,9 @@ impl Ledger {
                     txn.delete_run(&old_run);
                 }
             }
-            txn.delete_experiment(&old);
-            txn.commit()?
-        };
-        self.durable(ticket).await
+            txn.delete_experiment(old);
+            Ok(true)
+        })
+        .await
     }
 }
