@@ -1,0 +1,270 @@
+//! Proto3 JSON in and out: request messages assembled from the path, the query string and the
+//! body (read by the generated pbjson impls, which reject unknown fields), responses written by
+//! the same impls, and errors as `{code, message, details}`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tonic::Code;
+
+use super::HttpState;
+use crate::error::{Error, http_status_for};
+
+/// An HTTP error reply: the status, the gRPC code it stands for and a message a user can act on.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: Code,
+    message: String,
+}
+
+impl ApiError {
+    /// An error whose HTTP status follows SPEC §3's mapping of its gRPC code.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        let status = StatusCode::from_u16(http_status_for(code))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(Code::InvalidArgument, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(Code::NotFound, message)
+    }
+
+    /// An error with an HTTP status of its own (413, 405) next to the closest gRPC code.
+    pub fn with_status(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        if let Error::Internal(msg) = &err {
+            tracing::error!(error = %msg, "internal error");
+        }
+        ApiError::new(err.grpc_code(), err.message())
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: i32,
+    message: &'a str,
+    details: [(); 0],
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code as i32,
+            message: &self.message,
+            details: [],
+        };
+        // Serializing two plain fields cannot fail; fall back to a fixed body all the same.
+        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| {
+            br#"{"code":13,"message":"cannot encode the error","details":[]}"#.to_vec()
+        });
+        json_response(self.status, bytes)
+    }
+}
+
+fn json_response(status: StatusCode, bytes: Vec<u8>) -> Response {
+    let mut response = (status, bytes).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A message written as proto3 JSON with `200 OK`.
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(bytes) => json_response(StatusCode::OK, bytes),
+            Err(e) => ApiError::from(Error::internal(format!("cannot encode the response: {e}")))
+                .into_response(),
+        }
+    }
+}
+
+/// The result of a core call as an HTTP reply.
+pub fn reply<T: Serialize>(result: crate::error::Result<T>) -> Result<Json<T>, ApiError> {
+    result.map(Json).map_err(ApiError::from)
+}
+
+/// The raw request body, read up to the configured limit; over it → 413 with a JSON error body.
+pub struct Body(pub Bytes);
+
+impl FromRequest<HttpState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &HttpState) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::with_status(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Code::ResourceExhausted,
+                    format!(
+                        "request body is larger than the limit of {} bytes",
+                        state.max_body_bytes
+                    ),
+                ))
+            }
+            Err(rejection) => Err(ApiError::invalid(format!(
+                "cannot read the request body: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
+impl Body {
+    /// Whether the body carries nothing but whitespace (an action POST without a body).
+    pub fn is_blank(&self) -> bool {
+        self.0.iter().all(u8::is_ascii_whitespace)
+    }
+}
+
+/// Reads a message from a JSON body; a blank body is `{}`. Errors name the field and the place.
+pub fn decode_body<T: DeserializeOwned>(body: &Body, what: &str) -> Result<T, ApiError> {
+    let bytes: &[u8] = if body.is_blank() { b"{}" } else { &body.0 };
+    let mut reader = serde_json::Deserializer::from_slice(bytes);
+    let message = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+        ApiError::invalid(format!(
+            "invalid {what} in the request body: {}",
+            describe(&e)
+        ))
+    })?;
+    reader
+        .end()
+        .map_err(|e| ApiError::invalid(format!("invalid {what} in the request body: {e}")))?;
+    Ok(message)
+}
+
+fn describe(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    if path == "." || path.is_empty() {
+        e.inner().to_string()
+    } else {
+        format!("field {path}: {}", e.inner())
+    }
+}
+
+/// A request message built from its parts, as a gateway does: the query string (proto or
+/// lowerCamel names, decoded once, `+` is a space, empty values unset), then the body's fields
+/// (when the route takes the body as the whole request), then the path parameter, which must not
+/// be contradicted by either.
+pub struct RequestParts<'a> {
+    pub query: Option<&'a str>,
+    pub body: Option<&'a Body>,
+    /// The path parameter: its proto field name and value.
+    pub path: Option<(&'a str, &'a str)>,
+}
+
+impl RequestParts<'_> {
+    pub fn decode<T: DeserializeOwned>(self) -> Result<T, ApiError> {
+        let mut fields = Map::new();
+        if let Some(query) = self.query {
+            for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+                if value.is_empty() {
+                    continue;
+                }
+                if fields.contains_key(key.as_ref()) {
+                    return Err(ApiError::invalid(format!(
+                        "query parameter {key} is given more than once"
+                    )));
+                }
+                fields.insert(key.into_owned(), Value::String(value.into_owned()));
+            }
+        }
+        if let Some(body) = self.body.filter(|b| !b.is_blank()) {
+            let value: Value = serde_json::from_slice(&body.0)
+                .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}")))?;
+            let Value::Object(object) = value else {
+                return Err(ApiError::invalid(
+                    "request body must be a JSON object".to_string(),
+                ));
+            };
+            for (key, value) in object {
+                if fields.contains_key(&key) {
+                    return Err(ApiError::invalid(format!(
+                        "{key} is given both in the query and in the body"
+                    )));
+                }
+                fields.insert(key, value);
+            }
+        }
+        if let Some((name, value)) = self.path {
+            let camel = lower_camel(name);
+            for key in [name, camel.as_str()] {
+                if let Some(given) = fields.remove(key) {
+                    // An empty string is proto3's "unset", not a contradiction.
+                    if given.as_str() != Some(value) && given.as_str() != Some("") {
+                        return Err(ApiError::invalid(format!(
+                            "{key} {given} differs from the {name} in the path ({value:?})"
+                        )));
+                    }
+                }
+            }
+            fields.insert(name.to_owned(), Value::String(value.to_owned()));
+        }
+        serde_path_to_error::deserialize(Value::Object(fields)).map_err(
+            |e: serde_path_to_error::Error<serde_json::Error>| {
+                let path = e.path().to_string();
+                if path == "." || path.is_empty() {
+                    ApiError::invalid(format!("invalid request: {}", e.inner()))
+                } else {
+                    ApiError::invalid(format!("invalid {path}: {}", e.inner()))
+                }
+            },
+        )
+    }
+}
+
+/// `run_id` → `runId`: proto3 JSON's lowerCamel name of a field.
+fn lower_camel(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = false;
+    for c in name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lower_camel_joins_words() {
+        assert_eq!(lower_camel("run_id"), "runId");
+        assert_eq!(lower_camel("experiment_id"), "experimentId");
+        assert_eq!(lower_camel("filter"), "filter");
+    }
+}
