@@ -97,11 +97,36 @@ pub struct Json<T>(pub T);
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
-        match serde_json::to_vec(&self.0) {
+        let encoded = serde_json::to_value(&self.0).and_then(|mut value| {
+            integral_numbers_as_integers(&mut value);
+            serde_json::to_vec(&value)
+        });
+        match encoded {
             Ok(bytes) => json_response(StatusCode::OK, bytes),
             Err(e) => ApiError::from(Error::internal(format!("cannot encode the response: {e}")))
                 .into_response(),
         }
+    }
+}
+
+/// Writes `3.0` as `3`, as KFP's gateway (Go protojson) does: a `google.protobuf.Value` number is
+/// a double, which pbjson prints with a fraction, so a run parameter sent as `3` would come back
+/// as `3.0` and reach Python as a float. Our messages have no float or double fields, so every
+/// non-integer JSON number in a reply comes from a Struct or Value and can be rewritten here.
+fn integral_numbers_as_integers(value: &mut Value) {
+    // Integers beyond 2^53 are not exact in a double; leave those as they are.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        Value::Number(number) if !number.is_i64() && !number.is_u64() => {
+            if let Some(float) = number.as_f64() {
+                if float.fract() == 0.0 && float.abs() <= EXACT {
+                    *value = Value::from(float as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
     }
 }
 
@@ -160,13 +185,24 @@ pub fn decode_body<T: DeserializeOwned>(body: &Body, what: &str) -> Result<T, Ap
     Ok(message)
 }
 
+/// The error with the field it is about, when there is one (a syntax error has none).
 fn describe(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    use serde_json::error::Category;
     let path = e.path().to_string();
-    if path == "." || path.is_empty() {
-        e.inner().to_string()
-    } else {
-        format!("field {path}: {}", e.inner())
+    let inner = e.inner();
+    let mut message = match inner.classify() {
+        Category::Syntax | Category::Eof | Category::Io => format!("malformed JSON: {inner}"),
+        Category::Data if path == "." || path.is_empty() => inner.to_string(),
+        Category::Data => format!("field {path}: {inner}"),
+    };
+    if message.contains("duplicate field") {
+        // pbjson names the field in lowerCamel whichever spelling was sent.
+        message.push_str(
+            " (a field may appear once, in one spelling; of a oneof such as the run's \
+             pipeline_id / pipeline_spec / pipeline_version_reference, give only one member)",
+        );
     }
+    message
 }
 
 /// A request message built from its parts, as a gateway does: the query string (proto or
@@ -260,6 +296,17 @@ fn lower_camel(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn integral_struct_numbers_lose_their_fraction() {
+        let mut value = json!({"a": 3.0, "b": [1.5, -2.0, 1e300], "c": "3.0", "d": 7});
+        integral_numbers_as_integers(&mut value);
+        assert_eq!(
+            serde_json::to_string(&value).unwrap(),
+            r#"{"a":3,"b":[1.5,-2,1e+300],"c":"3.0","d":7}"#
+        );
+    }
 
     #[test]
     fn lower_camel_joins_words() {

@@ -28,20 +28,11 @@ pub struct TestServer {
     _temp: Option<Arc<tempfile::TempDir>>,
 }
 
+#[derive(Default)]
 pub struct Config {
     pub store: StoreOptions,
     pub limits: Limits,
     pub server: ServerOptions,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            store: StoreOptions::default(),
-            limits: Limits::default(),
-            server: ServerOptions::default(),
-        }
-    }
 }
 
 impl TestServer {

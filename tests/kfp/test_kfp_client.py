@@ -76,6 +76,7 @@ def test_run_from_compiled_pipeline_keeps_its_parameters(client, pipeline_file, 
     assert run.state == "PENDING"
     assert run.storage_state == "AVAILABLE"
     assert run.runtime_config.parameters == {"message": "hi", "count": 3}
+    assert type(run.runtime_config.parameters["count"]) is int
     assert run.pipeline_spec["pipelineInfo"]["name"] == "greeting"
     assert isinstance(run.created_at, datetime.datetime)
     assert run.created_at.utcoffset() == datetime.timedelta(0)
