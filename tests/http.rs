@@ -898,3 +898,76 @@ async fn unknown_experiment_action_is_a_404() {
         .await
         .expect_error(404, 5);
 }
+
+// --- descriptor export (for a gateway in front) ---
+
+#[test]
+fn descriptor_subcommand_prints_the_api_with_its_http_routes() {
+    use prost::Message;
+    let binary = env!("CARGO_BIN_EXE_runledger");
+    let stdout = std::process::Command::new(binary)
+        .arg("descriptor")
+        .output()
+        .expect("run runledger descriptor");
+    assert!(stdout.status.success(), "{stdout:?}");
+    assert_eq!(stdout.stdout, runledger::server::FILE_DESCRIPTOR_SET);
+
+    let set = prost_types::FileDescriptorSet::decode(stdout.stdout.as_slice())
+        .expect("a FileDescriptorSet");
+    let services: Vec<&str> = set
+        .file
+        .iter()
+        .flat_map(|f| f.service.iter().map(|s| s.name()))
+        .collect();
+    assert!(services.contains(&"RunService"), "{services:?}");
+    assert!(services.contains(&"ExperimentService"), "{services:?}");
+    // The google.api.http options a transcoder reads are in the bytes.
+    let route = b"/apis/v2beta1/runs/{run_id}:reportState";
+    assert!(
+        stdout.stdout.windows(route.len()).any(|w| w == route),
+        "reportState route missing from the descriptor"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("runledger.pb");
+    let written = std::process::Command::new(binary)
+        .arg("descriptor")
+        .arg("--out")
+        .arg(&path)
+        .output()
+        .expect("run runledger descriptor --out");
+    assert!(written.status.success(), "{written:?}");
+    assert_eq!(
+        std::fs::read(&path).expect("descriptor file"),
+        runledger::server::FILE_DESCRIPTOR_SET
+    );
+}
+
+#[test]
+fn descriptor_to_an_unwritable_path_fails_with_a_message() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_runledger"))
+        .args(["descriptor", "--out", "/nonexistent-dir/x.pb"])
+        .output()
+        .expect("run runledger descriptor");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent-dir/x.pb"), "{stderr}");
+}
+
+#[tokio::test]
+async fn graceful_stop_also_closes_the_http_listener() {
+    let server = TestServer::start().await;
+    let http = Http::new(&server);
+    http.create_run("before-stop").await;
+    let addr = server.http_addr;
+    // stop() panics unless the server (gRPC and HTTP) shut down cleanly.
+    let _ = server.stop().await;
+    let refused = reqwest::Client::new()
+        .get(format!("http://{addr}/apis/v2beta1/healthz"))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "HTTP still answers after stop: {refused:?}"
+    );
+}

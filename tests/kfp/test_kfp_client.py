@@ -248,3 +248,38 @@ def test_list_experiments_pages_and_filters(client, unique):
     )
     assert [e.display_name for e in second.experiments] == [f"{unique}-0"]
     assert not second.next_page_token
+
+
+def test_run_without_an_experiment_lands_in_default(client, host, pipeline_file, unique):
+    # The SDK finds or creates an experiment named "Default"; a run created over plain HTTP with no
+    # experiment_id must land in that same experiment.
+    result = client.create_run_from_pipeline_package(pipeline_file, run_name=unique)
+    via_sdk = client.get_run(result.run_id)
+    default = client.get_experiment(experiment_name="Default")
+    assert via_sdk.experiment_id == default.experiment_id
+
+    raw = requests.post(
+        f"{host}/apis/v2beta1/runs",
+        json={"display_name": f"{unique}-raw", "pipeline_spec": {"pipelineInfo": {"name": "x"}}},
+        timeout=30,
+    )
+    assert raw.status_code == 200, raw.text
+    assert raw.json()["experiment_id"] == default.experiment_id
+
+
+def test_list_all_runs_newest_first_with_a_name_filter(client, pipeline_file, experiment, unique):
+    for i in range(3):
+        new_run(client, pipeline_file, experiment, f"{unique}-{i}")
+    substring = json.dumps(
+        {"predicates": [{"operation": "IS_SUBSTRING", "key": "display_name", "stringValue": unique}]}
+    )
+    # No experiment and no namespace: the SDK sends namespace= (empty), meaning every run.
+    page = client.list_runs(sort_by="created_at desc", filter=substring)
+    assert [r.display_name for r in page.runs] == [f"{unique}-2", f"{unique}-1", f"{unique}-0"]
+
+
+def test_bad_sort_key_is_an_api_exception_with_status_400(client):
+    with pytest.raises(kfp_server_api.ApiException) as failure:
+        client.list_runs(sort_by="colour")
+    assert failure.value.status == 400
+    assert json.loads(failure.value.body)["code"] == 3
