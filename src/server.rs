@@ -148,10 +148,11 @@ pub async fn run(
     };
     let (grpc_result, http_result) = tokio::join!(grpc, http);
     drop(stop);
+    // Flush what was acknowledged even when a server failed.
+    let closed = ledger.store().close();
     grpc_result?;
     http_result?;
-
-    ledger.store().close()?;
+    closed?;
     tracing::info!("store flushed; bye");
     Ok(())
 }

@@ -182,6 +182,15 @@ async fn get_with_an_action_suffix_is_not_a_route() {
 }
 
 #[tokio::test]
+async fn id_that_is_not_utf8_is_a_json_400() {
+    let server = TestServer::start().await;
+    Http::new(&server)
+        .get("/runs/%FF")
+        .await
+        .expect_error(400, 3);
+}
+
+#[tokio::test]
 async fn post_on_a_run_without_an_action_is_a_404() {
     let server = TestServer::start().await;
     let http = Http::new(&server);

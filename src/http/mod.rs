@@ -11,7 +11,8 @@ mod json;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -96,6 +97,20 @@ async fn healthz() -> Json<Healthz> {
     })
 }
 
+/// The `{tail}` path segment, percent-decoded; one that is not UTF-8 is a JSON 400.
+struct Tail(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Tail {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(tail)) => Ok(Tail(tail)),
+            Err(rejection) => Err(ApiError::invalid(rejection.body_text())),
+        }
+    }
+}
+
 /// A `{tail}` that must be a plain id: with a `:verb` it names an action, which only POST has.
 fn plain_id<'a>(tail: &'a str, method: &Method, uri: &Uri) -> Result<&'a str, ApiError> {
     if tail.contains(':') {
@@ -156,7 +171,7 @@ async fn list_runs(
 
 async fn get_run(
     State(state): State<HttpState>,
-    Path(tail): Path<String>,
+    Tail(tail): Tail,
     RawQuery(query): RawQuery,
     method: Method,
     uri: Uri,
@@ -173,7 +188,7 @@ async fn get_run(
 
 async fn delete_run(
     State(state): State<HttpState>,
-    Path(tail): Path<String>,
+    Tail(tail): Tail,
     RawQuery(query): RawQuery,
     method: Method,
     uri: Uri,
@@ -192,7 +207,7 @@ async fn delete_run(
 /// message) and reportState (the whole ReportRunStateRequest as the body).
 async fn run_action(
     State(state): State<HttpState>,
-    Path(tail): Path<String>,
+    Tail(tail): Tail,
     RawQuery(query): RawQuery,
     uri: Uri,
     body: Body,
@@ -262,7 +277,7 @@ async fn list_experiments(
 
 async fn get_experiment(
     State(state): State<HttpState>,
-    Path(tail): Path<String>,
+    Tail(tail): Tail,
     RawQuery(query): RawQuery,
     method: Method,
     uri: Uri,
@@ -279,7 +294,7 @@ async fn get_experiment(
 
 async fn delete_experiment(
     State(state): State<HttpState>,
-    Path(tail): Path<String>,
+    Tail(tail): Tail,
     RawQuery(query): RawQuery,
     method: Method,
     uri: Uri,
@@ -297,7 +312,7 @@ async fn delete_experiment(
 /// `POST /experiments/{experiment_id}:{verb}`: archive or unarchive.
 async fn experiment_action(
     State(state): State<HttpState>,
-    Path(tail): Path<String>,
+    Tail(tail): Tail,
     RawQuery(query): RawQuery,
     uri: Uri,
     body: Body,
