@@ -624,6 +624,52 @@ async fn report_state_with_a_different_body_run_id_is_a_400() {
 }
 
 #[tokio::test]
+async fn report_state_with_a_field_given_twice_is_a_400() {
+    let server = TestServer::start().await;
+    let http = Http::new(&server);
+    let run_id = id_of(&http.create_run("rep").await);
+    let message = http
+        .post_raw(
+            &format!("/runs/{run_id}:reportState"),
+            r#"{"state": "RUNNING", "state": "FAILED"}"#,
+        )
+        .await
+        .expect_error(400, 3);
+    assert!(message.contains("duplicate field"), "{message}");
+}
+
+#[tokio::test]
+async fn action_fields_in_both_query_and_body_are_a_400() {
+    let server = TestServer::start().await;
+    let http = Http::new(&server);
+    let run_id = id_of(&http.create_run("rep").await);
+    http.post(
+        &format!("/runs/{run_id}:reportState?state=RUNNING"),
+        json!({"state": "RUNNING"}),
+    )
+    .await
+    .expect_error(400, 3);
+    // The query alone carries the request (as a gateway reads a body-less action).
+    let reply = http
+        .post_raw(&format!("/runs/{run_id}:reportState?state=RUNNING"), "")
+        .await;
+    assert_eq!(reply.expect_ok()["state"], json!("RUNNING"));
+}
+
+#[tokio::test]
+async fn query_id_that_contradicts_the_path_is_a_400() {
+    let server = TestServer::start().await;
+    let http = Http::new(&server);
+    let run_id = id_of(&http.create_run("q").await);
+    http.get(&format!("/runs/{run_id}?run_id={run_id}"))
+        .await
+        .expect_ok();
+    http.get(&format!("/runs/{run_id}?runId=other"))
+        .await
+        .expect_error(400, 3);
+}
+
+#[tokio::test]
 async fn report_state_with_a_stale_expected_state_is_a_409() {
     let server = TestServer::start().await;
     let http = Http::new(&server);

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use tonic::Code;
 
 use super::HttpState;
+use crate::api::*;
 use crate::error::{Error, http_status_for};
 
 /// An HTTP error reply: the status, the gRPC code it stands for and a message a user can act on.
@@ -205,92 +206,79 @@ fn describe(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
     message
 }
 
-/// A request message built from its parts, as a gateway does: the query string (proto or
-/// lowerCamel names, decoded once, `+` is a space, empty values unset), then the body's fields
-/// (when the route takes the body as the whole request), then the path parameter, which must not
-/// be contradicted by either.
-pub struct RequestParts<'a> {
-    pub query: Option<&'a str>,
-    pub body: Option<&'a Body>,
-    /// The path parameter: its proto field name and value.
-    pub path: Option<(&'a str, &'a str)>,
+/// A request message from the query string: proto or lowerCamel names, each value decoded once
+/// (`+` is a space), empty values unset, a name given twice → 400, unknown names → 400.
+pub fn from_query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, ApiError> {
+    let mut fields = Map::new();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if value.is_empty() {
+            continue;
+        }
+        if fields.contains_key(key.as_ref()) {
+            return Err(ApiError::invalid(format!(
+                "query parameter {key} is given more than once"
+            )));
+        }
+        fields.insert(key.into_owned(), Value::String(value.into_owned()));
+    }
+    serde_path_to_error::deserialize(Value::Object(fields)).map_err(
+        |e: serde_path_to_error::Error<serde_json::Error>| {
+            ApiError::invalid(format!("invalid query parameter: {}", describe(&e)))
+        },
+    )
 }
 
-impl RequestParts<'_> {
-    pub fn decode<T: DeserializeOwned>(self) -> Result<T, ApiError> {
-        let mut fields = Map::new();
-        if let Some(query) = self.query {
-            for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-                if value.is_empty() {
-                    continue;
-                }
-                if fields.contains_key(key.as_ref()) {
-                    return Err(ApiError::invalid(format!(
-                        "query parameter {key} is given more than once"
-                    )));
-                }
-                fields.insert(key.into_owned(), Value::String(value.into_owned()));
-            }
-        }
-        if let Some(body) = self.body.filter(|b| !b.is_blank()) {
-            let value: Value = serde_json::from_slice(&body.0)
-                .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}")))?;
-            let Value::Object(object) = value else {
-                return Err(ApiError::invalid(
-                    "request body must be a JSON object".to_string(),
-                ));
-            };
-            for (key, value) in object {
-                if fields.contains_key(&key) {
-                    return Err(ApiError::invalid(format!(
-                        "{key} is given both in the query and in the body"
-                    )));
-                }
-                fields.insert(key, value);
-            }
-        }
-        if let Some((name, value)) = self.path {
-            let camel = lower_camel(name);
-            for key in [name, camel.as_str()] {
-                if let Some(given) = fields.remove(key) {
-                    // An empty string is proto3's "unset", not a contradiction.
-                    if given.as_str() != Some(value) && given.as_str() != Some("") {
-                        return Err(ApiError::invalid(format!(
-                            "{key} {given} differs from the {name} in the path ({value:?})"
-                        )));
-                    }
-                }
-            }
-            fields.insert(name.to_owned(), Value::String(value.to_owned()));
-        }
-        serde_path_to_error::deserialize(Value::Object(fields)).map_err(
-            |e: serde_path_to_error::Error<serde_json::Error>| {
-                let path = e.path().to_string();
-                if path == "." || path.is_empty() {
-                    ApiError::invalid(format!("invalid request: {}", e.inner()))
-                } else {
-                    ApiError::invalid(format!("invalid {path}: {}", e.inner()))
-                }
-            },
-        )
-    }
+/// A request message whose id is in the path (`/runs/{run_id}...`).
+pub trait PathId {
+    /// The proto name of the id field.
+    const FIELD: &'static str;
+    fn id_mut(&mut self) -> &mut String;
 }
 
-/// `run_id` → `runId`: proto3 JSON's lowerCamel name of a field.
-fn lower_camel(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut upper = false;
-    for c in name.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
+macro_rules! path_id {
+    ($field:ident: $($message:ty),+) => {
+        $(impl PathId for $message {
+            const FIELD: &'static str = stringify!($field);
+            fn id_mut(&mut self) -> &mut String {
+                &mut self.$field
+            }
+        })+
+    };
+}
+
+path_id!(run_id: GetRunRequest, DeleteRunRequest, ArchiveRunRequest, UnarchiveRunRequest,
+    TerminateRunRequest, RetryRunRequest, ReportRunStateRequest);
+path_id!(experiment_id: GetExperimentRequest, DeleteExperimentRequest, ArchiveExperimentRequest,
+    UnarchiveExperimentRequest);
+
+/// A request message for a route with a path id: read from the query string, or from the body
+/// when one is sent (the whole request as JSON; a blank body is none). The path fills the id; an
+/// id also given in the query or body must be the same.
+pub fn with_path_id<T: DeserializeOwned + PathId>(
+    query: Option<&str>,
+    body: Option<&Body>,
+    id: &str,
+) -> Result<T, ApiError> {
+    let body = body.filter(|b| !b.is_blank());
+    let has_query = query.is_some_and(|q| !q.is_empty());
+    let mut request: T = match body {
+        Some(_) if has_query => {
+            return Err(ApiError::invalid(
+                "send the request's fields either in the query string or in the body, not both",
+            ));
         }
+        Some(body) => decode_body(body, "request")?,
+        None => from_query(query)?,
+    };
+    let field = request.id_mut();
+    if !field.is_empty() && field != id {
+        return Err(ApiError::invalid(format!(
+            "{} {field:?} in the request differs from the one in the path ({id:?})",
+            T::FIELD
+        )));
     }
-    out
+    id.clone_into(field);
+    Ok(request)
 }
 
 #[cfg(test)]
@@ -306,12 +294,5 @@ mod tests {
             serde_json::to_string(&value).unwrap(),
             r#"{"a":3,"b":[1.5,-2,1e+300],"c":"3.0","d":7}"#
         );
-    }
-
-    #[test]
-    fn lower_camel_joins_words() {
-        assert_eq!(lower_camel("run_id"), "runId");
-        assert_eq!(lower_camel("experiment_id"), "experimentId");
-        assert_eq!(lower_camel("filter"), "filter");
     }
 }

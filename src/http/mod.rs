@@ -21,7 +21,7 @@ use tonic::Code;
 
 use crate::api::*;
 use crate::service::Ledger;
-use json::{ApiError, Body, Json, RequestParts, reply};
+use json::{ApiError, Body, Json, reply};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -146,12 +146,7 @@ async fn create_run(
 ) -> Result<Json<Run>, ApiError> {
     // The body is the Run itself (`body: "run"`). The query may name only the request's other
     // field, the deprecated and ignored experiment_id; anything else is an unknown field (400).
-    let _query: CreateRunRequest = RequestParts {
-        query: query.as_deref(),
-        body: None,
-        path: None,
-    }
-    .decode()?;
+    let _query: CreateRunRequest = json::from_query(query.as_deref())?;
     let run: Run = json::decode_body(&body, "Run")?;
     reply(state.ledger.create_run(run).await)
 }
@@ -160,12 +155,7 @@ async fn list_runs(
     State(state): State<HttpState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ListRunsResponse>, ApiError> {
-    let request: ListRunsRequest = RequestParts {
-        query: query.as_deref(),
-        body: None,
-        path: None,
-    }
-    .decode()?;
+    let request: ListRunsRequest = json::from_query(query.as_deref())?;
     reply(state.ledger.list_runs(&request))
 }
 
@@ -177,12 +167,7 @@ async fn get_run(
     uri: Uri,
 ) -> Result<Json<Run>, ApiError> {
     let run_id = plain_id(&tail, &method, &uri)?;
-    let request: GetRunRequest = RequestParts {
-        query: query.as_deref(),
-        body: None,
-        path: Some(("run_id", run_id)),
-    }
-    .decode()?;
+    let request: GetRunRequest = json::with_path_id(query.as_deref(), None, run_id)?;
     reply(state.ledger.get_run(&request.run_id))
 }
 
@@ -194,12 +179,7 @@ async fn delete_run(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let run_id = plain_id(&tail, &method, &uri)?;
-    let request: DeleteRunRequest = RequestParts {
-        query: query.as_deref(),
-        body: None,
-        path: Some(("run_id", run_id)),
-    }
-    .decode()?;
+    let request: DeleteRunRequest = json::with_path_id(query.as_deref(), None, run_id)?;
     empty_reply(state.ledger.delete_run(&request.run_id).await)
 }
 
@@ -213,31 +193,28 @@ async fn run_action(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (run_id, verb) = split_action(&tail, &uri)?;
-    let parts = RequestParts {
-        query: query.as_deref(),
-        body: Some(&body),
-        path: Some(("run_id", run_id)),
-    };
+    let query = query.as_deref();
+    let body = Some(&body);
     let ledger = &state.ledger;
     match verb {
         "archive" => {
-            let request: ArchiveRunRequest = parts.decode()?;
+            let request: ArchiveRunRequest = json::with_path_id(query, body, run_id)?;
             empty_reply(ledger.archive_run(&request.run_id).await)
         }
         "unarchive" => {
-            let request: UnarchiveRunRequest = parts.decode()?;
+            let request: UnarchiveRunRequest = json::with_path_id(query, body, run_id)?;
             empty_reply(ledger.unarchive_run(&request.run_id).await)
         }
         "terminate" => {
-            let request: TerminateRunRequest = parts.decode()?;
+            let request: TerminateRunRequest = json::with_path_id(query, body, run_id)?;
             empty_reply(ledger.terminate_run(&request.run_id).await)
         }
         "retry" => {
-            let request: RetryRunRequest = parts.decode()?;
+            let request: RetryRunRequest = json::with_path_id(query, body, run_id)?;
             empty_reply(ledger.retry_run(&request.run_id).await)
         }
         "reportState" => {
-            let request: ReportRunStateRequest = parts.decode()?;
+            let request: ReportRunStateRequest = json::with_path_id(query, body, run_id)?;
             reply(ledger.report_run_state(request).await).map(IntoResponse::into_response)
         }
         other => Err(ApiError::not_found(format!(
@@ -252,12 +229,7 @@ async fn create_experiment(
     body: Body,
 ) -> Result<Json<Experiment>, ApiError> {
     // The body is the Experiment itself (`body: "experiment"`); no other field exists.
-    let _request: CreateExperimentRequest = RequestParts {
-        query: query.as_deref(),
-        body: None,
-        path: None,
-    }
-    .decode()?;
+    let _request: CreateExperimentRequest = json::from_query(query.as_deref())?;
     let experiment: Experiment = json::decode_body(&body, "Experiment")?;
     reply(state.ledger.create_experiment(experiment).await)
 }
@@ -266,12 +238,7 @@ async fn list_experiments(
     State(state): State<HttpState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ListExperimentsResponse>, ApiError> {
-    let request: ListExperimentsRequest = RequestParts {
-        query: query.as_deref(),
-        body: None,
-        path: None,
-    }
-    .decode()?;
+    let request: ListExperimentsRequest = json::from_query(query.as_deref())?;
     reply(state.ledger.list_experiments(&request))
 }
 
@@ -283,12 +250,7 @@ async fn get_experiment(
     uri: Uri,
 ) -> Result<Json<Experiment>, ApiError> {
     let experiment_id = plain_id(&tail, &method, &uri)?;
-    let request: GetExperimentRequest = RequestParts {
-        query: query.as_deref(),
-        body: None,
-        path: Some(("experiment_id", experiment_id)),
-    }
-    .decode()?;
+    let request: GetExperimentRequest = json::with_path_id(query.as_deref(), None, experiment_id)?;
     reply(state.ledger.get_experiment(&request.experiment_id))
 }
 
@@ -300,12 +262,8 @@ async fn delete_experiment(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let experiment_id = plain_id(&tail, &method, &uri)?;
-    let request: DeleteExperimentRequest = RequestParts {
-        query: query.as_deref(),
-        body: None,
-        path: Some(("experiment_id", experiment_id)),
-    }
-    .decode()?;
+    let request: DeleteExperimentRequest =
+        json::with_path_id(query.as_deref(), None, experiment_id)?;
     empty_reply(state.ledger.delete_experiment(&request.experiment_id).await)
 }
 
@@ -318,19 +276,17 @@ async fn experiment_action(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (experiment_id, verb) = split_action(&tail, &uri)?;
-    let parts = RequestParts {
-        query: query.as_deref(),
-        body: Some(&body),
-        path: Some(("experiment_id", experiment_id)),
-    };
+    let query = query.as_deref();
+    let body = Some(&body);
     let ledger = &state.ledger;
     match verb {
         "archive" => {
-            let request: ArchiveExperimentRequest = parts.decode()?;
+            let request: ArchiveExperimentRequest = json::with_path_id(query, body, experiment_id)?;
             empty_reply(ledger.archive_experiment(&request.experiment_id).await)
         }
         "unarchive" => {
-            let request: UnarchiveExperimentRequest = parts.decode()?;
+            let request: UnarchiveExperimentRequest =
+                json::with_path_id(query, body, experiment_id)?;
             empty_reply(ledger.unarchive_experiment(&request.experiment_id).await)
         }
         other => Err(ApiError::not_found(format!(
