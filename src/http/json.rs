@@ -110,10 +110,11 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
-/// Writes `3.0` as `3`, as KFP's gateway (Go protojson) does: a `google.protobuf.Value` number is
-/// a double, which pbjson prints with a fraction, so a run parameter sent as `3` would come back
-/// as `3.0` and reach Python as a float. Our messages have no float or double fields, so every
-/// non-integer JSON number in a reply comes from a Struct or Value and can be rewritten here.
+/// Writes `3.0` as `3`, as KFP's gateway (Go protojson) does for every whole double: a
+/// `google.protobuf.Value` number is a double, which pbjson prints with a fraction, so a run
+/// parameter sent as `3` would come back as `3.0` and reach Python as a float. (Going through
+/// `serde_json::Value` also sorts object keys; JSON objects are unordered, and this makes
+/// Struct key order stable, which pbjson's HashMap does not.)
 fn integral_numbers_as_integers(value: &mut Value) {
     // Integers beyond 2^53 are not exact in a double; leave those as they are.
     const EXACT: f64 = 9_007_199_254_740_992.0;
