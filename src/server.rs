@@ -113,6 +113,9 @@ pub async fn run(
     };
 
     let http_router = crate::http::router(ledger.clone(), options.max_http_body_bytes);
+    // The JSON API is served on the gRPC port too (one port is enough behind a load balancer);
+    // tonic routes gRPC paths to its services and everything else to the JSON router.
+    let json_on_grpc_port = tonic::service::Routes::from(http_router.clone());
     let http = async {
         let result = axum::serve(listeners.http, http_router)
             .with_graceful_shutdown(signal(stopping.clone()))
@@ -126,10 +129,13 @@ pub async fn run(
 
     let grpc = async {
         let result = Server::builder()
+            // HTTP/1.1 for JSON clients; gRPC still negotiates HTTP/2.
+            .accept_http1(true)
             .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
             .layer(tower::util::MapResponseLayer::new(
                 too_large_is_resource_exhausted,
             ))
+            .add_routes(json_on_grpc_port)
             .add_service(runs)
             .add_service(experiments)
             .add_service(health_service)

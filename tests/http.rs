@@ -1026,3 +1026,43 @@ async fn graceful_stop_also_closes_the_http_listener() {
         "HTTP still answers after stop: {refused:?}"
     );
 }
+
+// --- the JSON API on the gRPC port ---
+
+#[tokio::test]
+async fn json_api_is_served_on_the_grpc_port_too() {
+    let server = TestServer::start().await;
+    let http = Http {
+        client: reqwest::Client::new(),
+        base: format!("{}/apis/v2beta1", server.url()),
+    };
+    http.get("/healthz").await.expect_ok();
+    let run = http.create_run("via-grpc-port").await;
+    let fetched = Http::new(&server)
+        .get(&format!("/runs/{}", id_of(&run)))
+        .await;
+    assert_eq!(fetched.expect_ok()["display_name"], json!("via-grpc-port"));
+    http.get("/nothing-here").await.expect_error(404, 5);
+}
+
+#[tokio::test]
+async fn unknown_grpc_method_is_still_unimplemented_on_the_shared_port() {
+    let server = TestServer::start().await;
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.expect("ready");
+    let codec = tonic_prost::ProstCodec::<pbjson_types::Empty, pbjson_types::Empty>::default();
+    let result = grpc
+        .unary(
+            tonic::Request::new(pbjson_types::Empty {}),
+            http::uri::PathAndQuery::from_static("/no.such.Service/Method"),
+            codec,
+        )
+        .await;
+    let status = result.expect_err("an unknown service must fail");
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    // A real grpc-status, not one a client infers from an HTTP 404.
+    assert!(
+        status.message().contains("/no.such.Service/Method"),
+        "{status:?}"
+    );
+}

@@ -79,7 +79,7 @@ fi
 # A HOME of its own, so a developer's ~/.config/kfp/context.json cannot change what the SDK sends.
 mkdir -p "$work/home"
 set +e
-HOME="$work/home" RUNLEDGER_HTTP_URL="$url" \
+HOME="$work/home" RUNLEDGER_HTTP_URL="$url" RUNLEDGER_GRPC_PORT_URL="http://127.0.0.1:$grpc_port" \
     "$venv/bin/python" -m pytest -q -p no:cacheprovider "$root/tests/kfp" "$@"
 status=$?
 set -e

@@ -283,3 +283,18 @@ def test_bad_sort_key_is_an_api_exception_with_status_400(client):
         client.list_runs(sort_by="colour")
     assert failure.value.status == 400
     assert json.loads(failure.value.body)["code"] == 3
+
+
+def test_client_also_works_against_the_grpc_port(pipeline_file, unique):
+    import os
+
+    import kfp
+
+    url = os.environ.get("RUNLEDGER_GRPC_PORT_URL")
+    if not url:
+        pytest.skip("RUNLEDGER_GRPC_PORT_URL is not set")
+    client = kfp.Client(host=url)
+    result = client.create_run_from_pipeline_package(
+        pipeline_file, run_name=unique, experiment_name=f"grpc-port-{unique}"
+    )
+    assert client.get_run(result.run_id).display_name == unique
