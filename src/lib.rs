@@ -4,7 +4,8 @@
 //! # Layout
 //! Modules follow the path a request takes:
 //! - [`grpc`]: the tonic adapter (convert, call the core, convert back).
-//! - [`server`]: wiring: gRPC services, health, reflection, graceful shutdown.
+//! - [`http`]: the JSON/HTTP adapter on KFP's REST routes, over the same core.
+//! - [`server`]: wiring: gRPC services, health, reflection, the HTTP router, graceful shutdown.
 //! - [`service`]: the transport-free core: validation, defaults, the run state machine, watches.
 //! - [`query`]: filter / sort / page-token parsing and the pagination engine (pure).
 //! - [`store`]: the only code that knows sled: records, indexes, counters, group commit.
@@ -45,6 +46,7 @@ pub mod proto {
 
 pub mod error;
 pub mod grpc;
+pub mod http;
 pub mod query;
 pub mod server;
 pub mod service;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use runledger::server::{self, ServerOptions};
+use runledger::server::{self, Listeners, ServerOptions};
 use runledger::service::{Ledger, Limits};
 use runledger::store::{Durability, Store, StoreOptions};
 
@@ -22,8 +22,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the gRPC API on a data directory.
+    /// Serve the gRPC and JSON/HTTP APIs on a data directory.
     Serve(ServeArgs),
+    /// Write the protobuf descriptor set of the API (with its google.api.http routes), for a
+    /// gateway such as Envoy's gRPC-JSON transcoder or grpc-gateway.
+    Descriptor(DescriptorArgs),
+}
+
+#[derive(Args)]
+struct DescriptorArgs {
+    /// Write to this file instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -39,6 +49,9 @@ struct ServeArgs {
     /// Address of the gRPC API.
     #[arg(long, env = "RUNLEDGER_GRPC_ADDR", default_value = "127.0.0.1:8887")]
     grpc_addr: SocketAddr,
+    /// Address of the JSON/HTTP API (KFP's REST routes; what `kfp.Client(host=...)` talks to).
+    #[arg(long, env = "RUNLEDGER_HTTP_ADDR", default_value = "127.0.0.1:8888")]
+    http_addr: SocketAddr,
     /// Directory of the embedded database (created if missing).
     #[arg(long, env = "RUNLEDGER_DATA_DIR", default_value = "./runledger-data")]
     data_dir: PathBuf,
@@ -59,6 +72,9 @@ struct ServeArgs {
     /// Largest gRPC message accepted or sent, in bytes (larger requests: RESOURCE_EXHAUSTED).
     #[arg(long, env = "RUNLEDGER_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_message_bytes: usize,
+    /// Largest JSON/HTTP request body accepted, in bytes (larger requests: 413).
+    #[arg(long, env = "RUNLEDGER_MAX_HTTP_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_http_body_bytes: usize,
     /// Longest run or experiment display_name, in bytes.
     #[arg(long, env = "RUNLEDGER_MAX_NAME_BYTES", default_value_t = Limits::default().max_name_bytes)]
     max_name_bytes: usize,
@@ -83,6 +99,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Descriptor(args) => descriptor(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,6 +107,18 @@ fn main() -> ExitCode {
             eprintln!("runledger: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn descriptor(args: DescriptorArgs) -> Result<(), String> {
+    use std::io::Write;
+    match args.out {
+        Some(path) => std::fs::write(&path, server::FILE_DESCRIPTOR_SET)
+            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+        None => std::io::stdout()
+            .lock()
+            .write_all(server::FILE_DESCRIPTOR_SET)
+            .map_err(|e| format!("cannot write to standard output: {e}")),
     }
 }
 
@@ -134,16 +163,21 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         let grpc = tokio::net::TcpListener::bind(args.grpc_addr)
             .await
             .map_err(|e| format!("cannot listen on --grpc-addr {}: {e}", args.grpc_addr))?;
+        let http = tokio::net::TcpListener::bind(args.http_addr)
+            .await
+            .map_err(|e| format!("cannot listen on --http-addr {}: {e}", args.http_addr))?;
         tracing::info!(
             grpc = %grpc.local_addr().map_err(|e| e.to_string())?,
+            http = %http.local_addr().map_err(|e| e.to_string())?,
             data_dir = %args.data_dir.display(),
             durability = ?durability,
             "runledger listening"
         );
         let options = ServerOptions {
             max_message_bytes: args.max_message_bytes,
+            max_http_body_bytes: args.max_http_body_bytes,
         };
-        server::run(ledger, grpc, options, shutdown_signal())
+        server::run(ledger, Listeners { grpc, http }, options, shutdown_signal())
             .await
             .map_err(|e| e.to_string())
     })

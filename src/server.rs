@@ -1,6 +1,6 @@
 //! Wiring: build the core on an open store, register the gRPC services (runs, experiments,
-//! health, reflection v1 and v1alpha), serve on already-bound listeners, and shut everything down
-//! on one signal.
+//! health, reflection v1 and v1alpha) and the HTTP router, serve them on already-bound listeners,
+//! and shut everything down on one signal.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,14 +25,25 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub struct ServerOptions {
     /// Largest gRPC message accepted or sent, in bytes.
     pub max_message_bytes: usize,
+    /// Largest HTTP request body accepted, in bytes (larger: 413).
+    pub max_http_body_bytes: usize,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             max_message_bytes: 16 * 1024 * 1024,
+            max_http_body_bytes: 16 * 1024 * 1024,
         }
     }
+}
+
+/// The already-bound sockets the server answers on.
+pub struct Listeners {
+    /// gRPC (HTTP/2).
+    pub grpc: TcpListener,
+    /// The JSON/HTTP API (HTTP/1.1 and h2c).
+    pub http: TcpListener,
 }
 
 /// tonic reports an over-limit request as OUT_OF_RANGE; gRPC's convention (grpc-go, grpc-core)
@@ -63,11 +74,11 @@ fn without_nagle(
     })
 }
 
-/// Serves gRPC on `grpc` until `shutdown` completes, then ends watch streams, lets in-flight
-/// calls finish and flushes the store.
+/// Serves gRPC and HTTP until `shutdown` completes, then ends watch streams, lets in-flight calls
+/// finish on both and flushes the store. If either server fails, the other is stopped too.
 pub async fn run(
     ledger: Arc<Ledger>,
-    grpc: TcpListener,
+    listeners: Listeners,
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
@@ -97,30 +108,77 @@ pub async fn run(
         .build_v1alpha()
         .map_err(Error::internal)?;
 
+    // One signal for both servers: set when `shutdown` completes or when either server fails.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let trigger = stop.clone();
     // Watch streams never end by themselves: end them first, or graceful shutdown would wait
     // for them forever.
     let closing_ledger = ledger.clone();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing in-flight calls");
+    let mut failed = stopping.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = shutdown => tracing::info!("shutting down: finishing in-flight calls"),
+            _ = failed.wait_for(|stop| *stop) => {}
+        }
         closing_ledger.close_watches();
+        trigger.send_replace(true);
+    });
+    let signal = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
     };
 
-    Server::builder()
-        .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
-        .layer(tower::util::MapResponseLayer::new(
-            too_large_is_resource_exhausted,
-        ))
-        .add_service(runs)
-        .add_service(experiments)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(without_nagle(grpc), signal)
+    let http_router = crate::http::router(ledger.clone(), options.max_http_body_bytes);
+    // The JSON API is served on the gRPC port too (one port is enough behind a load balancer);
+    // tonic routes gRPC paths to its services and everything else to the JSON router.
+    let json_on_grpc_port = tonic::service::Routes::from(http_router.clone());
+    let http = async {
+        let result = axum::serve(
+            axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
+                // As for gRPC: no Nagle delay on responses of several segments.
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            }),
+            http_router,
+        )
+        .with_graceful_shutdown(signal(stopping.clone()))
         .await
-        .map_err(|e| Error::internal(format!("gRPC server failed: {e}")))?;
+        .map_err(|e| Error::internal(format!("HTTP server failed: {e}")));
+        if result.is_err() {
+            stop.send_replace(true);
+        }
+        result
+    };
 
-    ledger.store().close()?;
+    let grpc = async {
+        let result = Server::builder()
+            // HTTP/1.1 for JSON clients; gRPC still negotiates HTTP/2.
+            .accept_http1(true)
+            .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+            .layer(tower::util::MapResponseLayer::new(
+                too_large_is_resource_exhausted,
+            ))
+            .add_routes(json_on_grpc_port)
+            .add_service(runs)
+            .add_service(experiments)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .serve_with_incoming_shutdown(without_nagle(listeners.grpc), signal(stopping.clone()))
+            .await
+            .map_err(|e| Error::internal(format!("gRPC server failed: {e}")));
+        if result.is_err() {
+            stop.send_replace(true);
+        }
+        result
+    };
+    let (grpc_result, http_result) = tokio::join!(grpc, http);
+    drop(stop);
+    // Flush what was acknowledged even when a server failed.
+    let closed = ledger.store().close();
+    grpc_result?;
+    http_result?;
+    closed?;
     tracing::info!("store flushed; bye");
     Ok(())
 }

@@ -9,14 +9,17 @@ use std::sync::Arc;
 use runledger::api::experiment_service_client::ExperimentServiceClient;
 use runledger::api::run_service_client::RunServiceClient;
 use runledger::api::*;
-use runledger::server::{self, ServerOptions};
+use runledger::server::{self, Listeners, ServerOptions};
 use runledger::service::{Ledger, Limits};
 use runledger::store::{Store, StoreOptions};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
 pub struct TestServer {
+    /// The gRPC address.
     pub addr: std::net::SocketAddr,
+    /// The JSON/HTTP address.
+    pub http_addr: std::net::SocketAddr,
     pub ledger: Arc<Ledger>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<runledger::error::Result<()>>>,
@@ -54,10 +57,17 @@ impl TestServer {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind http");
+        let http_addr = http.local_addr().expect("http addr");
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server::run(
             ledger.clone(),
-            listener,
+            Listeners {
+                grpc: listener,
+                http,
+            },
             config.server,
             async {
                 let _ = stopped.await;
@@ -65,6 +75,7 @@ impl TestServer {
         ));
         TestServer {
             addr,
+            http_addr,
             ledger,
             stop: Some(stop),
             task: Some(task),
@@ -99,8 +110,14 @@ impl TestServer {
         Self::start_in(&dir, Config::default(), temp).await
     }
 
+    /// The gRPC endpoint.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The JSON/HTTP API's base URL (no trailing slash): `http_url() + "/apis/v2beta1/runs"`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
     }
 
     pub async fn channel(&self) -> Channel {
