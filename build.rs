@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &["run.proto", "experiment.proto", "filter.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    record_commit_sha();
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
     let mut compiler = protox::Compiler::new(["proto"])?;
@@ -37,4 +38,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.protobuf.Timestamp", "crate::wkt::Timestamp")
         .build(&[".kubeflow.pipelines.backend.api.v2beta1", ".google.rpc"])?;
     Ok(())
+}
+
+/// Makes the git commit available to healthz's `commit_sha` (unless RUNLEDGER_COMMIT_SHA is set;
+/// "unknown" outside a git checkout).
+fn record_commit_sha() {
+    println!("cargo:rerun-if-env-changed=RUNLEDGER_COMMIT_SHA");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/refs/heads");
+    if env::var_os("RUNLEDGER_COMMIT_SHA").is_some() {
+        return;
+    }
+    let sha = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    if let Some(sha) = sha {
+        println!("cargo:rustc-env=RUNLEDGER_COMMIT_SHA={sha}");
+    }
 }

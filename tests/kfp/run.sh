@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The kfp SDK compatibility suite: installs the official kfp SDK into target/kfp-venv (reused when
-# present), builds runledger (debug), starts it on free loopback ports with a fresh data dir,
+# present), builds runledger (debug; or uses $RUNLEDGER_BIN), starts it on free loopback ports with a fresh data dir,
 # runs pytest against it through kfp.Client, stops the server (also on failure) and exits with
 # pytest's status. Extra arguments go to pytest (e.g. `-k terminate`, `-x`).
 # RUNLEDGER_LOG_LEVEL=runledger=debug logs every HTTP request; RUNLEDGER_KFP_SERVER_LOG=FILE keeps
@@ -18,8 +18,12 @@ fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     -r "$root/tests/kfp/requirements.txt"
 
-(cd "$root" && cargo build --quiet --bin runledger)
-binary="$root/target/debug/runledger"
+# `cargo test` runs this script with the binary it just built (tests/kfp_sdk.rs).
+binary="${RUNLEDGER_BIN:-}"
+if [ -z "$binary" ]; then
+    (cd "$root" && cargo build --quiet --bin runledger)
+    binary="$root/target/debug/runledger"
+fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/runledger-kfp.XXXXXX")"
 log="${RUNLEDGER_KFP_SERVER_LOG:-$work/server.log}"
