@@ -24,6 +24,20 @@ struct Cli {
 enum Command {
     /// Serve the gRPC API on a data directory.
     Serve(ServeArgs),
+    /// Check a data directory offline (stop the server first): every index entry, name and
+    /// counter must agree with the records and every value must decode. Exits 1 on any problem.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Directory of the embedded database.
+    #[arg(long, env = "RUNLEDGER_DATA_DIR", default_value = "./runledger-data")]
+    data_dir: PathBuf,
+    /// Rebuild every index entry and counter from the records (one atomic batch), then check
+    /// again.
+    #[arg(long)]
+    repair: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -82,14 +96,30 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(args).map(|()| true),
+        Command::Check(args) => check(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(message) => {
             eprintln!("runledger: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints the check (or repair) report; Ok(false) when problems remain.
+fn check(args: CheckArgs) -> Result<bool, String> {
+    let dir = &args.data_dir;
+    if args.repair {
+        let report = runledger::store::repair_data_dir(dir).map_err(|e| e.to_string())?;
+        print!("{}: {report}", dir.display());
+        Ok(report.after.is_consistent())
+    } else {
+        let report = runledger::store::check_data_dir(dir).map_err(|e| e.to_string())?;
+        print!("{}: {report}", dir.display());
+        Ok(report.is_consistent())
     }
 }
 

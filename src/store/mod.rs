@@ -8,6 +8,7 @@
 //! consistent. Writes are serialised by that lock (sled serialises multi-key atomic writes
 //! anyway); reads never take it.
 
+mod check;
 mod codec;
 mod commit;
 pub mod keys;
@@ -18,6 +19,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
 
+#[doc(hidden)]
+pub use check::edit_offline;
+pub use check::{
+    CheckReport, DATA_FORMAT, RepairReport, STARTUP_FULL_CHECK_KEYS, check_data_dir,
+    repair_data_dir,
+};
 pub use commit::Durability;
 use commit::GroupCommit;
 
@@ -142,12 +149,16 @@ pub struct Store {
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// The one sled tree everything lives in.
+const TREE: &str = "ledger";
+
 fn storage(e: sled::Error) -> Error {
     Error::Internal(format!("storage error: {e}"))
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`. Refuses a store written by a newer runledger, and
+    /// one that fails the startup check (see `check.rs`): the error names `runledger check`.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Arc<Store>> {
         let flush_every_ms = match options.durability {
             Durability::Durable => None,
@@ -161,7 +172,10 @@ impl Store {
             .map_err(|e| {
                 Error::Unavailable(format!("cannot open data dir {}: {e}", dir.display()))
             })?;
-        let tree = db.open_tree("ledger").map_err(storage)?;
+        let tree = db.open_tree(TREE).map_err(storage)?;
+        check::ensure_format(&tree)?;
+        check::at_startup(&tree, dir)?;
+        db.flush().map_err(storage)?;
         let commit = GroupCommit::new(options.durability, options.event_buffer);
         let store = Arc::new(Store {
             db: db.clone(),
