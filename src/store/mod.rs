@@ -607,6 +607,14 @@ impl Txn<'_> {
         }
     }
 
+    /// Ends a transaction that writes nothing, with a ticket for the last committed write:
+    /// waiting on it makes everything this transaction read durable, so an answer built from
+    /// those reads (a no-op success, ALREADY_EXISTS) never acknowledges what a crash could
+    /// take back.
+    pub fn settled(self) -> CommitTicket {
+        CommitTicket(*self.guard)
+    }
+
     /// Applies every change atomically. The returned ticket says when it is durable.
     pub fn commit(mut self) -> Result<CommitTicket> {
         let counters = std::mem::take(&mut self.counters);
