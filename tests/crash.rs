@@ -56,10 +56,10 @@ impl ServerProcess {
             if let Some(status) = self.child.try_wait().expect("poll child") {
                 panic!("runledger serve exited during startup: {status}");
             }
-            if let Ok(mut client) = self.client().await {
-                if client.list_runs(ListRunsRequest::default()).await.is_ok() {
-                    return;
-                }
+            if let Ok(mut client) = self.client().await
+                && client.list_runs(ListRunsRequest::default()).await.is_ok()
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
