@@ -242,3 +242,31 @@ fn check_refuses_a_data_dir_a_server_holds_open() {
     assert!(!ok, "{out}");
     assert!(out.contains("Stop it first"), "{out}");
 }
+
+#[tokio::test]
+async fn the_server_binary_refuses_to_start_on_a_damaged_store_and_names_the_check() {
+    let (dir, run) = written_store().await;
+    runledger::store::edit_offline(dir.path(), &[experiment_index_key(&run)], &[]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_runledger"))
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--log-level",
+            "error",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run runledger serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("refusing to start"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "runledger check --data-dir {}",
+            dir.path().display()
+        )),
+        "{stderr}"
+    );
+}
