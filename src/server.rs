@@ -40,7 +40,7 @@ impl Default for ServerOptions {
 /// A request that is not valid protobuf (garbage bytes, invalid UTF-8 in a string, a Struct
 /// nested past prost's recursion limit) comes out as INTERNAL, which tells the client the server
 /// is broken; it is the client's input, so INVALID_ARGUMENT (prost's message says what is wrong).
-fn too_large_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+fn fix_bad_request_codes<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers_mut();
     // grpc-message is percent-encoded on the wire: let tonic decode it.
     let Some(status) = tonic::Status::from_header_map(headers) else {
@@ -104,9 +104,7 @@ pub async fn run(
 
     Server::builder()
         .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
-        .layer(tower::util::MapResponseLayer::new(
-            too_large_is_resource_exhausted,
-        ))
+        .layer(tower::util::MapResponseLayer::new(fix_bad_request_codes))
         .add_service(runs)
         .add_service(experiments)
         .add_service(health_service)

@@ -12,6 +12,7 @@ mod check;
 mod codec;
 mod commit;
 pub mod keys;
+mod startup;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -21,12 +22,10 @@ use tokio::sync::broadcast;
 
 #[doc(hidden)]
 pub use check::edit_offline;
-pub use check::{
-    CheckReport, DATA_FORMAT, RepairReport, STARTUP_FULL_CHECK_KEYS, check_data_dir,
-    repair_data_dir,
-};
+pub use check::{CheckReport, RepairReport, check_data_dir, repair_data_dir};
 pub use commit::Durability;
 use commit::GroupCommit;
+pub use startup::{DATA_FORMAT, STARTUP_FULL_CHECK_KEYS};
 
 use crate::api::{Experiment, Run, RunEvent, experiment, run, run_event};
 use crate::error::{Error, Result};
@@ -158,7 +157,7 @@ fn storage(e: sled::Error) -> Error {
 
 impl Store {
     /// Opens (or creates) the store in `dir`. Refuses a store written by a newer runledger, and
-    /// one that fails the startup check (see `check.rs`): the error names `runledger check`.
+    /// one that fails the startup check (see `startup.rs`): the error names `runledger check`.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Arc<Store>> {
         let flush_every_ms = match options.durability {
             Durability::Durable => None,
@@ -173,8 +172,8 @@ impl Store {
                 Error::Unavailable(format!("cannot open data dir {}: {e}", dir.display()))
             })?;
         let tree = db.open_tree(TREE).map_err(storage)?;
-        check::ensure_format(&tree)?;
-        check::at_startup(&tree, dir)?;
+        startup::ensure_format(&tree)?;
+        startup::at_startup(&tree, dir)?;
         db.flush().map_err(storage)?;
         let commit = GroupCommit::new(options.durability, options.event_buffer);
         let store = Arc::new(Store {
