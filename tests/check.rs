@@ -181,7 +181,7 @@ async fn a_dangling_entry_and_a_wrong_counter_are_found_and_repaired() {
 }
 
 #[tokio::test]
-async fn an_undecodable_record_fails_the_check_even_after_repair() {
+async fn an_undecodable_record_fails_the_check_and_repair_leaves_the_store_alone() {
     let (dir, run) = written_store().await;
     runledger::store::edit_offline(
         dir.path(),
@@ -200,6 +200,10 @@ async fn an_undecodable_record_fails_the_check_even_after_repair() {
     );
     let (ok, out) = check(dir.path(), true);
     assert!(!ok, "a rebuild cannot invent a lost record: {out}");
+    assert!(
+        out.contains("1 records") && out.contains("nothing was changed"),
+        "{out}"
+    );
     assert!(open_error(dir.path()).contains("cannot be decoded"));
 }
 

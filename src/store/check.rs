@@ -9,8 +9,9 @@
 //! experiment (`D`) exists in its namespace.
 //!
 //! Repair rewrites the derived entries from the records in one atomic sled batch, then checks
-//! again. It cannot invent lost records: an undecodable record or a run whose experiment is
-//! gone stays a problem that needs a human.
+//! again. It cannot invent lost records: a run whose experiment is gone stays a problem that
+//! needs a human, and a store with an undecodable record is left untouched (a rebuild would
+//! silently drop the record from every index).
 
 //!
 //! The format marker and the cheaper check the server runs at startup are in `startup.rs`.
@@ -105,6 +106,15 @@ pub fn repair_data_dir(dir: &Path) -> Result<RepairReport> {
     let (db, tree) = open_offline(dir)?;
     read_format(&tree)?;
     let scan = Scan::run(&tree)?;
+    if scan.undecodable > 0 {
+        // Rebuilding now would drop those records from every index and counter, hiding them.
+        return Err(Error::FailedPrecondition(format!(
+            "{} records in {} cannot be decoded (see `runledger check`), so their index entries \
+             cannot be rebuilt; nothing was changed. Restore the data dir from a backup",
+            scan.undecodable,
+            dir.display()
+        )));
+    }
     let before = scan.report.clone();
     let plan = scan.repair_plan(&tree)?;
     let (removed, written) = (plan.removed, plan.written);
@@ -175,6 +185,8 @@ struct ExperimentFacts {
 #[derive(Default)]
 pub(super) struct Scan {
     pub(super) report: CheckReport,
+    /// Records that cannot be decoded: a rebuild cannot know their index entries.
+    undecodable: usize,
     runs: BTreeMap<String, RunFacts>,
     experiments: BTreeMap<String, ExperimentFacts>,
     /// Actual derived entries: scope indexes, names, defaults, counters (key → value).
@@ -247,7 +259,10 @@ impl Scan {
                 self.report.runs += 1;
                 let id = String::from_utf8_lossy(rest).into_owned();
                 match codec::decode::<Run>(value) {
-                    Err(e) => self.problem(format!("run record {id:?} cannot be decoded: {e}")),
+                    Err(e) => {
+                        self.undecodable += 1;
+                        self.problem(format!("run record {id:?} cannot be decoded: {e}"))
+                    }
                     Ok(run) => {
                         let archived = super::is_archived_run(&run);
                         if run.run_id != id {
@@ -273,6 +288,7 @@ impl Scan {
                 let id = String::from_utf8_lossy(rest).into_owned();
                 match codec::decode::<Experiment>(value) {
                     Err(e) => {
+                        self.undecodable += 1;
                         self.problem(format!("experiment record {id:?} cannot be decoded: {e}"))
                     }
                     Ok(e) => {
