@@ -27,6 +27,9 @@ enum Command {
     /// Write the protobuf descriptor set of the API (with its google.api.http routes), for a
     /// gateway such as Envoy's gRPC-JSON transcoder or grpc-gateway.
     Descriptor(DescriptorArgs),
+    /// Check a data directory offline (stop the server first): every index entry, name and
+    /// counter must agree with the records and every value must decode. Exits 1 on any problem.
+    Check(CheckArgs),
 }
 
 #[derive(Args)]
@@ -34,6 +37,17 @@ struct DescriptorArgs {
     /// Write to this file instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Directory of the embedded database.
+    #[arg(long, env = "RUNLEDGER_DATA_DIR", default_value = "./runledger-data")]
+    data_dir: PathBuf,
+    /// Rebuild every index entry and counter from the records (one atomic batch), then check
+    /// again.
+    #[arg(long)]
+    repair: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -98,11 +112,13 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
-        Command::Descriptor(args) => descriptor(args),
+        Command::Serve(args) => serve(args).map(|()| true),
+        Command::Descriptor(args) => descriptor(args).map(|()| true),
+        Command::Check(args) => check(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(message) => {
             eprintln!("runledger: {message}");
             ExitCode::FAILURE
@@ -119,6 +135,20 @@ fn descriptor(args: DescriptorArgs) -> Result<(), String> {
             .lock()
             .write_all(server::FILE_DESCRIPTOR_SET)
             .map_err(|e| format!("cannot write to standard output: {e}")),
+    }
+}
+
+/// Prints the check (or repair) report; Ok(false) when problems remain.
+fn check(args: CheckArgs) -> Result<bool, String> {
+    let dir = &args.data_dir;
+    if args.repair {
+        let report = runledger::store::repair_data_dir(dir).map_err(|e| e.to_string())?;
+        print!("{}: {report}", dir.display());
+        Ok(report.after.is_consistent())
+    } else {
+        let report = runledger::store::check_data_dir(dir).map_err(|e| e.to_string())?;
+        print!("{}: {report}", dir.display());
+        Ok(report.is_consistent())
     }
 }
 

@@ -46,18 +46,29 @@ pub struct Listeners {
     pub http: TcpListener,
 }
 
-/// tonic reports an over-limit request as OUT_OF_RANGE; gRPC's convention (grpc-go, grpc-core)
-/// and our contract is RESOURCE_EXHAUSTED.
-fn too_large_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+/// Fixes two of tonic's codes for bad requests. An over-limit request comes out as
+/// OUT_OF_RANGE; gRPC's convention (grpc-go, grpc-core) and our contract is RESOURCE_EXHAUSTED.
+/// A request that is not valid protobuf (garbage bytes, invalid UTF-8 in a string, a Struct
+/// nested past prost's recursion limit) comes out as INTERNAL, which tells the client the server
+/// is broken; it is the client's input, so INVALID_ARGUMENT (prost's message says what is wrong).
+fn fix_bad_request_codes<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers_mut();
-    let out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
-    let too_large = headers
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|m| m.contains("message length too large"));
-    if out_of_range && too_large {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
-    }
+    // grpc-message is percent-encoded on the wire: let tonic decode it.
+    let Some(status) = tonic::Status::from_header_map(headers) else {
+        return response;
+    };
+    let code = match status.code() {
+        tonic::Code::OutOfRange if status.message().contains("message length too large") => "8",
+        tonic::Code::Internal
+            if status
+                .message()
+                .starts_with("failed to decode Protobuf message") =>
+        {
+            "3"
+        }
+        _ => return response,
+    };
+    headers.insert("grpc-status", http::HeaderValue::from_static(code));
     response
 }
 
@@ -155,9 +166,7 @@ pub async fn run(
             // HTTP/1.1 for JSON clients; gRPC still negotiates HTTP/2.
             .accept_http1(true)
             .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
-            .layer(tower::util::MapResponseLayer::new(
-                too_large_is_resource_exhausted,
-            ))
+            .layer(tower::util::MapResponseLayer::new(fix_bad_request_codes))
             .add_routes(json_on_grpc_port)
             .add_service(runs)
             .add_service(experiments)

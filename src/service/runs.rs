@@ -79,12 +79,12 @@ impl Ledger {
         } else {
             input.run_id.clone()
         };
-        let (ticket, run) = {
+        let (ticket, run) = 'txn: {
             let mut txn = self.store.begin();
             if txn.run(&run_id)?.is_some() {
-                return Err(Error::AlreadyExists(format!(
-                    "a run with run_id {run_id:?} already exists"
-                )));
+                // A client retrying a create takes this as "it is there": make sure it is on
+                // disk before saying so (its first create may not be acknowledged yet).
+                break 'txn (txn.settled(), Err(run_id));
             }
             let experiment = if input.experiment_id.is_empty() {
                 self.default_experiment(&mut txn, &input.namespace, now)?
@@ -127,10 +127,12 @@ impl Ledger {
             let mut updated = experiment.clone();
             updated.last_run_created_at = Some(now);
             txn.put_experiment(Some(&experiment), &updated);
-            (txn.commit()?, run)
+            (txn.commit()?, Ok(run))
         };
         self.durable(ticket).await?;
-        Ok(run)
+        run.map_err(|run_id| {
+            Error::AlreadyExists(format!("a run with run_id {run_id:?} already exists"))
+        })
     }
 
     fn check_new_run(&self, run: &Run) -> Result<()> {
@@ -244,14 +246,16 @@ impl Ledger {
         change: impl FnOnce(&Txn<'_>, &mut Run) -> Result<bool>,
     ) -> Result<Run> {
         check_lookup_id("run_id", run_id)?;
-        let (ticket, run) = {
+        let (ticket, run) = 'txn: {
             let mut txn = self.store.begin();
             let old = txn
                 .run(run_id)?
                 .ok_or_else(|| Error::NotFound(format!("run {run_id:?} not found")))?;
             let mut new = old.clone();
             if !change(&txn, &mut new)? {
-                return Ok(new);
+                // Nothing to write, but the answer acknowledges a state that another caller's
+                // write may have produced a moment ago: it must be durable too.
+                break 'txn (txn.settled(), new);
             }
             txn.put_run(Some(&old), &new);
             (txn.commit()?, new)

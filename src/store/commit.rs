@@ -90,6 +90,16 @@ impl GroupCommit {
         }
         {
             let mut requests = lock(&self.requests);
+            // After shutdown the flusher may be gone: waiting would hang forever. (The server
+            // closes the store only once every call has finished, so this is a safety net; the
+            // final flush in `Store::close` still writes the change.)
+            if requests.shutdown && self.handled() < seq {
+                return Err(Error::Unavailable(
+                    "the store is shutting down; the write was applied but is not known to be \
+                     durable"
+                        .into(),
+                ));
+            }
             if requests.wanted < seq {
                 requests.wanted = seq;
                 self.wake.notify_one();
@@ -173,4 +183,30 @@ impl GroupCommit {
 /// (sequence numbers, queues) is still consistent, so keep going.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    #[test]
+    fn a_wait_after_shutdown_answers_at_once_instead_of_hanging() {
+        let commit = GroupCommit::new(Durability::Durable, 8);
+        commit.shutdown();
+        commit.committed(1, Vec::new());
+        let answer = commit.wait(1).now_or_never();
+        assert!(
+            matches!(answer, Some(Err(Error::Unavailable(_)))),
+            "{answer:?}"
+        );
+    }
+
+    #[test]
+    fn buffered_writes_are_acknowledged_at_once() {
+        let commit = GroupCommit::new(Durability::Buffered { flush_every_ms: 10 }, 8);
+        commit.committed(1, Vec::new());
+        assert_eq!(commit.wait(1).now_or_never(), Some(Ok(())));
+    }
 }

@@ -14,7 +14,7 @@
 //! | `M` | str(namespace), display_name | experiment_id: unique experiment names |
 //! | `D` | namespace | experiment_id of the namespace's default experiment |
 //! | `C` | counter scope | 16 bytes: total, archived (u64 BE each) |
-//! | `S` | setting name | setting value (format version, page-token key) |
+//! | `S` | setting name | setting value (`format`: data format version; `page-token-key`) |
 //!
 //! `str(x)` is a u16 big-endian length then the bytes, so a prefix never matches a longer
 //! namespace or id; `created` is 12 bytes that sort like the timestamp (sign-flipped seconds,
@@ -93,6 +93,46 @@ pub fn split_scope_entry(rest: &[u8]) -> Option<(Timestamp, &str)> {
     Some((created, id))
 }
 
+/// An index entry taken apart: which index, the scope's namespace or experiment id (none for
+/// the global indexes), the creation time and the record id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeEntry {
+    pub index: u8,
+    pub part: Option<String>,
+    pub created: Timestamp,
+    pub id: String,
+}
+
+/// Parses an `A`/`X`/`N`/`Q`/`P` key; None when it is not well formed.
+pub fn parse_scope_entry(key: &[u8]) -> Option<ScopeEntry> {
+    let (&index, rest) = key.split_first()?;
+    let (part, rest) = match index {
+        ALL_RUNS | ALL_EXPERIMENTS => (None, rest),
+        RUNS_BY_EXPERIMENT | RUNS_BY_NAMESPACE | EXPERIMENTS_BY_NAMESPACE => {
+            let len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+            let part = std::str::from_utf8(rest.get(2..2 + len)?).ok()?;
+            (Some(part.to_owned()), rest.get(2 + len..)?)
+        }
+        _ => return None,
+    };
+    let (created, id) = split_scope_entry(rest)?;
+    Some(ScopeEntry {
+        index,
+        part,
+        created,
+        id: id.to_owned(),
+    })
+}
+
+/// Parses an `M` key into (namespace, display_name).
+pub fn parse_experiment_name(key: &[u8]) -> Option<(String, String)> {
+    let rest = key.strip_prefix(&[EXPERIMENT_NAME])?;
+    let len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+    let namespace = std::str::from_utf8(rest.get(2..2 + len)?).ok()?;
+    let name = std::str::from_utf8(rest.get(2 + len..)?).ok()?;
+    Some((namespace.to_owned(), name.to_owned()))
+}
+
 pub fn experiment_name(namespace: &str, display_name: &str) -> Vec<u8> {
     let mut key = vec![EXPERIMENT_NAME];
     push_str(&mut key, namespace);
@@ -165,5 +205,34 @@ mod tests {
             "r",
         );
         assert!(!long.starts_with(&short));
+    }
+
+    #[test]
+    fn index_keys_parse_back_into_their_parts() {
+        let created = Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 7,
+        };
+        let key = scope_entry(
+            &scope_prefix(RUNS_BY_EXPERIMENT, Some("e1")),
+            &created,
+            "r1",
+        );
+        assert_eq!(
+            parse_scope_entry(&key),
+            Some(ScopeEntry {
+                index: RUNS_BY_EXPERIMENT,
+                part: Some("e1".into()),
+                created,
+                id: "r1".into()
+            })
+        );
+        let key = scope_entry(&scope_prefix(ALL_RUNS, None), &created, "r2");
+        assert_eq!(parse_scope_entry(&key).map(|e| e.id), Some("r2".into()));
+        assert_eq!(parse_scope_entry(&[RUNS_BY_NAMESPACE, 0, 9, b'x']), None);
+        assert_eq!(
+            parse_experiment_name(&experiment_name("ns", "Default")),
+            Some(("ns".into(), "Default".into()))
+        );
     }
 }

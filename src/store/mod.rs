@@ -8,9 +8,11 @@
 //! consistent. Writes are serialised by that lock (sled serialises multi-key atomic writes
 //! anyway); reads never take it.
 
+mod check;
 mod codec;
 mod commit;
 pub mod keys;
+mod startup;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -18,8 +20,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
 
+#[doc(hidden)]
+pub use check::edit_offline;
+pub use check::{CheckReport, RepairReport, check_data_dir, repair_data_dir};
 pub use commit::Durability;
 use commit::GroupCommit;
+pub use startup::{DATA_FORMAT, STARTUP_FULL_CHECK_KEYS};
 
 use crate::api::{Experiment, Run, RunEvent, experiment, run, run_event};
 use crate::error::{Error, Result};
@@ -142,12 +148,16 @@ pub struct Store {
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// The one sled tree everything lives in.
+const TREE: &str = "ledger";
+
 fn storage(e: sled::Error) -> Error {
     Error::Internal(format!("storage error: {e}"))
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`. Refuses a store written by a newer runledger, and
+    /// one that fails the startup check (see `startup.rs`): the error names `runledger check`.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Arc<Store>> {
         let flush_every_ms = match options.durability {
             Durability::Durable => None,
@@ -161,7 +171,10 @@ impl Store {
             .map_err(|e| {
                 Error::Unavailable(format!("cannot open data dir {}: {e}", dir.display()))
             })?;
-        let tree = db.open_tree("ledger").map_err(storage)?;
+        let tree = db.open_tree(TREE).map_err(storage)?;
+        startup::ensure_format(&tree)?;
+        startup::at_startup(&tree, dir)?;
+        db.flush().map_err(storage)?;
         let commit = GroupCommit::new(options.durability, options.event_buffer);
         let store = Arc::new(Store {
             db: db.clone(),
@@ -591,6 +604,14 @@ impl Txn<'_> {
             ));
             self.count(experiment_counter_key(ns), -1, -archived);
         }
+    }
+
+    /// Ends a transaction that writes nothing, with a ticket for the last committed write:
+    /// waiting on it makes everything this transaction read durable, so an answer built from
+    /// those reads (a no-op success, ALREADY_EXISTS) never acknowledges what a crash could
+    /// take back.
+    pub fn settled(self) -> CommitTicket {
+        CommitTicket(*self.guard)
     }
 
     /// Applies every change atomically. The returned ticket says when it is durable.

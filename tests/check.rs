@@ -1,0 +1,276 @@
+//! `runledger check` on data dirs the real server wrote, then damaged on purpose: the check finds
+//! each kind of damage and exits non-zero, the server refuses to start on it naming the command,
+//! and `--repair` rebuilds what can be rebuilt.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use runledger::api::*;
+use runledger::store::keys;
+use runledger::store::{Store, StoreOptions};
+use runledger::wkt::Timestamp;
+
+/// Runs `runledger check` on `dir`; returns (success, stdout + stderr).
+fn check(dir: &Path, repair: bool) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runledger"));
+    cmd.arg("check").arg("--data-dir").arg(dir);
+    if repair {
+        cmd.arg("--repair");
+    }
+    let out = cmd.output().expect("run runledger check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A store with two experiments, runs in both, one archived, one deleted, one moved through
+/// states; stopped cleanly. Returns the dir, its guard and one run of experiment "e2".
+async fn written_store() -> (tempfile::TempDir, Run) {
+    let server = TestServer::start().await;
+    let mut runs = server.runs().await;
+    let mut experiments = server.experiments().await;
+    let e2 = create_experiment(&mut experiments, "e2", "team-a").await;
+    let mut in_e2 = None;
+    for i in 0..6 {
+        let mut run = new_run(&format!("run-{i}"));
+        if i % 2 == 1 {
+            run.experiment_id = e2.experiment_id.clone();
+        }
+        let created = create_run(&mut runs, run).await;
+        if i % 2 == 1 {
+            in_e2 = Some(created.clone());
+        }
+        if i == 2 {
+            runs.archive_run(ArchiveRunRequest {
+                run_id: created.run_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("archive");
+        }
+        if i == 4 {
+            runs.delete_run(DeleteRunRequest {
+                run_id: created.run_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("delete");
+        }
+        if i == 5 {
+            runs.report_run_state(ReportRunStateRequest {
+                run_id: created.run_id.clone(),
+                state: RuntimeState::Running as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("report");
+        }
+    }
+    let (dir, temp) = server.stop().await;
+    let temp = std::sync::Arc::try_unwrap(temp.expect("temp dir")).expect("sole owner");
+    assert_eq!(dir, temp.path());
+    (temp, in_e2.expect("a run in e2"))
+}
+
+fn experiment_index_key(run: &Run) -> Vec<u8> {
+    keys::scope_entry(
+        &keys::scope_prefix(keys::RUNS_BY_EXPERIMENT, Some(&run.experiment_id)),
+        &run.created_at.expect("created_at"),
+        &run.run_id,
+    )
+}
+
+fn open_error(dir: &Path) -> String {
+    match Store::open(dir, StoreOptions::default()) {
+        Ok(_) => panic!("the store opened despite the damage"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn check_passes_on_a_store_the_server_wrote() {
+    let (dir, _) = written_store().await;
+    let (ok, out) = check(dir.path(), false);
+    assert!(ok, "{out}");
+    assert!(out.contains("5 runs, 2 experiments"), "{out}");
+    assert!(out.contains("consistent: no problems found"), "{out}");
+}
+
+#[tokio::test]
+async fn a_missing_index_entry_is_found_refused_at_startup_and_repaired() {
+    let (dir, run) = written_store().await;
+    runledger::store::edit_offline(dir.path(), &[experiment_index_key(&run)], &[]).unwrap();
+
+    let (ok, out) = check(dir.path(), false);
+    assert!(!ok, "{out}");
+    assert!(out.contains("1 problems"), "{out}");
+    assert!(
+        out.contains(&format!("runs of experiment {:?}", run.experiment_id))
+            && out.contains("is missing"),
+        "{out}"
+    );
+
+    let refused = open_error(dir.path());
+    assert!(refused.contains("refusing to start"), "{refused}");
+    assert!(refused.contains("runledger check --data-dir"), "{refused}");
+
+    let (ok, out) = check(dir.path(), true);
+    assert!(ok, "{out}");
+    assert!(out.contains("wrote 1 "), "{out}");
+    let (ok, out) = check(dir.path(), false);
+    assert!(ok, "{out}");
+
+    // The repaired store serves the run in its experiment again.
+    let store = Store::open(dir.path(), StoreOptions::default()).expect("opens after repair");
+    let ids: Vec<String> = store
+        .scan_runs(
+            &runledger::store::RunScope::Experiment(run.experiment_id.clone()),
+            runledger::store::Order::Ascending,
+            None,
+        )
+        .map(|r| r.expect("run").run_id)
+        .collect();
+    assert!(ids.contains(&run.run_id), "{ids:?}");
+}
+
+#[tokio::test]
+async fn a_dangling_entry_and_a_wrong_counter_are_found_and_repaired() {
+    let (dir, run) = written_store().await;
+    let ghost = keys::scope_entry(
+        &keys::scope_prefix(keys::ALL_RUNS, None),
+        &Timestamp {
+            seconds: 1,
+            nanos: 0,
+        },
+        "ghost",
+    );
+    let mut counter = vec![0u8; 16];
+    counter[7] = 42;
+    runledger::store::edit_offline(
+        dir.path(),
+        &[],
+        &[
+            (ghost, Vec::new()),
+            (keys::counter(b'x', Some(&run.experiment_id)), counter),
+        ],
+    )
+    .unwrap();
+
+    let (ok, out) = check(dir.path(), false);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("id \"ghost\")") && out.contains("points at a record that does not exist"),
+        "{out}"
+    );
+    assert!(
+        out.contains("says 42 (0 archived); the records say 3"),
+        "{out}"
+    );
+    assert!(open_error(dir.path()).contains("refusing to start"));
+
+    let (ok, out) = check(dir.path(), true);
+    assert!(ok, "{out}");
+    assert!(out.contains("removed 1 and wrote 1"), "{out}");
+    Store::open(dir.path(), StoreOptions::default()).expect("opens after repair");
+}
+
+#[tokio::test]
+async fn an_undecodable_record_fails_the_check_and_repair_leaves_the_store_alone() {
+    let (dir, run) = written_store().await;
+    runledger::store::edit_offline(
+        dir.path(),
+        &[],
+        &[(
+            keys::record(keys::RUN, &run.run_id),
+            vec![runledger::store::DATA_FORMAT as u8, 0xff, 0xff, 0xff],
+        )],
+    )
+    .unwrap();
+    let (ok, out) = check(dir.path(), false);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("run record {:?} cannot be decoded", run.run_id)),
+        "{out}"
+    );
+    let (ok, out) = check(dir.path(), true);
+    assert!(!ok, "a rebuild cannot invent a lost record: {out}");
+    assert!(
+        out.contains("1 records") && out.contains("nothing was changed"),
+        "{out}"
+    );
+    assert!(open_error(dir.path()).contains("cannot be decoded"));
+}
+
+#[tokio::test]
+async fn a_store_from_a_newer_runledger_is_refused() {
+    let (dir, _) = written_store().await;
+    runledger::store::edit_offline(
+        dir.path(),
+        &[],
+        &[(keys::setting("format"), b"999".to_vec())],
+    )
+    .unwrap();
+    let refused = open_error(dir.path());
+    assert!(
+        refused.contains("newer runledger (data format 999)"),
+        "{refused}"
+    );
+    let (ok, out) = check(dir.path(), false);
+    assert!(!ok);
+    assert!(out.contains("newer runledger"), "{out}");
+}
+
+#[test]
+fn check_refuses_a_dir_that_is_not_a_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = check(&dir.path().join("nothing-here"), false);
+    assert!(!ok);
+    assert!(out.contains("is not a runledger data dir"), "{out}");
+    assert!(
+        !dir.path().join("nothing-here").exists(),
+        "check must not create a data dir"
+    );
+}
+
+#[test]
+fn check_refuses_a_data_dir_a_server_holds_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let (ok, out) = check(dir.path(), false);
+    assert!(!ok, "{out}");
+    assert!(out.contains("Stop it first"), "{out}");
+}
+
+#[tokio::test]
+async fn the_server_binary_refuses_to_start_on_a_damaged_store_and_names_the_check() {
+    let (dir, run) = written_store().await;
+    runledger::store::edit_offline(dir.path(), &[experiment_index_key(&run)], &[]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_runledger"))
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--log-level",
+            "error",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run runledger serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("refusing to start"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "runledger check --data-dir {}",
+            dir.path().display()
+        )),
+        "{stderr}"
+    );
+}
