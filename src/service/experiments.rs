@@ -92,13 +92,16 @@ impl Ledger {
             false,
             MAX_ID_BYTES,
         )?;
-        let (ticket, created) = {
+        let (ticket, created) = 'txn: {
             let mut txn = self.store.begin();
             if let Some(id) = txn.experiment_id_by_name(&input.namespace, &input.display_name)? {
-                return Err(Error::AlreadyExists(format!(
+                // As for runs: the existing experiment may not be durable yet; say it exists
+                // only once it is.
+                let message = format!(
                     "an experiment named {:?} already exists in namespace {:?} (id {id:?})",
                     input.display_name, input.namespace
-                )));
+                );
+                break 'txn (txn.settled(), Err(Error::AlreadyExists(message)));
             }
             let created = Experiment {
                 experiment_id: uuid::Uuid::new_v4().to_string(),
@@ -110,10 +113,10 @@ impl Ledger {
                 last_run_created_at: None,
             };
             txn.put_experiment(None, &created);
-            (txn.commit()?, created)
+            (txn.commit()?, Ok(created))
         };
         self.durable(ticket).await?;
-        Ok(created)
+        created
     }
 
     pub fn get_experiment(&self, experiment_id: &str) -> Result<Experiment> {
@@ -169,9 +172,11 @@ impl Ledger {
                 .experiment(experiment_id)?
                 .ok_or_else(|| not_found(experiment_id))?;
             if !change(&mut txn, &old)? {
-                return Ok(());
+                // Nothing to write, but the answer confirms a state that must be durable too.
+                txn.settled()
+            } else {
+                txn.commit()?
             }
-            txn.commit()?
         };
         self.durable(ticket).await
     }
