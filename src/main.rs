@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use runledger::query::QueryLimits;
 use runledger::server::{self, Listeners, ServerOptions};
 use runledger::service::{Ledger, Limits};
 use runledger::store::{Durability, Store, StoreOptions};
@@ -101,6 +103,15 @@ struct ServeArgs {
     /// Most concurrent WatchRuns streams.
     #[arg(long, env = "RUNLEDGER_MAX_WATCHERS", default_value_t = Limits::default().max_watchers)]
     max_watchers: usize,
+    /// Largest ListRuns / ListExperiments page; larger page_size requests are cut to it.
+    #[arg(long, env = "RUNLEDGER_MAX_PAGE_SIZE", default_value_t = QueryLimits::default().max_page_size, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    max_page_size: usize,
+    /// Most predicates in one list filter.
+    #[arg(long, env = "RUNLEDGER_MAX_FILTER_PREDICATES", default_value_t = QueryLimits::default().max_predicates)]
+    max_filter_predicates: usize,
+    /// Longest list filter, in bytes.
+    #[arg(long, env = "RUNLEDGER_MAX_FILTER_BYTES", default_value_t = QueryLimits::default().max_filter_bytes)]
+    max_filter_bytes: usize,
     /// Change events buffered for WatchRuns; a watcher further behind is stopped.
     #[arg(long, env = "RUNLEDGER_EVENT_BUFFER", default_value_t = StoreOptions::default().event_buffer)]
     event_buffer: usize,
@@ -188,6 +199,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             max_description_bytes: args.max_description_bytes,
             max_parameters: args.max_parameters,
             max_watchers: args.max_watchers,
+            query: QueryLimits {
+                max_page_size: args.max_page_size,
+                max_predicates: args.max_filter_predicates,
+                max_filter_bytes: args.max_filter_bytes,
+            },
         };
         let ledger = Arc::new(Ledger::new(store, limits).map_err(|e| e.to_string())?);
         let grpc = tokio::net::TcpListener::bind(args.grpc_addr)

@@ -465,3 +465,60 @@ async fn indexes_agree_with_the_records_after_archives_and_deletes() {
             .all(|r| r.storage_state == run::StorageState::Archived as i32)
     );
 }
+
+#[tokio::test]
+async fn page_size_and_filter_limits_are_configurable() {
+    let mut config = Config::default();
+    config.limits.query.max_page_size = 3;
+    config.limits.query.max_predicates = 1;
+    config.limits.query.max_filter_bytes = 200;
+    let server = TestServer::start_with(config).await;
+    let mut runs = server.runs().await;
+    for i in 0..5 {
+        create_run(&mut runs, new_run(&format!("r{i}"))).await;
+    }
+    let page = runs
+        .list_runs(ListRunsRequest {
+            page_size: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.runs.len(), 3);
+    let default = runs
+        .list_runs(ListRunsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        default.runs.len(),
+        3,
+        "the default page is cut to the limit too"
+    );
+
+    let predicate = r#"{"operation":1,"key":"name","string_value":"r1"}"#;
+    let two = format!(r#"{{"predicates":[{predicate},{predicate}]}}"#);
+    let message = expect_code(
+        runs.list_runs(ListRunsRequest {
+            filter: two,
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert!(message.contains("--max-filter-predicates"), "{message}");
+    let long = format!(
+        r#"{{"predicates":[{{"operation":1,"key":"name","string_value":"{}"}}]}}"#,
+        "x".repeat(300)
+    );
+    let message = expect_code(
+        runs.list_runs(ListRunsRequest {
+            filter: long,
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert!(message.contains("--max-filter-bytes"), "{message}");
+}

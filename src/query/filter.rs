@@ -7,16 +7,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Field, FieldKind, FieldValue, Record};
+use super::{Field, FieldKind, FieldValue, QueryLimits, Record};
 use crate::api::{Predicate as WirePredicate, predicate};
 use crate::error::{Error, Result};
 use crate::store::Counts;
 use crate::wkt::Timestamp;
-
-/// Most predicates one filter may hold.
-pub const MAX_PREDICATES: usize = 64;
-/// Longest filter string accepted, in bytes.
-pub const MAX_FILTER_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
@@ -52,15 +47,21 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Parses `text` (empty = no filter) for records of type `R`.
+    /// Parses `text` (empty = no filter) for records of type `R`, under the default limits.
     pub fn parse<R: Record>(text: &str) -> Result<Filter> {
+        Self::parse_with::<R>(text, &QueryLimits::default())
+    }
+
+    /// Parses `text` (empty = no filter) for records of type `R`.
+    pub fn parse_with<R: Record>(text: &str, limits: &QueryLimits) -> Result<Filter> {
         if text.trim().is_empty() {
             return Ok(Filter::default());
         }
-        if text.len() > MAX_FILTER_BYTES {
+        if text.len() > limits.max_filter_bytes {
             return Err(Error::invalid(format!(
-                "filter is {} bytes long; at most {MAX_FILTER_BYTES} are accepted",
-                text.len()
+                "filter is {} bytes long; at most {} are accepted (--max-filter-bytes)",
+                text.len(),
+                limits.max_filter_bytes
             )));
         }
         let json: serde_json::Value = serde_json::from_str(text)
@@ -81,10 +82,11 @@ impl Filter {
         let serde_json::Value::Array(predicates) = predicates else {
             return Err(Error::invalid("filter.predicates must be a JSON array"));
         };
-        if predicates.len() > MAX_PREDICATES {
+        if predicates.len() > limits.max_predicates {
             return Err(Error::invalid(format!(
-                "filter has {} predicates; at most {MAX_PREDICATES} are accepted",
-                predicates.len()
+                "filter has {} predicates; at most {} are accepted (--max-filter-predicates)",
+                predicates.len(),
+                limits.max_predicates
             )));
         }
         let predicates = predicates
@@ -582,12 +584,15 @@ mod tests {
     fn malformed_filters_are_invalid_argument() {
         let too_many = format!(
             r#"{{"predicates":[{}]}}"#,
-            vec![r#"{"operation":1,"key":"name","string_value":"a"}"#; MAX_PREDICATES + 1]
-                .join(",")
+            vec![
+                r#"{"operation":1,"key":"name","string_value":"a"}"#;
+                QueryLimits::default().max_predicates + 1
+            ]
+            .join(",")
         );
         let too_long = format!(
             r#"{{"predicates":[{{"operation":1,"key":"name","string_value":"{}"}}]}}"#,
-            "a".repeat(MAX_FILTER_BYTES)
+            "a".repeat(QueryLimits::default().max_filter_bytes)
         );
         for bad in [
             "{",

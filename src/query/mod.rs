@@ -15,6 +15,28 @@ use serde::{Deserialize, Serialize};
 use crate::api::{Experiment, Run, RuntimeState, experiment, run};
 use crate::wkt::Timestamp;
 
+/// Size limits on list requests (flags `--max-page-size`, `--max-filter-predicates`,
+/// `--max-filter-bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Largest page returned; larger page_size requests are cut to it.
+    pub max_page_size: usize,
+    /// Most predicates one filter may hold.
+    pub max_predicates: usize,
+    /// Longest filter string accepted, in bytes (bounds every string inside it too).
+    pub max_filter_bytes: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            max_page_size: 200,
+            max_predicates: 64,
+            max_filter_bytes: 64 * 1024,
+        }
+    }
+}
+
 /// A field a list can be filtered and sorted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Field {

@@ -16,15 +16,13 @@ use std::collections::BinaryHeap;
 use super::filter::Filter;
 use super::sort::Sort;
 use super::token::PageToken;
-use super::{Field, Record, SortValue};
+use super::{Field, QueryLimits, Record, SortValue};
 use crate::error::{Error, Result};
 use crate::store::{Counts, Order};
 use crate::wkt::Timestamp;
 
 /// Page size used when the request gives 0.
 pub const DEFAULT_PAGE_SIZE: usize = 20;
-/// Largest page returned; larger requests are cut to it.
-pub const MAX_PAGE_SIZE: usize = 200;
 
 /// Where the engine reads records: one scope of the store.
 pub trait Source {
@@ -59,13 +57,13 @@ pub struct Page<R> {
 /// The record's position in the listing order: sort value, then id.
 type Position = (SortValue, String);
 
-fn page_size(requested: i32) -> Result<usize> {
+fn page_size(requested: i32, limits: &QueryLimits) -> Result<usize> {
     match requested {
         n if n < 0 => Err(Error::invalid(format!(
             "page_size must be 0 (the default, {DEFAULT_PAGE_SIZE}) or positive, not {n}"
         ))),
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n => Ok((n as usize).min(MAX_PAGE_SIZE)),
+        0 => Ok(DEFAULT_PAGE_SIZE.min(limits.max_page_size)),
+        n => Ok((n as usize).min(limits.max_page_size)),
     }
 }
 
@@ -74,10 +72,11 @@ fn page_size(requested: i32) -> Result<usize> {
 fn resolve<R: Record>(
     request: &PageRequest<'_>,
     key: &[u8],
+    limits: &QueryLimits,
 ) -> Result<(Sort, Filter, Option<Position>)> {
     if request.page_token.is_empty() {
         let sort = Sort::parse::<R>(request.sort_by)?;
-        let filter = Filter::parse::<R>(request.filter)?;
+        let filter = Filter::parse_with::<R>(request.filter, limits)?;
         return Ok((sort, filter, None));
     }
     let token = PageToken::decode(request.page_token, key)?;
@@ -94,7 +93,9 @@ fn resolve<R: Record>(
             request.sort_by
         )));
     }
-    if !request.filter.trim().is_empty() && Filter::parse::<R>(request.filter)? != token.filter {
+    if !request.filter.trim().is_empty()
+        && Filter::parse_with::<R>(request.filter, limits)? != token.filter
+    {
         return Err(Error::invalid(
             "page_token was issued for a different filter; omit filter or send the first page's",
         ));
@@ -107,9 +108,14 @@ fn resolve<R: Record>(
 }
 
 /// Returns one page of `source` for `request`; `key` signs the page tokens.
-pub fn list<S: Source>(source: &S, request: &PageRequest<'_>, key: &[u8]) -> Result<Page<S::Item>> {
-    let size = page_size(request.page_size)?;
-    let (sort, filter, after) = resolve::<S::Item>(request, key)?;
+pub fn list<S: Source>(
+    source: &S,
+    request: &PageRequest<'_>,
+    key: &[u8],
+    limits: &QueryLimits,
+) -> Result<Page<S::Item>> {
+    let size = page_size(request.page_size, limits)?;
+    let (sort, filter, after) = resolve::<S::Item>(request, key, limits)?;
 
     let fast_cursor = match &after {
         None => Some(None),

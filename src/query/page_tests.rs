@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use proptest::prelude::*;
 
 use super::page::{PageRequest, Source, list};
-use super::{Record, SortValue};
+use super::{QueryLimits, Record, SortValue};
 use crate::api::{Run, run};
 use crate::error::Result;
 use crate::query::filter::Filter;
@@ -236,7 +236,7 @@ proptest! {
         loop {
             // Later pages send the token alone, or with the same sort and filter again.
             let (s, f) = if first || page_size % 2 == 0 { (sort_by.as_str(), filter.as_str()) } else { ("", "") };
-            let page = list(&source, &PageRequest { scope: "all".into(), page_size, sort_by: s, filter: f, page_token: &token }, KEY).unwrap();
+            let page = list(&source, &PageRequest { scope: "all".into(), page_size, sort_by: s, filter: f, page_token: &token }, KEY, &QueryLimits::default()).unwrap();
             prop_assert_eq!(page.total_size as usize, expected.len());
             prop_assert!(page.items.len() <= page_size as usize);
             got.extend(page.items.iter().map(|r| r.run_id.clone()));
@@ -262,7 +262,7 @@ proptest! {
         let mut token = String::new();
         let mut inserted = 0;
         loop {
-            let page = list(&source, &PageRequest { scope: "all".into(), page_size, sort_by: &sort_by, filter: &filter, page_token: &token }, KEY).unwrap();
+            let page = list(&source, &PageRequest { scope: "all".into(), page_size, sort_by: &sort_by, filter: &filter, page_token: &token }, KEY, &QueryLimits::default()).unwrap();
             for r in &page.items {
                 *seen.entry(r.run_id.clone()).or_default() += 1;
             }
@@ -330,6 +330,7 @@ fn a_token_is_refused_with_another_scope_sort_or_filter() {
             page_token: "",
         },
         KEY,
+        &QueryLimits::default(),
     )
     .unwrap();
     let token = first.next_page_token.as_str();
@@ -371,7 +372,9 @@ fn a_token_is_refused_with_another_scope_sort_or_filter() {
         },
     ];
     for request in attempts {
-        let err = list(&source, &request, KEY).err().expect("refused");
+        let err = list(&source, &request, KEY, &QueryLimits::default())
+            .err()
+            .expect("refused");
         assert!(
             matches!(err, crate::error::Error::InvalidArgument(_)),
             "{err:?}"
@@ -389,6 +392,7 @@ fn a_token_is_refused_with_another_scope_sort_or_filter() {
                 page_token: token,
             },
             KEY,
+            &QueryLimits::default(),
         )
         .unwrap();
         assert_eq!(next.items.len(), 2);
@@ -419,6 +423,7 @@ fn page_size_rules() {
                 page_token: "",
             },
             KEY,
+            &QueryLimits::default(),
         )
         .map(|p| p.items.len())
     };

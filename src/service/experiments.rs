@@ -150,6 +150,7 @@ impl Ledger {
                 page_token: &request.page_token,
             },
             &self.token_key,
+            &self.limits.query,
         )?;
         Ok(ListExperimentsResponse {
             experiments: page.items,

@@ -230,6 +230,7 @@ impl Ledger {
                 page_token: &request.page_token,
             },
             &self.token_key,
+            &self.limits.query,
         )?;
         Ok(ListRunsResponse {
             runs: page.items,

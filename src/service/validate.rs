@@ -1,6 +1,7 @@
 //! Input checks shared by the use cases, and the configurable size limits.
 
 use crate::error::{Error, Result};
+use crate::query::QueryLimits;
 use crate::wkt::Timestamp;
 
 /// Size limits on what clients send. Every limit has a flag (see `runledger serve --help`).
@@ -14,6 +15,8 @@ pub struct Limits {
     pub max_parameters: usize,
     /// Most concurrent WatchRuns streams.
     pub max_watchers: usize,
+    /// Page size and filter limits of list requests.
+    pub query: QueryLimits,
 }
 
 impl Default for Limits {
@@ -23,6 +26,7 @@ impl Default for Limits {
             max_description_bytes: 16 * 1024,
             max_parameters: 1000,
             max_watchers: 256,
+            query: QueryLimits::default(),
         }
     }
 }
