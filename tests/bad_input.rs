@@ -493,3 +493,121 @@ async fn out_of_range_list_parameters_are_invalid_argument() {
     .expect("capped page size");
     assert_still_serving(&server).await;
 }
+
+/// Sends a raw HTTP request to the JSON API and returns (status, parsed JSON error body).
+async fn http_bad(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .request(method, format!("{}{path}", server.http_url()))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.expect("a JSON error body");
+    (status, body)
+}
+
+#[tokio::test]
+async fn bad_http_input_gets_a_json_error_and_the_server_keeps_serving() {
+    let mut config = Config::default();
+    config.server.max_http_body_bytes = 64 * 1024;
+    let server = TestServer::start_with(config).await;
+    let deep = format!("{}{}", "{\"a\":".repeat(5000), "}".repeat(5000));
+    let nested_spec = format!(r#"{{"display_name":"d","pipeline_spec":{deep}}}"#);
+    let huge_spec = format!(
+        r#"{{"display_name":"h","pipeline_spec":{{"blob":"{}"}}}}"#,
+        "x".repeat(100 * 1024)
+    );
+    let cases: Vec<(reqwest::Method, String, Vec<u8>, u16)> = vec![
+        (
+            reqwest::Method::POST,
+            "/apis/v2beta1/runs".into(),
+            b"\xff\xfe{not utf8".to_vec(),
+            400,
+        ),
+        (
+            reqwest::Method::POST,
+            "/apis/v2beta1/runs".into(),
+            b"{\"display_name\": \"a\"".to_vec(),
+            400,
+        ),
+        (
+            reqwest::Method::POST,
+            "/apis/v2beta1/runs".into(),
+            b"[1, 2, 3]".to_vec(),
+            400,
+        ),
+        (
+            reqwest::Method::POST,
+            "/apis/v2beta1/runs".into(),
+            nested_spec.into_bytes(),
+            400,
+        ),
+        (
+            reqwest::Method::POST,
+            "/apis/v2beta1/runs".into(),
+            huge_spec.into_bytes(),
+            413,
+        ),
+        (
+            reqwest::Method::POST,
+            "/apis/v2beta1/runs".into(),
+            br#"{"display_name":"s","pipeline_id":"p","storage_state":99}"#.to_vec(),
+            400,
+        ),
+        (
+            reqwest::Method::GET,
+            "/apis/v2beta1/runs?page_token=%00%01garbage".into(),
+            Vec::new(),
+            400,
+        ),
+        (
+            reqwest::Method::GET,
+            "/apis/v2beta1/runs?page_size=-5".into(),
+            Vec::new(),
+            400,
+        ),
+        (
+            reqwest::Method::GET,
+            "/apis/v2beta1/runs?filter=%7B%22predicates%22%3A7%7D".into(),
+            Vec::new(),
+            400,
+        ),
+        (
+            reqwest::Method::GET,
+            "/apis/v2beta1/runs/..%2F..%2Fetc".into(),
+            Vec::new(),
+            404,
+        ),
+        (
+            reqwest::Method::POST,
+            "/apis/v2beta1/runs/x:reportState".into(),
+            br#"{"state": 42}"#.to_vec(),
+            400,
+        ),
+    ];
+    for (method, path, body, expected) in cases {
+        let (status, error) = http_bad(&server, method.clone(), &path, body).await;
+        assert_eq!(status, expected, "{method} {path}: {error}");
+        assert!(error["code"].is_i64(), "{method} {path}: {error}");
+        assert!(
+            !error["message"].as_str().unwrap_or_default().is_empty(),
+            "{method} {path}: {error}"
+        );
+    }
+    assert_still_serving(&server).await;
+    let (status, _) = http_bad(
+        &server,
+        reqwest::Method::GET,
+        "/apis/v2beta1/healthz",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
