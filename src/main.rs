@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Serve the gRPC API on a data directory.
     Serve(ServeArgs),
+    /// Load-test a server over gRPC (starts its own by default) and print a Markdown table.
+    Bench(runledger::bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -146,6 +149,20 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())
     })
+}
+
+fn bench(args: runledger::bench::BenchArgs) -> Result<(), String> {
+    let json = args.json;
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let report = runtime.block_on(runledger::bench::run(args))?;
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{}", report.markdown());
+    }
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.
