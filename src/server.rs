@@ -50,6 +50,19 @@ fn too_large_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::
     response
 }
 
+/// Accepted connections with TCP_NODELAY: tonic sets it only on listeners it binds itself, and
+/// without it a multi-segment message waits for the peer's delayed ACK (~40 ms per call).
+fn without_nagle(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}
+
 /// Serves gRPC on `grpc` until `shutdown` completes, then ends watch streams, lets in-flight
 /// calls finish and flushes the store.
 pub async fn run(
@@ -101,7 +114,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), signal)
+        .serve_with_incoming_shutdown(without_nagle(grpc), signal)
         .await
         .map_err(|e| Error::internal(format!("gRPC server failed: {e}")))?;
 

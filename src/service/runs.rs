@@ -173,14 +173,14 @@ impl Ledger {
             ));
         }
         validate::check_timestamp("run.scheduled_at", &run.scheduled_at)?;
-        if let Some(config) = &run.runtime_config {
-            if config.parameters.len() > limits.max_parameters {
-                return Err(Error::invalid(format!(
-                    "run.runtime_config.parameters has {} entries; at most {} are accepted",
-                    config.parameters.len(),
-                    limits.max_parameters
-                )));
-            }
+        if let Some(config) = &run.runtime_config
+            && config.parameters.len() > limits.max_parameters
+        {
+            return Err(Error::invalid(format!(
+                "run.runtime_config.parameters has {} entries; at most {} are accepted",
+                config.parameters.len(),
+                limits.max_parameters
+            )));
         }
         Ok(())
     }
@@ -318,15 +318,15 @@ impl Ledger {
         let at = request.update_time.unwrap_or_else(Timestamp::now);
         self.update_run(&request.run_id, |_, run| {
             let current = RuntimeState::try_from(run.state).unwrap_or(RuntimeState::Unspecified);
-            if let Some(expected) = expected {
-                if expected != current {
-                    return Err(Error::Aborted(format!(
-                        "run {:?} is in state {}, not the expected {}",
-                        run.run_id,
-                        state_name(run.state),
-                        expected.as_str_name()
-                    )));
-                }
+            if let Some(expected) = expected
+                && expected != current
+            {
+                return Err(Error::Aborted(format!(
+                    "run {:?} is in state {}, not the expected {}",
+                    run.run_id,
+                    state_name(run.state),
+                    expected.as_str_name()
+                )));
             }
             let details_given = request.runtime_details.is_some() || request.error.is_some();
             if let Some(details) = request.runtime_details {
