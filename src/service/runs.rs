@@ -9,7 +9,7 @@ use crate::api::{
 };
 use crate::error::{Error, Result};
 use crate::query::page::{self, PageRequest, Source};
-use crate::store::{Counts, Order, RunScope, Store, Txn};
+use crate::store::{Counts, EncodedRun, ListedRun, Order, RunScope, Store, Txn};
 use crate::wkt::Timestamp;
 
 /// The scope of a run listing, read through the store.
@@ -19,19 +19,26 @@ struct RunSource<'a> {
 }
 
 impl Source for RunSource<'_> {
-    type Item = Run;
+    type Item = ListedRun;
 
     fn scan(
         &self,
         order: Order,
         after: Option<(Timestamp, &str)>,
-    ) -> Box<dyn Iterator<Item = Result<Run>> + '_> {
-        Box::new(self.store.scan_runs(&self.scope, order, after))
+    ) -> Box<dyn Iterator<Item = Result<ListedRun>> + '_> {
+        Box::new(self.store.scan_listed_runs(&self.scope, order, after))
     }
 
     fn counts(&self) -> Result<Counts> {
         self.store.run_counts(&self.scope)
     }
+}
+
+/// One page of ListRuns, runs as stored.
+pub struct RunPage {
+    pub runs: Vec<ListedRun>,
+    pub total_size: i32,
+    pub next_page_token: String,
 }
 
 fn state_name(state: i32) -> String {
@@ -192,7 +199,29 @@ impl Ledger {
             .ok_or_else(|| Error::NotFound(format!("run {run_id:?} not found")))
     }
 
+    /// GetRun without decoding the stored run: its encoding, to send as is.
+    pub fn get_run_encoded(&self, run_id: &str) -> Result<EncodedRun> {
+        check_lookup_id("run_id", run_id)?;
+        self.store
+            .get_run_encoded(run_id)?
+            .ok_or_else(|| Error::NotFound(format!("run {run_id:?} not found")))
+    }
+
     pub fn list_runs(&self, request: &ListRunsRequest) -> Result<ListRunsResponse> {
+        let page = self.list_runs_encoded(request)?;
+        Ok(ListRunsResponse {
+            runs: page
+                .runs
+                .iter()
+                .map(|r| r.encoded.decode(&r.summary.run_id))
+                .collect(),
+            total_size: page.total_size,
+            next_page_token: page.next_page_token,
+        })
+    }
+
+    /// ListRuns with each run's stored encoding, to send without decoding the runs.
+    pub fn list_runs_encoded(&self, request: &ListRunsRequest) -> Result<RunPage> {
         let (scope, scope_name) = if !request.experiment_id.is_empty() {
             check_lookup_id("experiment_id", &request.experiment_id)?;
             if self.store.get_experiment(&request.experiment_id)?.is_none() {
@@ -229,7 +258,7 @@ impl Ledger {
             },
             &self.token_key,
         )?;
-        Ok(ListRunsResponse {
+        Ok(RunPage {
             runs: page.items,
             total_size: page.total_size,
             next_page_token: page.next_page_token,

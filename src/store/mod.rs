@@ -10,6 +10,7 @@
 
 mod codec;
 mod commit;
+mod encoded;
 pub mod keys;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +21,7 @@ use tokio::sync::broadcast;
 
 pub use commit::Durability;
 use commit::GroupCommit;
+pub use encoded::{EncodedRun, ListedRun};
 
 use crate::api::{Experiment, Run, RunEvent, experiment, run, run_event};
 use crate::error::{Error, Result};
@@ -227,6 +229,14 @@ impl Store {
             .transpose()
     }
 
+    /// A run's encoding as stored, to send without decoding it.
+    pub fn get_run_encoded(&self, run_id: &str) -> Result<Option<EncodedRun>> {
+        Ok(self.raw(&keys::record(keys::RUN, run_id))?.map(|record| {
+            EncodedRun::from_record(record.clone())
+                .unwrap_or_else(|| EncodedRun::from_run(&damaged_or_migrated(run_id, &record)))
+        }))
+    }
+
     pub fn get_experiment(&self, experiment_id: &str) -> Result<Option<Experiment>> {
         self.raw(&keys::record(keys::EXPERIMENT, experiment_id))?
             .map(|bytes| decode_experiment(experiment_id, &bytes))
@@ -263,6 +273,25 @@ impl Store {
         self.scan_index(scope.index_prefix(), order, after)
             .filter_map(move |entry| match entry {
                 Ok(id) => self.get_run(&id).transpose(),
+                Err(e) => Some(Err(e)),
+            })
+    }
+
+    /// Like [`Store::scan_runs`], but decodes only the fields listing filters and sorts on, and
+    /// keeps each run's encoding to send as is.
+    pub fn scan_listed_runs(
+        &self,
+        scope: &RunScope,
+        order: Order,
+        after: Option<(Timestamp, &str)>,
+    ) -> impl Iterator<Item = Result<ListedRun>> + '_ {
+        self.scan_index(scope.index_prefix(), order, after)
+            .filter_map(move |entry| match entry {
+                Ok(id) => match self.raw(&keys::record(keys::RUN, &id)) {
+                    Ok(Some(record)) => Some(Ok(ListedRun::from_record(&id, record))),
+                    Ok(None) => None,
+                    Err(e) => Some(Err(e)),
+                },
                 Err(e) => Some(Err(e)),
             })
     }
@@ -347,7 +376,21 @@ impl Drop for Store {
 /// A run record that cannot be decoded is still listed, with its id and `error` saying why, so
 /// one damaged record does not make a whole scope unreadable.
 fn decode_run(run_id: &str, bytes: &[u8]) -> Result<Run> {
-    Ok(codec::decode::<Run>(bytes).unwrap_or_else(|e| Run {
+    Ok(damaged_or_migrated(run_id, bytes))
+}
+
+fn damaged_or_migrated(run_id: &str, bytes: &[u8]) -> Run {
+    codec::decode::<Run>(bytes).unwrap_or_else(|e| damaged_run(run_id, e))
+}
+
+/// A run record's protobuf (without the version byte), decoded the same forgiving way.
+fn decode_body(run_id: &str, body: &[u8]) -> Run {
+    use prost::Message;
+    Run::decode(body).unwrap_or_else(|e| damaged_run(run_id, e.to_string()))
+}
+
+fn damaged_run(run_id: &str, e: String) -> Run {
+    Run {
         run_id: run_id.to_owned(),
         error: Some(crate::proto::google::rpc::Status {
             code: tonic::Code::DataLoss as i32,
@@ -355,7 +398,7 @@ fn decode_run(run_id: &str, bytes: &[u8]) -> Result<Run> {
             details: Vec::new(),
         }),
         ..Default::default()
-    }))
+    }
 }
 
 fn decode_experiment(experiment_id: &str, bytes: &[u8]) -> Result<Experiment> {
