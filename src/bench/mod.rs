@@ -294,10 +294,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, String> {
                 .measure(
                     &target,
                     "create-buffered",
-                    Workload::Create {
-                        experiment_id,
-                        spec: spec.clone(),
-                    },
+                    Workload::create(&experiment_id, &spec),
                     bench.duration,
                 )
                 .await;
@@ -458,9 +455,7 @@ async fn run_main(
     }
     for (name, size) in [("list-20", 20), ("list-100", 100)] {
         if bench.wants(name) {
-            let workload = Workload::List {
-                request: first_page(exp, size),
-            };
+            let workload = Workload::list(&first_page(exp, size));
             report
                 .scenarios
                 .push(bench.measure(&target, name, workload, d).await);
@@ -473,7 +468,7 @@ async fn run_main(
                 .into();
         report.scenarios.push(
             bench
-                .measure(&target, "list-filter", Workload::List { request }, d)
+                .measure(&target, "list-filter", Workload::list(&request), d)
                 .await,
         );
     }
@@ -491,7 +486,7 @@ async fn run_main(
         }
         report.scenarios.push(
             bench
-                .measure(&target, "list-page", Workload::List { request }, d)
+                .measure(&target, "list-page", Workload::list(&request), d)
                 .await,
         );
     }
@@ -504,21 +499,17 @@ async fn run_main(
             .push(bench.measure(&target, "report", workload, d).await);
     }
     if bench.wants("create-durable") {
-        let workload = Workload::Create {
-            experiment_id: exp.clone(),
-            spec: spec.clone(),
-        };
+        let workload = Workload::create(exp, spec);
         report
             .scenarios
             .push(bench.measure(&target, "create-durable", workload, d).await);
     }
     if bench.wants("mixed") {
         let workload = Workload::Mixed {
-            experiment_id: exp.clone(),
-            spec: spec.clone(),
+            create: workload::create_request(exp, spec),
             ids: base.ids.clone(),
             pool: base.pool.clone(),
-            list: first_page(exp, 20),
+            list: first_page(exp, 20).encode_to_vec().into(),
         };
         let duration = Duration::from_secs(bench.args.mixed_duration.max(1));
         let r = bench.measure(&target, "mixed", workload, duration).await;
@@ -555,16 +546,15 @@ async fn watch(
     let failures = Arc::new(AtomicU64::new(0));
     let mut streams = Vec::new();
     for w in 0..watchers {
-        let mut client = RunServiceClient::new(target.channels[w % target.channels.len()].clone())
+        let mut grpc = tonic::client::Grpc::new(target.channels[w % target.channels.len()].clone())
             .max_decoding_message_size(64 << 20);
-        let stream = client
-            .watch_runs(WatchRunsRequest {
-                experiment_id: experiment_id.to_owned(),
-                ..Default::default()
-            })
+        let request = WatchRunsRequest {
+            experiment_id: experiment_id.to_owned(),
+            ..Default::default()
+        };
+        let stream = workload::watch_raw(&mut grpc, request.encode_to_vec().into())
             .await
-            .map_err(|e| format!("WatchRuns: {e}"))?
-            .into_inner();
+            .map_err(|e| format!("WatchRuns: {e}"))?;
         streams.push(stream);
     }
     let mut tasks = Vec::new();
@@ -601,10 +591,7 @@ async fn watch(
             }
         }));
     }
-    let workload = Arc::new(Workload::Create {
-        experiment_id: experiment_id.to_owned(),
-        spec: spec.clone(),
-    });
+    let workload = Arc::new(Workload::create(experiment_id, spec));
     let m: Measurement = load::drive(
         target.workers(&workload, writers),
         bench.warmup,
@@ -688,9 +675,7 @@ async fn run_scale(
         .measure(
             &target,
             "list-20",
-            Workload::List {
-                request: first_page(&loaded.experiment_id, 20),
-            },
+            Workload::list(&first_page(&loaded.experiment_id, 20)),
             bench.duration,
         )
         .await;

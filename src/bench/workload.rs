@@ -4,16 +4,18 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use http::uri::PathAndQuery;
 use pbjson_types::Struct;
 use prost::Message;
+use prost::bytes::{Buf, BufMut, Bytes};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
+use tonic::{Request, Status};
 use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 
-use crate::api::run_service_client::RunServiceClient;
 use crate::api::{
     CreateRunRequest, GetRunRequest, ListRunsRequest, ReportRunStateRequest, Run, RuntimeConfig,
     RuntimeDetails, RuntimeState, RuntimeStatus, run,
@@ -183,8 +185,8 @@ pub enum Workload {
     /// grpc.health.v1 Health/Check: the no-op baseline.
     Health,
     Create {
-        experiment_id: String,
-        spec: Struct,
+        /// An encoded CreateRunRequest, sent as is (the server names every run itself).
+        request: Bytes,
     },
     Get {
         ids: Arc<Vec<String>>,
@@ -192,26 +194,174 @@ pub enum Workload {
     /// The same ListRuns request over and over (first page, filtered page, or a later page's
     /// token).
     List {
-        request: ListRunsRequest,
+        request: Bytes,
     },
     Report {
         pool: Arc<ReportPool>,
     },
     /// 10% create, 30% report, 50% get, 10% list (first page of 20).
     Mixed {
-        experiment_id: String,
-        spec: Struct,
+        create: Bytes,
         ids: Arc<Vec<String>>,
         pool: Arc<ReportPool>,
-        list: ListRunsRequest,
+        list: Bytes,
     },
+}
+
+impl Workload {
+    pub fn create(experiment_id: &str, spec: &Struct) -> Workload {
+        Workload::Create {
+            request: create_request(experiment_id, spec),
+        }
+    }
+
+    pub fn list(request: &ListRunsRequest) -> Workload {
+        Workload::List {
+            request: request.encode_to_vec().into(),
+        }
+    }
+}
+
+pub fn create_request(experiment_id: &str, spec: &Struct) -> Bytes {
+    CreateRunRequest {
+        run: Some(new_run(experiment_id, spec, 0)),
+        ..Default::default()
+    }
+    .encode_to_vec()
+    .into()
+}
+
+const CREATE_RUN: &str = "/kubeflow.pipelines.backend.api.v2beta1.RunService/CreateRun";
+const GET_RUN: &str = "/kubeflow.pipelines.backend.api.v2beta1.RunService/GetRun";
+const LIST_RUNS: &str = "/kubeflow.pipelines.backend.api.v2beta1.RunService/ListRuns";
+const WATCH_RUNS: &str = "/kubeflow.pipelines.backend.api.v2beta1.RunService/WatchRuns";
+const REPORT_RUN_STATE: &str = "/kubeflow.pipelines.backend.api.v2beta1.RunService/ReportRunState";
+
+/// A gRPC call whose request is already encoded and whose response is only counted, not
+/// decoded: the load generator shares the machine with the server, so it must spend as little
+/// CPU per call as it can.
+pub async fn call_raw(
+    grpc: &mut tonic::client::Grpc<Channel>,
+    path: &'static str,
+    request: Bytes,
+) -> Result<usize, Status> {
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
+    let response = grpc
+        .unary(
+            Request::new(request),
+            PathAndQuery::from_static(path),
+            RawCodec,
+        )
+        .await?;
+    Ok(response.into_inner())
+}
+
+/// What a watcher reads of a RunEvent: when its run was created (prost skips the rest).
+#[derive(Clone, PartialEq, Message)]
+pub struct EventHead {
+    #[prost(message, optional, tag = "2")]
+    pub run: Option<RunHead>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct RunHead {
+    #[prost(message, optional, tag = "10")]
+    pub created_at: Option<Timestamp>,
+}
+
+/// Opens WatchRuns with an encoded request; events are decoded only as far as [`EventHead`].
+pub async fn watch_raw(
+    grpc: &mut tonic::client::Grpc<Channel>,
+    request: Bytes,
+) -> Result<tonic::Streaming<EventHead>, Status> {
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
+    let response = grpc
+        .server_streaming(
+            Request::new(request),
+            PathAndQuery::from_static(WATCH_RUNS),
+            HeadCodec,
+        )
+        .await?;
+    Ok(response.into_inner())
+}
+
+#[derive(Clone, Copy)]
+struct HeadCodec;
+
+impl Codec for HeadCodec {
+    type Encode = Bytes;
+    type Decode = EventHead;
+    type Encoder = RawCodec;
+    type Decoder = HeadCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> HeadCodec {
+        HeadCodec
+    }
+}
+
+impl Decoder for HeadCodec {
+    type Item = EventHead;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<EventHead>, Status> {
+        EventHead::decode(buf)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("cannot decode a RunEvent: {e}")))
+    }
+}
+
+/// Sends bytes as they are; answers with the response's size.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = usize;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, out: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        out.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = usize;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<usize>, Status> {
+        let size = buf.remaining();
+        buf.advance(size);
+        Ok(Some(size))
+    }
 }
 
 /// One simulated client.
 pub struct Worker {
     workload: Arc<Workload>,
-    runs: RunServiceClient<Channel>,
-    health: HealthClient<Channel>,
+    grpc: tonic::client::Grpc<Channel>,
     rng: StdRng,
     client: usize,
     clients: usize,
@@ -223,9 +373,7 @@ impl Worker {
     pub fn new(workload: Arc<Workload>, channel: Channel, client: usize, clients: usize) -> Self {
         Worker {
             workload,
-            runs: RunServiceClient::new(channel.clone())
-                .max_decoding_message_size(64 * 1024 * 1024),
-            health: HealthClient::new(channel),
+            grpc: tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20),
             rng: StdRng::seed_from_u64(client as u64 + 1),
             client,
             clients: clients.max(1),
@@ -239,21 +387,17 @@ impl Worker {
         let workload = self.workload.clone();
         match &*workload {
             Workload::Health => self.health().await,
-            Workload::Create {
-                experiment_id,
-                spec,
-            } => self.create(experiment_id, spec).await,
+            Workload::Create { request } => self.create(request).await,
             Workload::Get { ids } => self.get(ids).await,
             Workload::List { request } => self.list(request).await,
             Workload::Report { pool } => self.report(pool).await,
             Workload::Mixed {
-                experiment_id,
-                spec,
+                create,
                 ids,
                 pool,
                 list,
             } => match self.rng.gen_range(0..10) {
-                0 => self.create(experiment_id, spec).await,
+                0 => self.create(create).await,
                 1..=3 => self.report(pool).await,
                 4..=8 => self.get(ids).await,
                 _ => self.list(list).await,
@@ -262,22 +406,21 @@ impl Worker {
     }
 
     async fn health(&mut self) -> Result<(), String> {
-        self.health
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .map(drop)
-            .map_err(|e| format!("Health/Check: {e}"))
+        let request = HealthCheckRequest {
+            service: String::new(),
+        };
+        call_raw(
+            &mut self.grpc,
+            "/grpc.health.v1.Health/Check",
+            request.encode_to_vec().into(),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| format!("Health/Check: {e}"))
     }
 
-    async fn create(&mut self, experiment_id: &str, spec: &Struct) -> Result<(), String> {
-        let run = new_run(experiment_id, spec, self.calls);
-        self.runs
-            .create_run(CreateRunRequest {
-                run: Some(run),
-                ..Default::default()
-            })
+    async fn create(&mut self, request: &Bytes) -> Result<(), String> {
+        call_raw(&mut self.grpc, CREATE_RUN, request.clone())
             .await
             .map(drop)
             .map_err(|e| format!("CreateRun: {e}"))
@@ -287,24 +430,21 @@ impl Worker {
         if ids.is_empty() {
             return Err("GetRun: no runs to get".into());
         }
-        let run_id = ids[self.rng.gen_range(0..ids.len())].clone();
-        self.runs
-            .get_run(GetRunRequest {
-                run_id,
-                ..Default::default()
-            })
+        let request = GetRunRequest {
+            run_id: ids[self.rng.gen_range(0..ids.len())].clone(),
+            ..Default::default()
+        };
+        call_raw(&mut self.grpc, GET_RUN, request.encode_to_vec().into())
             .await
             .map(drop)
             .map_err(|e| format!("GetRun: {e}"))
     }
 
-    async fn list(&mut self, request: &ListRunsRequest) -> Result<(), String> {
-        let response = self
-            .runs
-            .list_runs(request.clone())
+    async fn list(&mut self, request: &Bytes) -> Result<(), String> {
+        let size = call_raw(&mut self.grpc, LIST_RUNS, request.clone())
             .await
             .map_err(|e| format!("ListRuns: {e}"))?;
-        if response.get_ref().runs.is_empty() {
+        if size == 0 {
             return Err("ListRuns: an empty page".into());
         }
         Ok(())
@@ -333,15 +473,19 @@ impl Worker {
                 }),
             )
         };
-        self.runs
-            .report_run_state(ReportRunStateRequest {
-                run_id: pool.ids[index].clone(),
-                state: next as i32,
-                runtime_details: details,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("ReportRunState: {e}"))?;
+        let request = ReportRunStateRequest {
+            run_id: pool.ids[index].clone(),
+            state: next as i32,
+            runtime_details: details,
+            ..Default::default()
+        };
+        call_raw(
+            &mut self.grpc,
+            REPORT_RUN_STATE,
+            request.encode_to_vec().into(),
+        )
+        .await
+        .map_err(|e| format!("ReportRunState: {e}"))?;
         pool.states[index].store(next as i32, Ordering::Relaxed);
         Ok(())
     }
