@@ -1,7 +1,7 @@
 //! The gRPC adapter: convert the request, call the core, convert the result. No business rule
 //! lives here.
 //!
-//! GetRun and ListRuns send stored runs as they are stored (see [`RunRoutes`]).
+//! Methods that answer with runs send them as they are stored (see [`RunRoutes`]).
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -161,10 +161,10 @@ impl ExperimentService for GrpcApi {
     }
 }
 
-/// RunService with GetRun and ListRuns answered from the stored encodings: a stored run is the
-/// protobuf a client receives, so these two copy bytes instead of decoding every run (a deep
-/// pipeline_spec Struct) and encoding it again, which was most of their cost. Every other method
-/// goes to the generated service.
+/// RunService with GetRun, ListRuns, CreateRun and ReportRunState answered from the stored
+/// encodings: a stored run is the protobuf a client receives, so these copy bytes instead of
+/// decoding every run (a deep pipeline_spec Struct) and encoding it again, which was most of
+/// their cost. Every other method goes to the generated service.
 #[derive(Clone)]
 pub struct RunRoutes {
     generated: RunServiceServer<GrpcApi>,
@@ -190,7 +190,9 @@ impl NamedService for RunRoutes {
     const NAME: &'static str = <RunServiceServer<GrpcApi> as NamedService>::NAME;
 }
 
+const CREATE_RUN: &str = "/kubeflow.pipelines.backend.api.v2beta1.RunService/CreateRun";
 const GET_RUN: &str = "/kubeflow.pipelines.backend.api.v2beta1.RunService/GetRun";
+const REPORT_RUN_STATE: &str = "/kubeflow.pipelines.backend.api.v2beta1.RunService/ReportRunState";
 const LIST_RUNS: &str = "/kubeflow.pipelines.backend.api.v2beta1.RunService/ListRuns";
 
 impl<B> Service<http::Request<B>> for RunRoutes
@@ -210,6 +212,17 @@ where
         let limit = Some(self.max_message_bytes);
         let ledger = self.ledger.clone();
         match request.uri().path() {
+            CREATE_RUN => Box::pin(async move {
+                let mut grpc = Grpc::new(StoredCodec::<EncodedRun, CreateRunRequest>::default())
+                    .apply_max_message_size_config(limit, limit);
+                Ok(grpc.unary(CreateRunStored(ledger), request).await)
+            }),
+            REPORT_RUN_STATE => Box::pin(async move {
+                let mut grpc =
+                    Grpc::new(StoredCodec::<EncodedRun, ReportRunStateRequest>::default())
+                        .apply_max_message_size_config(limit, limit);
+                Ok(grpc.unary(ReportRunStateStored(ledger), request).await)
+            }),
             GET_RUN => Box::pin(async move {
                 let mut grpc = Grpc::new(StoredCodec::<EncodedRun, GetRunRequest>::default())
                     .apply_max_message_size_config(limit, limit);
@@ -222,6 +235,33 @@ where
             }),
             _ => self.generated.call(request),
         }
+    }
+}
+
+struct CreateRunStored(Arc<Ledger>);
+
+impl UnaryService<CreateRunRequest> for CreateRunStored {
+    type Response = EncodedRun;
+    type Future = BoxFuture<Response<EncodedRun>, Status>;
+
+    fn call(&mut self, request: Request<CreateRunRequest>) -> Self::Future {
+        let ledger = self.0.clone();
+        Box::pin(async move {
+            let run = request.into_inner().run.unwrap_or_default();
+            reply(ledger.create_run_encoded(run).await)
+        })
+    }
+}
+
+struct ReportRunStateStored(Arc<Ledger>);
+
+impl UnaryService<ReportRunStateRequest> for ReportRunStateStored {
+    type Response = EncodedRun;
+    type Future = BoxFuture<Response<EncodedRun>, Status>;
+
+    fn call(&mut self, request: Request<ReportRunStateRequest>) -> Self::Future {
+        let ledger = self.0.clone();
+        Box::pin(async move { reply(ledger.report_run_state_encoded(request.into_inner()).await) })
     }
 }
 

@@ -156,3 +156,59 @@ async fn an_empty_list_is_an_empty_response() {
         .into_inner();
     assert_eq!(page, ListRunsResponse::default());
 }
+
+#[tokio::test]
+async fn report_run_state_answers_with_the_stored_run() {
+    let server = TestServer::start().await;
+    let mut runs = server.runs().await;
+    let created = create_run(&mut runs, run_with_spec("reported")).await;
+    let report = |state: RuntimeState| ReportRunStateRequest {
+        run_id: created.run_id.clone(),
+        state: state as i32,
+        ..Default::default()
+    };
+    let running = runs
+        .report_run_state(report(RuntimeState::Running))
+        .await
+        .expect("report RUNNING")
+        .into_inner();
+    assert_eq!(running.state, RuntimeState::Running as i32);
+    assert_eq!(running.state_history.len(), 2);
+    // Reporting the current state again changes nothing and still answers with the run.
+    let again = runs
+        .report_run_state(report(RuntimeState::Running))
+        .await
+        .expect("report RUNNING again")
+        .into_inner();
+    let fetched = runs
+        .get_run(GetRunRequest {
+            run_id: created.run_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("get run")
+        .into_inner();
+    assert_eq!(running, fetched);
+    assert_eq!(again, fetched);
+    let refused = runs.report_run_state(report(RuntimeState::Pending)).await;
+    expect_code(refused, tonic::Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn a_watcher_receives_the_created_run_whole() {
+    let server = TestServer::start().await;
+    let mut runs = server.runs().await;
+    let mut watch = runs
+        .watch_runs(WatchRunsRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    let created = create_run(&mut runs, run_with_spec("watched")).await;
+    let event = watch
+        .message()
+        .await
+        .expect("an event")
+        .expect("the stream is open");
+    assert_eq!(event.r#type, run_event::Type::Created as i32);
+    assert_eq!(event.run, Some(created));
+}

@@ -79,6 +79,17 @@ fn enter_state(
 
 impl Ledger {
     pub async fn create_run(&self, input: Run) -> Result<Run> {
+        self.create_run_stored(input).await.map(|(run, _)| run)
+    }
+
+    /// CreateRun answering with the stored encoding of the new run.
+    pub async fn create_run_encoded(&self, input: Run) -> Result<EncodedRun> {
+        self.create_run_stored(input)
+            .await
+            .map(|(_, encoded)| encoded)
+    }
+
+    async fn create_run_stored(&self, input: Run) -> Result<(Run, EncodedRun)> {
         self.check_new_run(&input)?;
         let now = Timestamp::now();
         let run_id = if input.run_id.is_empty() {
@@ -130,11 +141,11 @@ impl Ledger {
                 }],
                 namespace: experiment.namespace.clone(),
             };
-            txn.put_run(None, &run);
+            let encoded = txn.put_run(None, &run);
             let mut updated = experiment.clone();
             updated.last_run_created_at = Some(now);
             txn.put_experiment(Some(&experiment), &updated);
-            (txn.commit()?, run)
+            (txn.commit()?, (run, encoded))
         };
         self.durable(ticket).await?;
         Ok(run)
@@ -272,6 +283,17 @@ impl Ledger {
         run_id: &str,
         change: impl FnOnce(&Txn<'_>, &mut Run) -> Result<bool>,
     ) -> Result<Run> {
+        self.update_run_stored(run_id, change)
+            .await
+            .map(|(run, _)| run)
+    }
+
+    /// [`Ledger::update_run`], also returning the stored encoding (None when nothing changed).
+    async fn update_run_stored(
+        &self,
+        run_id: &str,
+        change: impl FnOnce(&Txn<'_>, &mut Run) -> Result<bool>,
+    ) -> Result<(Run, Option<EncodedRun>)> {
         check_lookup_id("run_id", run_id)?;
         let (ticket, run) = {
             let mut txn = self.store.begin();
@@ -280,10 +302,10 @@ impl Ledger {
                 .ok_or_else(|| Error::NotFound(format!("run {run_id:?} not found")))?;
             let mut new = old.clone();
             if !change(&txn, &mut new)? {
-                return Ok(new);
+                return Ok((new, None));
             }
-            txn.put_run(Some(&old), &new);
-            (txn.commit()?, new)
+            let encoded = txn.put_run(Some(&old), &new);
+            (txn.commit()?, (new, Some(encoded)))
         };
         self.durable(ticket).await?;
         Ok(run)
@@ -338,6 +360,24 @@ impl Ledger {
 
     /// Moves a run to the reported state (SPEC §5).
     pub async fn report_run_state(&self, request: ReportRunStateRequest) -> Result<Run> {
+        self.report_run_state_stored(request)
+            .await
+            .map(|(run, _)| run)
+    }
+
+    /// ReportRunState answering with the stored encoding of the run.
+    pub async fn report_run_state_encoded(
+        &self,
+        request: ReportRunStateRequest,
+    ) -> Result<EncodedRun> {
+        let (run, encoded) = self.report_run_state_stored(request).await?;
+        Ok(encoded.unwrap_or_else(|| EncodedRun::from_run(&run)))
+    }
+
+    async fn report_run_state_stored(
+        &self,
+        request: ReportRunStateRequest,
+    ) -> Result<(Run, Option<EncodedRun>)> {
         let state = reported_state("state", request.state)?;
         let expected = match request.expected_state {
             0 => None,
@@ -345,7 +385,7 @@ impl Ledger {
         };
         validate::check_timestamp("update_time", &request.update_time)?;
         let at = request.update_time.unwrap_or_else(Timestamp::now);
-        self.update_run(&request.run_id, |_, run| {
+        self.update_run_stored(&request.run_id, |_, run| {
             let current = RuntimeState::try_from(run.state).unwrap_or(RuntimeState::Unspecified);
             if let Some(expected) = expected
                 && expected != current

@@ -428,21 +428,23 @@ pub struct Txn<'a> {
     store: &'a Store,
     guard: MutexGuard<'a, u64>,
     batch: sled::Batch,
-    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    overlay: HashMap<Vec<u8>, Option<sled::IVec>>,
     /// Counter deltas (total, archived) by counter key.
     counters: BTreeMap<Vec<u8>, (i64, i64)>,
     events: Vec<RunEvent>,
 }
 
 impl Txn<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
         match self.overlay.get(key) {
             Some(value) => Ok(value.clone()),
-            None => Ok(self.store.raw(key)?.map(|v| v.to_vec())),
+            None => self.store.raw(key),
         }
     }
 
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+    fn put(&mut self, key: Vec<u8>, value: impl Into<sled::IVec>) {
+        // One shared buffer for the batch and the overlay (a run record is kilobytes).
+        let value = value.into();
         self.batch.insert(key.clone(), value.clone());
         self.overlay.insert(key, Some(value));
     }
@@ -494,8 +496,9 @@ impl Txn<'_> {
     }
 
     /// Stores `new` (created when `old` is None), keeping indexes and counters in step, and
-    /// queues the matching change event.
-    pub fn put_run(&mut self, old: Option<&Run>, new: &Run) {
+    /// queues the matching change event. Returns the stored encoding (to send without encoding
+    /// the run again).
+    pub fn put_run(&mut self, old: Option<&Run>, new: &Run) -> EncodedRun {
         let created = new.created_at.unwrap_or_default();
         if let Some(old) = old {
             let old_created = old.created_at.unwrap_or_default();
@@ -516,25 +519,33 @@ impl Txn<'_> {
         } else {
             self.index_run(new);
         }
-        self.put(keys::record(keys::RUN, &new.run_id), codec::encode(new));
+        let record = sled::IVec::from(codec::encode(new));
+        self.put(keys::record(keys::RUN, &new.run_id), record.clone());
         let kind = if old.is_some() {
             run_event::Type::Updated
         } else {
             run_event::Type::Created
         };
-        self.events.push(RunEvent {
-            r#type: kind as i32,
-            run: Some(new.clone()),
-        });
+        self.event(kind, new);
+        EncodedRun::from_record(record).unwrap_or_else(|| EncodedRun::from_run(new))
+    }
+
+    /// Queues a change event, unless nobody watches: copying a run (its pipeline spec) for no
+    /// reader was a tenth of a create. A watcher that subscribes while this write commits may
+    /// miss it, as it would had the write landed just before it subscribed.
+    fn event(&mut self, kind: run_event::Type, run: &Run) {
+        if self.store.commit.has_subscribers() {
+            self.events.push(RunEvent {
+                r#type: kind as i32,
+                run: Some(run.clone()),
+            });
+        }
     }
 
     pub fn delete_run(&mut self, old: &Run) {
         self.unindex_run(old);
         self.remove(keys::record(keys::RUN, &old.run_id));
-        self.events.push(RunEvent {
-            r#type: run_event::Type::Deleted as i32,
-            run: Some(old.clone()),
-        });
+        self.event(run_event::Type::Deleted, old);
     }
 
     fn index_run(&mut self, run: &Run) {
@@ -650,7 +661,7 @@ impl Txn<'_> {
             if next == Counts::default() {
                 self.remove(key);
             } else {
-                self.put(key, next.encode().to_vec());
+                self.put(key, &next.encode()[..]);
             }
         }
         let batch = std::mem::take(&mut self.batch);
