@@ -27,6 +27,9 @@ impl Window {
     }
 }
 
+/// A call that takes longer counts as an error, so a stalled server cannot hang the bench.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Latency histogram in microseconds, 1 µs to 100 s, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("constant, valid histogram bounds")
@@ -66,20 +69,29 @@ async fn client_loop(mut worker: Worker, window: Arc<Window>) -> ClientResult {
     while !window.is_stopped() {
         let counted = window.is_recording();
         let start = Instant::now();
-        let outcome = worker.call().await;
+        let outcome = match tokio::time::timeout(CALL_TIMEOUT, worker.call()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!(
+                "no answer within {} s (the server stalled)",
+                CALL_TIMEOUT.as_secs()
+            )),
+        };
         let micros = start.elapsed().as_micros().min(u64::MAX as u128) as u64;
-        // Only calls wholly inside the window count.
-        if !counted || window.is_stopped() {
-            continue;
-        }
+        let recording = window.is_recording();
         match outcome {
-            Ok(()) => {
+            // Only calls wholly inside the window count towards throughput and latency.
+            Ok(()) if counted && recording => {
                 result.ops += 1;
                 result.latency_us.saturating_record(micros.max(1));
             }
+            Ok(()) => {}
+            // A failure that touches the window counts: a stalled server must show up as
+            // errors, not as a quiet window.
             Err(e) => {
-                result.errors += 1;
-                result.first_error.get_or_insert(e);
+                if counted || recording {
+                    result.errors += 1;
+                    result.first_error.get_or_insert(e);
+                }
                 // An error loop would otherwise spin as fast as the server can refuse.
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
