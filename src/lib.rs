@@ -9,6 +9,7 @@
 //! - [`service`]: the transport-free core: validation, defaults, the run state machine, watches.
 //! - [`query`]: filter / sort / page-token parsing and the pagination engine (pure).
 //! - [`store`]: the only code that knows sled: records, indexes, counters, group commit.
+//! - [`bench`]: `runledger bench`, the load generator (starts real server processes).
 //! - [`error`]: the one error enum and its gRPC and HTTP mappings, side by side.
 //! - [`wkt`]: our `google.protobuf.Timestamp` (RFC 3339 `Z` in JSON).
 //! - [`api`]: the generated KFP v2beta1 types and services.
@@ -44,6 +45,7 @@ pub mod proto {
     }
 }
 
+pub mod bench;
 pub mod error;
 pub mod grpc;
 pub mod http;

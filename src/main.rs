@@ -32,6 +32,8 @@ enum Command {
     /// Check a data directory offline (stop the server first): every index entry, name and
     /// counter must agree with the records and every value must decode. Exits 1 on any problem.
     Check(CheckArgs),
+    /// Load-test a server over gRPC (starts its own by default) and print a Markdown table.
+    Bench(runledger::bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -126,6 +128,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args).map(|()| true),
         Command::Descriptor(args) => descriptor(args).map(|()| true),
         Command::Check(args) => check(args),
+        Command::Bench(args) => bench(args).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -227,6 +230,20 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())
     })
+}
+
+fn bench(args: runledger::bench::BenchArgs) -> Result<(), String> {
+    let json = args.json;
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let report = runtime.block_on(runledger::bench::run(args))?;
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{}", report.markdown());
+    }
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

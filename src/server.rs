@@ -12,7 +12,7 @@ use tonic::transport::Server;
 use crate::api::experiment_service_server::ExperimentServiceServer;
 use crate::api::run_service_server::RunServiceServer;
 use crate::error::{Error, Result};
-use crate::grpc::GrpcApi;
+use crate::grpc::{GrpcApi, RunRoutes};
 use crate::service::Ledger;
 
 /// The descriptor set of every served proto file (with source comments and the google.api.http
@@ -98,6 +98,7 @@ pub async fn run(
     let runs = RunServiceServer::new(api.clone())
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let runs = RunRoutes::new(ledger.clone(), runs, limit);
     let experiments = ExperimentServiceServer::new(api)
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);

@@ -232,6 +232,24 @@ impl Record for Run {
     }
 }
 
+/// A listed run is filtered and sorted on its summary (the listed fields of the stored run).
+impl Record for crate::store::ListedRun {
+    const KIND: &'static str = Run::KIND;
+    const FIELDS: &'static [(&'static str, Field)] = Run::FIELDS;
+
+    fn id(&self) -> &str {
+        self.summary.id()
+    }
+
+    fn created_at(&self) -> Option<Timestamp> {
+        self.summary.created_at
+    }
+
+    fn field(&self, field: Field) -> FieldValue<'_> {
+        self.summary.field(field)
+    }
+}
+
 impl Record for Experiment {
     const KIND: &'static str = "experiment";
     const FIELDS: &'static [(&'static str, Field)] = &[

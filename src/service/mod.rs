@@ -10,6 +10,7 @@ mod watch;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
+pub use runs::RunPage;
 pub use validate::Limits;
 pub use watch::{RunWatch, WatchScope};
 

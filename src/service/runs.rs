@@ -9,7 +9,7 @@ use crate::api::{
 };
 use crate::error::{Error, Result};
 use crate::query::page::{self, PageRequest, Source};
-use crate::store::{Counts, Order, RunScope, Store, Txn};
+use crate::store::{Counts, EncodedRun, ListedRun, Order, RunScope, Store, Txn};
 use crate::wkt::Timestamp;
 
 /// The scope of a run listing, read through the store.
@@ -19,19 +19,26 @@ struct RunSource<'a> {
 }
 
 impl Source for RunSource<'_> {
-    type Item = Run;
+    type Item = ListedRun;
 
     fn scan(
         &self,
         order: Order,
         after: Option<(Timestamp, &str)>,
-    ) -> Box<dyn Iterator<Item = Result<Run>> + '_> {
-        Box::new(self.store.scan_runs(&self.scope, order, after))
+    ) -> Box<dyn Iterator<Item = Result<ListedRun>> + '_> {
+        Box::new(self.store.scan_listed_runs(&self.scope, order, after))
     }
 
     fn counts(&self) -> Result<Counts> {
         self.store.run_counts(&self.scope)
     }
+}
+
+/// One page of ListRuns, runs as stored.
+pub struct RunPage {
+    pub runs: Vec<ListedRun>,
+    pub total_size: i32,
+    pub next_page_token: String,
 }
 
 fn state_name(state: i32) -> String {
@@ -72,6 +79,17 @@ fn enter_state(
 
 impl Ledger {
     pub async fn create_run(&self, input: Run) -> Result<Run> {
+        self.create_run_stored(input).await.map(|(run, _)| run)
+    }
+
+    /// CreateRun answering with the stored encoding of the new run.
+    pub async fn create_run_encoded(&self, input: Run) -> Result<EncodedRun> {
+        self.create_run_stored(input)
+            .await
+            .map(|(_, encoded)| encoded)
+    }
+
+    async fn create_run_stored(&self, input: Run) -> Result<(Run, EncodedRun)> {
         self.check_new_run(&input)?;
         let now = Timestamp::now();
         let run_id = if input.run_id.is_empty() {
@@ -123,11 +141,11 @@ impl Ledger {
                 }],
                 namespace: experiment.namespace.clone(),
             };
-            txn.put_run(None, &run);
+            let encoded = txn.put_run(None, &run);
             let mut updated = experiment.clone();
             updated.last_run_created_at = Some(now);
             txn.put_experiment(Some(&experiment), &updated);
-            (txn.commit()?, Ok(run))
+            (txn.commit()?, Ok((run, encoded)))
         };
         self.durable(ticket).await?;
         run.map_err(|run_id| {
@@ -194,7 +212,29 @@ impl Ledger {
             .ok_or_else(|| Error::NotFound(format!("run {run_id:?} not found")))
     }
 
+    /// GetRun without decoding the stored run: its encoding, to send as is.
+    pub fn get_run_encoded(&self, run_id: &str) -> Result<EncodedRun> {
+        check_lookup_id("run_id", run_id)?;
+        self.store
+            .get_run_encoded(run_id)?
+            .ok_or_else(|| Error::NotFound(format!("run {run_id:?} not found")))
+    }
+
     pub fn list_runs(&self, request: &ListRunsRequest) -> Result<ListRunsResponse> {
+        let page = self.list_runs_encoded(request)?;
+        Ok(ListRunsResponse {
+            runs: page
+                .runs
+                .iter()
+                .map(|r| r.encoded.decode(&r.summary.run_id))
+                .collect(),
+            total_size: page.total_size,
+            next_page_token: page.next_page_token,
+        })
+    }
+
+    /// ListRuns with each run's stored encoding, to send without decoding the runs.
+    pub fn list_runs_encoded(&self, request: &ListRunsRequest) -> Result<RunPage> {
         let (scope, scope_name) = if !request.experiment_id.is_empty() {
             check_lookup_id("experiment_id", &request.experiment_id)?;
             if self.store.get_experiment(&request.experiment_id)?.is_none() {
@@ -232,7 +272,7 @@ impl Ledger {
             &self.token_key,
             &self.limits.query,
         )?;
-        Ok(ListRunsResponse {
+        Ok(RunPage {
             runs: page.items,
             total_size: page.total_size,
             next_page_token: page.next_page_token,
@@ -246,6 +286,17 @@ impl Ledger {
         run_id: &str,
         change: impl FnOnce(&Txn<'_>, &mut Run) -> Result<bool>,
     ) -> Result<Run> {
+        self.update_run_stored(run_id, change)
+            .await
+            .map(|(run, _)| run)
+    }
+
+    /// [`Ledger::update_run`], also returning the stored encoding (None when nothing changed).
+    async fn update_run_stored(
+        &self,
+        run_id: &str,
+        change: impl FnOnce(&Txn<'_>, &mut Run) -> Result<bool>,
+    ) -> Result<(Run, Option<EncodedRun>)> {
         check_lookup_id("run_id", run_id)?;
         let (ticket, run) = 'txn: {
             let mut txn = self.store.begin();
@@ -256,10 +307,10 @@ impl Ledger {
             if !change(&txn, &mut new)? {
                 // Nothing to write, but the answer acknowledges a state that another caller's
                 // write may have produced a moment ago: it must be durable too.
-                break 'txn (txn.settled(), new);
+                break 'txn (txn.settled(), (new, None));
             }
-            txn.put_run(Some(&old), &new);
-            (txn.commit()?, new)
+            let encoded = txn.put_run(Some(&old), &new);
+            (txn.commit()?, (new, Some(encoded)))
         };
         self.durable(ticket).await?;
         Ok(run)
@@ -314,6 +365,24 @@ impl Ledger {
 
     /// Moves a run to the reported state (SPEC §5).
     pub async fn report_run_state(&self, request: ReportRunStateRequest) -> Result<Run> {
+        self.report_run_state_stored(request)
+            .await
+            .map(|(run, _)| run)
+    }
+
+    /// ReportRunState answering with the stored encoding of the run.
+    pub async fn report_run_state_encoded(
+        &self,
+        request: ReportRunStateRequest,
+    ) -> Result<EncodedRun> {
+        let (run, encoded) = self.report_run_state_stored(request).await?;
+        Ok(encoded.unwrap_or_else(|| EncodedRun::from_run(&run)))
+    }
+
+    async fn report_run_state_stored(
+        &self,
+        request: ReportRunStateRequest,
+    ) -> Result<(Run, Option<EncodedRun>)> {
         let state = reported_state("state", request.state)?;
         let expected = match request.expected_state {
             0 => None,
@@ -321,7 +390,7 @@ impl Ledger {
         };
         validate::check_timestamp("update_time", &request.update_time)?;
         let at = request.update_time.unwrap_or_else(Timestamp::now);
-        self.update_run(&request.run_id, |_, run| {
+        self.update_run_stored(&request.run_id, |_, run| {
             let current = RuntimeState::try_from(run.state).unwrap_or(RuntimeState::Unspecified);
             if let Some(expected) = expected
                 && expected != current

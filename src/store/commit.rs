@@ -69,6 +69,11 @@ impl GroupCommit {
         self.events.subscribe()
     }
 
+    /// Whether anyone listens for change events now.
+    pub fn has_subscribers(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
     /// Called under the writer lock right after sled applied write `seq`.
     pub fn committed(&self, seq: u64, events: Vec<RunEvent>) {
         match self.mode {

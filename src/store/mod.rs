@@ -11,6 +11,7 @@
 mod check;
 mod codec;
 mod commit;
+mod encoded;
 pub mod keys;
 mod startup;
 
@@ -25,6 +26,7 @@ pub use check::edit_offline;
 pub use check::{CheckReport, RepairReport, check_data_dir, repair_data_dir};
 pub use commit::Durability;
 use commit::GroupCommit;
+pub use encoded::{EncodedRun, ListedRun};
 pub use startup::{DATA_FORMAT, STARTUP_FULL_CHECK_KEYS};
 
 use crate::api::{Experiment, Run, RunEvent, experiment, run, run_event};
@@ -240,6 +242,14 @@ impl Store {
             .transpose()
     }
 
+    /// A run's encoding as stored, to send without decoding it.
+    pub fn get_run_encoded(&self, run_id: &str) -> Result<Option<EncodedRun>> {
+        Ok(self.raw(&keys::record(keys::RUN, run_id))?.map(|record| {
+            EncodedRun::from_record(record.clone())
+                .unwrap_or_else(|| EncodedRun::from_run(&damaged_or_migrated(run_id, &record)))
+        }))
+    }
+
     pub fn get_experiment(&self, experiment_id: &str) -> Result<Option<Experiment>> {
         self.raw(&keys::record(keys::EXPERIMENT, experiment_id))?
             .map(|bytes| decode_experiment(experiment_id, &bytes))
@@ -276,6 +286,25 @@ impl Store {
         self.scan_index(scope.index_prefix(), order, after)
             .filter_map(move |entry| match entry {
                 Ok(id) => self.get_run(&id).transpose(),
+                Err(e) => Some(Err(e)),
+            })
+    }
+
+    /// Like [`Store::scan_runs`], but decodes only the fields listing filters and sorts on, and
+    /// keeps each run's encoding to send as is.
+    pub fn scan_listed_runs(
+        &self,
+        scope: &RunScope,
+        order: Order,
+        after: Option<(Timestamp, &str)>,
+    ) -> impl Iterator<Item = Result<ListedRun>> + '_ {
+        self.scan_index(scope.index_prefix(), order, after)
+            .filter_map(move |entry| match entry {
+                Ok(id) => match self.raw(&keys::record(keys::RUN, &id)) {
+                    Ok(Some(record)) => Some(Ok(ListedRun::from_record(&id, record))),
+                    Ok(None) => None,
+                    Err(e) => Some(Err(e)),
+                },
                 Err(e) => Some(Err(e)),
             })
     }
@@ -360,7 +389,21 @@ impl Drop for Store {
 /// A run record that cannot be decoded is still listed, with its id and `error` saying why, so
 /// one damaged record does not make a whole scope unreadable.
 fn decode_run(run_id: &str, bytes: &[u8]) -> Result<Run> {
-    Ok(codec::decode::<Run>(bytes).unwrap_or_else(|e| Run {
+    Ok(damaged_or_migrated(run_id, bytes))
+}
+
+fn damaged_or_migrated(run_id: &str, bytes: &[u8]) -> Run {
+    codec::decode::<Run>(bytes).unwrap_or_else(|e| damaged_run(run_id, e))
+}
+
+/// A run record's protobuf (without the version byte), decoded the same forgiving way.
+fn decode_body(run_id: &str, body: &[u8]) -> Run {
+    use prost::Message;
+    Run::decode(body).unwrap_or_else(|e| damaged_run(run_id, e.to_string()))
+}
+
+fn damaged_run(run_id: &str, e: String) -> Run {
+    Run {
         run_id: run_id.to_owned(),
         error: Some(crate::proto::google::rpc::Status {
             code: tonic::Code::DataLoss as i32,
@@ -368,7 +411,7 @@ fn decode_run(run_id: &str, bytes: &[u8]) -> Result<Run> {
             details: Vec::new(),
         }),
         ..Default::default()
-    }))
+    }
 }
 
 fn decode_experiment(experiment_id: &str, bytes: &[u8]) -> Result<Experiment> {
@@ -398,21 +441,23 @@ pub struct Txn<'a> {
     store: &'a Store,
     guard: MutexGuard<'a, u64>,
     batch: sled::Batch,
-    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    overlay: HashMap<Vec<u8>, Option<sled::IVec>>,
     /// Counter deltas (total, archived) by counter key.
     counters: BTreeMap<Vec<u8>, (i64, i64)>,
     events: Vec<RunEvent>,
 }
 
 impl Txn<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
         match self.overlay.get(key) {
             Some(value) => Ok(value.clone()),
-            None => Ok(self.store.raw(key)?.map(|v| v.to_vec())),
+            None => self.store.raw(key),
         }
     }
 
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+    fn put(&mut self, key: Vec<u8>, value: impl Into<sled::IVec>) {
+        // One shared buffer for the batch and the overlay (a run record is kilobytes).
+        let value = value.into();
         self.batch.insert(key.clone(), value.clone());
         self.overlay.insert(key, Some(value));
     }
@@ -464,8 +509,9 @@ impl Txn<'_> {
     }
 
     /// Stores `new` (created when `old` is None), keeping indexes and counters in step, and
-    /// queues the matching change event.
-    pub fn put_run(&mut self, old: Option<&Run>, new: &Run) {
+    /// queues the matching change event. Returns the stored encoding (to send without encoding
+    /// the run again).
+    pub fn put_run(&mut self, old: Option<&Run>, new: &Run) -> EncodedRun {
         let created = new.created_at.unwrap_or_default();
         if let Some(old) = old {
             let old_created = old.created_at.unwrap_or_default();
@@ -486,25 +532,33 @@ impl Txn<'_> {
         } else {
             self.index_run(new);
         }
-        self.put(keys::record(keys::RUN, &new.run_id), codec::encode(new));
+        let record = sled::IVec::from(codec::encode(new));
+        self.put(keys::record(keys::RUN, &new.run_id), record.clone());
         let kind = if old.is_some() {
             run_event::Type::Updated
         } else {
             run_event::Type::Created
         };
-        self.events.push(RunEvent {
-            r#type: kind as i32,
-            run: Some(new.clone()),
-        });
+        self.event(kind, new);
+        EncodedRun::from_record(record).unwrap_or_else(|| EncodedRun::from_run(new))
+    }
+
+    /// Queues a change event, unless nobody watches: copying a run (its pipeline spec) for no
+    /// reader was a tenth of a create. A watcher that subscribes while this write commits may
+    /// miss it, as it would had the write landed just before it subscribed.
+    fn event(&mut self, kind: run_event::Type, run: &Run) {
+        if self.store.commit.has_subscribers() {
+            self.events.push(RunEvent {
+                r#type: kind as i32,
+                run: Some(run.clone()),
+            });
+        }
     }
 
     pub fn delete_run(&mut self, old: &Run) {
         self.unindex_run(old);
         self.remove(keys::record(keys::RUN, &old.run_id));
-        self.events.push(RunEvent {
-            r#type: run_event::Type::Deleted as i32,
-            run: Some(old.clone()),
-        });
+        self.event(run_event::Type::Deleted, old);
     }
 
     fn index_run(&mut self, run: &Run) {
@@ -628,7 +682,7 @@ impl Txn<'_> {
             if next == Counts::default() {
                 self.remove(key);
             } else {
-                self.put(key, next.encode().to_vec());
+                self.put(key, &next.encode()[..]);
             }
         }
         let batch = std::mem::take(&mut self.batch);
