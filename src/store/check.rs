@@ -146,7 +146,7 @@ fn open_offline(dir: &Path) -> Result<(sled::Db, sled::Tree)> {
     // database, a moment after the owner closed it: retry the lock briefly before giving up.
     let mut attempts = 0;
     let db = loop {
-        match sled::Config::new().path(dir).open() {
+        match super::sled_config(dir).open() {
             Ok(db) => break db,
             Err(sled::Error::Io(e))
                 if e.kind() == std::io::ErrorKind::WouldBlock && attempts < LOCK_ATTEMPTS =>

@@ -155,6 +155,16 @@ pub struct Store {
 /// The one sled tree everything lives in.
 const TREE: &str = "ledger";
 
+/// The sled settings every opener of a data dir must share (sled refuses to open a database with
+/// a different compression setting than it was created with).
+///
+/// Values are compressed (zstd) on disk: a run's pipeline_spec compresses ~20×, and without it
+/// sled 0.34's log grew to ~33 KB per 5 KB run, 33 GB at 1M runs, where its segment bookkeeping
+/// stalled reads (BENCHMARKS.md). With it: 1.5 GB at 1M runs, and reads keep answering.
+fn sled_config(dir: &Path) -> sled::Config {
+    sled::Config::new().path(dir).use_compression(true)
+}
+
 fn storage(e: sled::Error) -> Error {
     Error::Internal(format!("storage error: {e}"))
 }
@@ -167,8 +177,7 @@ impl Store {
             Durability::Durable => None,
             Durability::Buffered { flush_every_ms } => Some(flush_every_ms.max(1)),
         };
-        let db = sled::Config::new()
-            .path(dir)
+        let db = sled_config(dir)
             .cache_capacity(options.cache_bytes)
             .flush_every_ms(flush_every_ms)
             .open()

@@ -216,8 +216,7 @@ mod tests {
 
     fn temp_tree() -> (tempfile::TempDir, sled::Db, sled::Tree) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = sled::Config::new()
-            .path(dir.path())
+        let db = super::super::sled_config(dir.path())
             .open()
             .expect("open sled");
         let tree = db.open_tree(super::super::TREE).expect("tree");
