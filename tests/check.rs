@@ -129,12 +129,12 @@ async fn a_missing_index_entry_is_found_refused_at_startup_and_repaired() {
     // The repaired store serves the run in its experiment again.
     let store = Store::open(dir.path(), StoreOptions::default()).expect("opens after repair");
     let ids: Vec<String> = store
-        .scan_runs(
+        .scan_listed_runs(
             &runledger::store::RunScope::Experiment(run.experiment_id.clone()),
             runledger::store::Order::Ascending,
             None,
         )
-        .map(|r| r.expect("run").run_id)
+        .map(|r| r.expect("run").summary.run_id)
         .collect();
     assert!(ids.contains(&run.run_id), "{ids:?}");
 }

@@ -241,9 +241,9 @@ impl Store {
     }
 
     pub fn get_run(&self, run_id: &str) -> Result<Option<Run>> {
-        self.raw(&keys::record(keys::RUN, run_id))?
-            .map(|bytes| decode_run(run_id, &bytes))
-            .transpose()
+        Ok(self
+            .raw(&keys::record(keys::RUN, run_id))?
+            .map(|bytes| damaged_or_migrated(run_id, &bytes)))
     }
 
     /// A run's encoding as stored, to send without decoding it.
@@ -279,23 +279,9 @@ impl Store {
             .map_or(Ok(Counts::default()), |b| Counts::decode(&b))
     }
 
-    /// A scope's runs in creation order, starting after `after` (created_at, run_id) when given.
-    /// Runs deleted while the scan runs are skipped.
-    pub fn scan_runs(
-        &self,
-        scope: &RunScope,
-        order: Order,
-        after: Option<(Timestamp, &str)>,
-    ) -> impl Iterator<Item = Result<Run>> + '_ {
-        self.scan_index(scope.index_prefix(), order, after)
-            .filter_map(move |entry| match entry {
-                Ok(id) => self.get_run(&id).transpose(),
-                Err(e) => Some(Err(e)),
-            })
-    }
-
-    /// Like [`Store::scan_runs`], but decodes only the fields listing filters and sorts on, and
-    /// keeps each run's encoding to send as is.
+    /// A scope's runs in creation order, starting after `after` (created_at, run_id) when given,
+    /// with only the fields listing filters and sorts on decoded and each run's encoding kept to
+    /// send as is. Runs deleted while the scan runs are skipped.
     pub fn scan_listed_runs(
         &self,
         scope: &RunScope,
@@ -340,13 +326,12 @@ impl Store {
         // bounds them all.
         end.extend_from_slice(&[0xff; 13]);
         let iter = match (order, start) {
-            (Order::Ascending, None) => self.tree.range(prefix.clone()..end),
+            (_, None) => self.tree.range(prefix.clone()..end),
             (Order::Ascending, Some(start)) => {
                 let mut from = start;
                 from.push(0); // strictly after
                 self.tree.range(from..end)
             }
-            (Order::Descending, None) => self.tree.range(prefix.clone()..end),
             (Order::Descending, Some(start)) => self.tree.range(prefix.clone()..start),
         };
         let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match order {
@@ -390,12 +375,8 @@ impl Drop for Store {
     }
 }
 
-/// A run record that cannot be decoded is still listed, with its id and `error` saying why, so
-/// one damaged record does not make a whole scope unreadable.
-fn decode_run(run_id: &str, bytes: &[u8]) -> Result<Run> {
-    Ok(damaged_or_migrated(run_id, bytes))
-}
-
+/// A stored run record, decoded. One that cannot be decoded is still returned (and listed), with
+/// its id and `error` saying why, so one damaged record does not make a whole scope unreadable.
 fn damaged_or_migrated(run_id: &str, bytes: &[u8]) -> Run {
     codec::decode::<Run>(bytes).unwrap_or_else(|e| damaged_run(run_id, e))
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::MutexGuard;
 
 use super::{
-    Counts, EncodedRun, Order, RunScope, Store, codec, decode_experiment, decode_run,
+    Counts, EncodedRun, Order, RunScope, Store, codec, damaged_or_migrated, decode_experiment,
     experiment_counter_key, experiment_scope_prefix, keys, storage, utf8,
 };
 use crate::api::{Experiment, Run, RunEvent, experiment, run, run_event};
@@ -67,9 +67,9 @@ impl<'a> Txn<'a> {
     }
 
     pub fn run(&self, run_id: &str) -> Result<Option<Run>> {
-        self.get(&keys::record(keys::RUN, run_id))?
-            .map(|bytes| decode_run(run_id, &bytes))
-            .transpose()
+        Ok(self
+            .get(&keys::record(keys::RUN, run_id))?
+            .map(|bytes| damaged_or_migrated(run_id, &bytes)))
     }
 
     pub fn experiment(&self, experiment_id: &str) -> Result<Option<Experiment>> {
