@@ -4,6 +4,7 @@
 //! Methods that answer with runs send them as they are stored (see [`RunRoutes`]).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -212,80 +213,63 @@ where
         let limit = Some(self.max_message_bytes);
         let ledger = self.ledger.clone();
         match request.uri().path() {
-            CREATE_RUN => Box::pin(async move {
-                let mut grpc = Grpc::new(StoredCodec::<EncodedRun, CreateRunRequest>::default())
-                    .apply_max_message_size_config(limit, limit);
-                Ok(grpc.unary(CreateRunStored(ledger), request).await)
+            CREATE_RUN => serve_stored(request, limit, move |r: CreateRunRequest| {
+                let ledger = ledger.clone();
+                async move { ledger.create_run_encoded(r.run.unwrap_or_default()).await }
             }),
-            REPORT_RUN_STATE => Box::pin(async move {
-                let mut grpc =
-                    Grpc::new(StoredCodec::<EncodedRun, ReportRunStateRequest>::default())
-                        .apply_max_message_size_config(limit, limit);
-                Ok(grpc.unary(ReportRunStateStored(ledger), request).await)
+            REPORT_RUN_STATE => serve_stored(request, limit, move |r: ReportRunStateRequest| {
+                let ledger = ledger.clone();
+                async move { ledger.report_run_state_encoded(r).await }
             }),
-            GET_RUN => Box::pin(async move {
-                let mut grpc = Grpc::new(StoredCodec::<EncodedRun, GetRunRequest>::default())
-                    .apply_max_message_size_config(limit, limit);
-                Ok(grpc.unary(GetRunStored(ledger), request).await)
+            GET_RUN => serve_stored(request, limit, move |r: GetRunRequest| {
+                let ledger = ledger.clone();
+                async move { ledger.get_run_encoded(&r.run_id) }
             }),
-            LIST_RUNS => Box::pin(async move {
-                let mut grpc = Grpc::new(StoredCodec::<RunPage, ListRunsRequest>::default())
-                    .apply_max_message_size_config(limit, limit);
-                Ok(grpc.unary(ListRunsStored(ledger), request).await)
+            LIST_RUNS => serve_stored(request, limit, move |r: ListRunsRequest| {
+                let ledger = ledger.clone();
+                async move { ledger.list_runs_encoded(&r) }
             }),
             _ => self.generated.call(request),
         }
     }
 }
 
-struct CreateRunStored(Arc<Ledger>);
-
-impl UnaryService<CreateRunRequest> for CreateRunStored {
-    type Response = EncodedRun;
-    type Future = BoxFuture<Response<EncodedRun>, Status>;
-
-    fn call(&mut self, request: Request<CreateRunRequest>) -> Self::Future {
-        let ledger = self.0.clone();
-        Box::pin(async move {
-            let run = request.into_inner().run.unwrap_or_default();
-            reply(ledger.create_run_encoded(run).await)
-        })
-    }
+/// Serves one unary call whose request is decoded with prost and whose answer is written from
+/// stored encodings (see [`StoredCodec`]).
+fn serve_stored<B, Req, Resp, F, Fut>(
+    request: http::Request<B>,
+    limit: Option<usize>,
+    handle: F,
+) -> BoxFuture<http::Response<tonic::body::Body>, Infallible>
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+    Req: prost::Message + Default + Send + 'static,
+    Resp: WriteProtobuf + Send + 'static,
+    F: FnMut(Req) -> Fut + Send + 'static,
+    Fut: Future<Output = crate::error::Result<Resp>> + Send + 'static,
+{
+    Box::pin(async move {
+        let mut grpc = Grpc::new(StoredCodec::<Resp, Req>::default())
+            .apply_max_message_size_config(limit, limit);
+        Ok(grpc.unary(StoredUnary(handle), request).await)
+    })
 }
 
-struct ReportRunStateStored(Arc<Ledger>);
+/// A core call as tonic's unary service: request message in, core result out.
+struct StoredUnary<F>(F);
 
-impl UnaryService<ReportRunStateRequest> for ReportRunStateStored {
-    type Response = EncodedRun;
-    type Future = BoxFuture<Response<EncodedRun>, Status>;
+impl<Req, Resp, F, Fut> UnaryService<Req> for StoredUnary<F>
+where
+    F: FnMut(Req) -> Fut,
+    Fut: Future<Output = crate::error::Result<Resp>> + Send + 'static,
+{
+    type Response = Resp;
+    type Future = BoxFuture<Response<Resp>, Status>;
 
-    fn call(&mut self, request: Request<ReportRunStateRequest>) -> Self::Future {
-        let ledger = self.0.clone();
-        Box::pin(async move { reply(ledger.report_run_state_encoded(request.into_inner()).await) })
-    }
-}
-
-struct GetRunStored(Arc<Ledger>);
-
-impl UnaryService<GetRunRequest> for GetRunStored {
-    type Response = EncodedRun;
-    type Future = BoxFuture<Response<EncodedRun>, Status>;
-
-    fn call(&mut self, request: Request<GetRunRequest>) -> Self::Future {
-        let ledger = self.0.clone();
-        Box::pin(async move { reply(ledger.get_run_encoded(&request.get_ref().run_id)) })
-    }
-}
-
-struct ListRunsStored(Arc<Ledger>);
-
-impl UnaryService<ListRunsRequest> for ListRunsStored {
-    type Response = RunPage;
-    type Future = BoxFuture<Response<RunPage>, Status>;
-
-    fn call(&mut self, request: Request<ListRunsRequest>) -> Self::Future {
-        let ledger = self.0.clone();
-        Box::pin(async move { reply(ledger.list_runs_encoded(request.get_ref())) })
+    fn call(&mut self, request: Request<Req>) -> Self::Future {
+        let answer = (self.0)(request.into_inner());
+        Box::pin(async move { reply(answer.await) })
     }
 }
 
