@@ -41,6 +41,10 @@ pub struct RunPage {
     pub next_page_token: String,
 }
 
+fn run_not_found(run_id: &str) -> Error {
+    Error::NotFound(format!("run {run_id:?} not found"))
+}
+
 fn state_name(state: i32) -> String {
     RuntimeState::try_from(state)
         .map(|s| s.as_str_name().to_owned())
@@ -209,7 +213,7 @@ impl Ledger {
         check_lookup_id("run_id", run_id)?;
         self.store
             .get_run(run_id)?
-            .ok_or_else(|| Error::NotFound(format!("run {run_id:?} not found")))
+            .ok_or_else(|| run_not_found(run_id))
     }
 
     /// GetRun without decoding the stored run: its encoding, to send as is.
@@ -217,7 +221,7 @@ impl Ledger {
         check_lookup_id("run_id", run_id)?;
         self.store
             .get_run_encoded(run_id)?
-            .ok_or_else(|| Error::NotFound(format!("run {run_id:?} not found")))
+            .ok_or_else(|| run_not_found(run_id))
     }
 
     pub fn list_runs(&self, request: &ListRunsRequest) -> Result<ListRunsResponse> {
@@ -300,9 +304,7 @@ impl Ledger {
         check_lookup_id("run_id", run_id)?;
         let (ticket, run) = 'txn: {
             let mut txn = self.store.begin();
-            let old = txn
-                .run(run_id)?
-                .ok_or_else(|| Error::NotFound(format!("run {run_id:?} not found")))?;
+            let old = txn.run(run_id)?.ok_or_else(|| run_not_found(run_id))?;
             let mut new = old.clone();
             if !change(&txn, &mut new)? {
                 // Nothing to write, but the answer acknowledges a state that another caller's
@@ -354,9 +356,7 @@ impl Ledger {
         check_lookup_id("run_id", run_id)?;
         let ticket = {
             let mut txn = self.store.begin();
-            let old = txn
-                .run(run_id)?
-                .ok_or_else(|| Error::NotFound(format!("run {run_id:?} not found")))?;
+            let old = txn.run(run_id)?.ok_or_else(|| run_not_found(run_id))?;
             txn.delete_run(&old);
             txn.commit()?
         };
