@@ -22,7 +22,7 @@ use std::path::Path;
 
 use super::keys::{self, ScopeEntry};
 use super::startup::{DATA_FORMAT, FORMAT_SETTING, ensure_format, read_format};
-use super::{Counts, RunScope, codec, experiment_counter_key, experiment_scope_prefix};
+use super::{Counts, RunScope, codec, experiment_counter_key, experiment_scope_prefix, storage};
 use crate::api::{Experiment, Run};
 use crate::error::{Error, Result};
 use crate::wkt::Timestamp;
@@ -128,10 +128,6 @@ pub fn repair_data_dir(dir: &Path) -> Result<RepairReport> {
         written,
         after,
     })
-}
-
-fn storage(e: sled::Error) -> Error {
-    super::storage(e)
 }
 
 /// Opens an existing data dir for the offline tools; never creates one.
