@@ -8,7 +8,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{self, Poll};
 
 use futures::Stream;
 use prost::bytes::BufMut;
@@ -21,19 +21,34 @@ use crate::api::experiment_service_server::ExperimentService;
 use crate::api::run_service_server::RunService;
 use crate::api::run_service_server::RunServiceServer;
 use crate::api::*;
-use crate::service::{Ledger, RunPage};
-use crate::store::EncodedRun;
+use crate::service::{Context, Principal, RunPage, Services};
+use crate::store::{ChangeKind, StoredRun};
 
-/// Serves RunService and ExperimentService over a shared [`Ledger`].
+/// Serves RunService and ExperimentService over shared [`Services`].
 #[derive(Clone)]
 pub struct GrpcApi {
-    ledger: Arc<Ledger>,
+    services: Arc<Services>,
 }
 
 impl GrpcApi {
-    pub fn new(ledger: Arc<Ledger>) -> Self {
-        GrpcApi { ledger }
+    pub fn new(services: Arc<Services>) -> Self {
+        GrpcApi { services }
     }
+
+    /// The context of a call: its principal is what the transport established for the request
+    /// (anonymous when nobody did).
+    fn context<T>(&self, request: &Request<T>) -> Context {
+        context_of(&self.services, request)
+    }
+}
+
+fn context_of<T>(services: &Services, request: &Request<T>) -> Context {
+    let principal = request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or_default();
+    services.context(principal)
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -46,59 +61,124 @@ fn reply<T>(result: crate::error::Result<T>) -> Reply<T> {
     result.map(Response::new).map_err(Status::from)
 }
 
+fn decoded(result: crate::error::Result<StoredRun>) -> Reply<Run> {
+    reply(result.map(|stored| stored.decode()))
+}
+
 #[tonic::async_trait]
 impl RunService for GrpcApi {
     async fn create_run(&self, request: Request<CreateRunRequest>) -> Reply<Run> {
+        let ctx = self.context(&request);
         let run = request.into_inner().run.unwrap_or_default();
-        reply(self.ledger.create_run(run).await)
+        decoded(self.services.runs.create(&ctx, run).await)
     }
 
     async fn get_run(&self, request: Request<GetRunRequest>) -> Reply<Run> {
-        reply(self.ledger.get_run(&request.get_ref().run_id))
+        let ctx = self.context(&request);
+        decoded(
+            self.services
+                .runs
+                .get(&ctx, &request.get_ref().run_id)
+                .await,
+        )
     }
 
     async fn list_runs(&self, request: Request<ListRunsRequest>) -> Reply<ListRunsResponse> {
-        reply(self.ledger.list_runs(request.get_ref()))
+        let ctx = self.context(&request);
+        let page = self.services.runs.list(&ctx, request.get_ref()).await;
+        reply(page.map(|page| ListRunsResponse {
+            runs: page.runs.iter().map(StoredRun::decode).collect(),
+            total_size: page.total_size,
+            next_page_token: page.next_page_token,
+        }))
     }
 
     async fn archive_run(&self, request: Request<ArchiveRunRequest>) -> Reply<pbjson_types::Empty> {
-        empty(self.ledger.archive_run(&request.get_ref().run_id).await)
+        let ctx = self.context(&request);
+        empty(
+            self.services
+                .runs
+                .archive(&ctx, &request.get_ref().run_id)
+                .await,
+        )
     }
 
     async fn unarchive_run(
         &self,
         request: Request<UnarchiveRunRequest>,
     ) -> Reply<pbjson_types::Empty> {
-        empty(self.ledger.unarchive_run(&request.get_ref().run_id).await)
+        let ctx = self.context(&request);
+        empty(
+            self.services
+                .runs
+                .unarchive(&ctx, &request.get_ref().run_id)
+                .await,
+        )
     }
 
     async fn delete_run(&self, request: Request<DeleteRunRequest>) -> Reply<pbjson_types::Empty> {
-        empty(self.ledger.delete_run(&request.get_ref().run_id).await)
+        let ctx = self.context(&request);
+        empty(
+            self.services
+                .runs
+                .delete(&ctx, &request.get_ref().run_id)
+                .await,
+        )
     }
 
     async fn terminate_run(
         &self,
         request: Request<TerminateRunRequest>,
     ) -> Reply<pbjson_types::Empty> {
-        empty(self.ledger.terminate_run(&request.get_ref().run_id).await)
+        let ctx = self.context(&request);
+        empty(
+            self.services
+                .runs
+                .terminate(&ctx, &request.get_ref().run_id)
+                .await,
+        )
     }
 
     async fn retry_run(&self, request: Request<RetryRunRequest>) -> Reply<pbjson_types::Empty> {
-        empty(self.ledger.retry_run(&request.get_ref().run_id).await)
+        let ctx = self.context(&request);
+        empty(
+            self.services
+                .runs
+                .retry(&ctx, &request.get_ref().run_id)
+                .await,
+        )
     }
 
     async fn report_run_state(&self, request: Request<ReportRunStateRequest>) -> Reply<Run> {
-        reply(self.ledger.report_run_state(request.into_inner()).await)
+        let ctx = self.context(&request);
+        decoded(
+            self.services
+                .runs
+                .report_state(&ctx, request.into_inner())
+                .await,
+        )
     }
 
     type WatchRunsStream = Pin<Box<dyn Stream<Item = Result<RunEvent, Status>> + Send>>;
 
     async fn watch_runs(&self, request: Request<WatchRunsRequest>) -> Reply<Self::WatchRunsStream> {
-        let watch = self.ledger.watch_runs(request.get_ref())?;
+        let ctx = self.context(&request);
+        let watch = self.services.runs.watch(&ctx, request.get_ref())?;
         let stream = futures::stream::unfold(Some(watch), |watch| async move {
             let mut watch = watch?;
             match watch.next().await? {
-                Ok(event) => Some((Ok(RunEvent::clone(&event)), Some(watch))),
+                Ok(change) => {
+                    let kind = match change.kind {
+                        ChangeKind::Created => run_event::Type::Created,
+                        ChangeKind::Updated => run_event::Type::Updated,
+                        ChangeKind::Deleted => run_event::Type::Deleted,
+                    };
+                    let event = RunEvent {
+                        r#type: kind as i32,
+                        run: Some(change.run.decode()),
+                    };
+                    Some((Ok(event), Some(watch)))
+                }
                 // The stream ends after the error (the watcher has fallen behind).
                 Err(e) => Some((Err(Status::from(e)), None)),
             }
@@ -113,52 +193,55 @@ impl ExperimentService for GrpcApi {
         &self,
         request: Request<CreateExperimentRequest>,
     ) -> Reply<Experiment> {
+        let ctx = self.context(&request);
         let experiment = request.into_inner().experiment.unwrap_or_default();
-        reply(self.ledger.create_experiment(experiment).await)
+        reply(self.services.experiments.create(&ctx, experiment).await)
     }
 
     async fn get_experiment(&self, request: Request<GetExperimentRequest>) -> Reply<Experiment> {
-        reply(self.ledger.get_experiment(&request.get_ref().experiment_id))
+        let ctx = self.context(&request);
+        let id = &request.get_ref().experiment_id;
+        reply(self.services.experiments.get(&ctx, id).await)
     }
 
     async fn list_experiments(
         &self,
         request: Request<ListExperimentsRequest>,
     ) -> Reply<ListExperimentsResponse> {
-        reply(self.ledger.list_experiments(request.get_ref()))
+        let ctx = self.context(&request);
+        reply(
+            self.services
+                .experiments
+                .list(&ctx, request.get_ref())
+                .await,
+        )
     }
 
     async fn archive_experiment(
         &self,
         request: Request<ArchiveExperimentRequest>,
     ) -> Reply<pbjson_types::Empty> {
-        empty(
-            self.ledger
-                .archive_experiment(&request.get_ref().experiment_id)
-                .await,
-        )
+        let ctx = self.context(&request);
+        let id = &request.get_ref().experiment_id;
+        empty(self.services.experiments.archive(&ctx, id).await)
     }
 
     async fn unarchive_experiment(
         &self,
         request: Request<UnarchiveExperimentRequest>,
     ) -> Reply<pbjson_types::Empty> {
-        empty(
-            self.ledger
-                .unarchive_experiment(&request.get_ref().experiment_id)
-                .await,
-        )
+        let ctx = self.context(&request);
+        let id = &request.get_ref().experiment_id;
+        empty(self.services.experiments.unarchive(&ctx, id).await)
     }
 
     async fn delete_experiment(
         &self,
         request: Request<DeleteExperimentRequest>,
     ) -> Reply<pbjson_types::Empty> {
-        empty(
-            self.ledger
-                .delete_experiment(&request.get_ref().experiment_id)
-                .await,
-        )
+        let ctx = self.context(&request);
+        let id = &request.get_ref().experiment_id;
+        empty(self.services.experiments.delete(&ctx, id).await)
     }
 }
 
@@ -169,19 +252,19 @@ impl ExperimentService for GrpcApi {
 #[derive(Clone)]
 pub struct RunRoutes {
     generated: RunServiceServer<GrpcApi>,
-    ledger: Arc<Ledger>,
+    services: Arc<Services>,
     max_message_bytes: usize,
 }
 
 impl RunRoutes {
     pub fn new(
-        ledger: Arc<Ledger>,
+        services: Arc<Services>,
         generated: RunServiceServer<GrpcApi>,
         max_message_bytes: usize,
     ) -> Self {
         RunRoutes {
             generated,
-            ledger,
+            services,
             max_message_bytes,
         }
     }
@@ -205,40 +288,52 @@ where
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Self::Error>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, _cx: &mut task::Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let limit = Some(self.max_message_bytes);
-        let ledger = self.ledger.clone();
+        let services = self.services.clone();
         match request.uri().path() {
-            CREATE_RUN => serve_stored(request, limit, move |r: CreateRunRequest| {
-                let ledger = ledger.clone();
-                async move { ledger.create_run_encoded(r.run.unwrap_or_default()).await }
-            }),
-            REPORT_RUN_STATE => serve_stored(request, limit, move |r: ReportRunStateRequest| {
-                let ledger = ledger.clone();
-                async move { ledger.report_run_state_encoded(r).await }
-            }),
-            GET_RUN => serve_stored(request, limit, move |r: GetRunRequest| {
-                let ledger = ledger.clone();
-                async move { ledger.get_run_encoded(&r.run_id) }
-            }),
-            LIST_RUNS => serve_stored(request, limit, move |r: ListRunsRequest| {
-                let ledger = ledger.clone();
-                async move { ledger.list_runs_encoded(&r) }
-            }),
+            CREATE_RUN => serve_stored(
+                request,
+                limit,
+                services,
+                |s, ctx, r: CreateRunRequest| async move {
+                    s.runs.create(&ctx, r.run.unwrap_or_default()).await
+                },
+            ),
+            REPORT_RUN_STATE => serve_stored(
+                request,
+                limit,
+                services,
+                |s, ctx, r: ReportRunStateRequest| async move { s.runs.report_state(&ctx, r).await },
+            ),
+            GET_RUN => serve_stored(
+                request,
+                limit,
+                services,
+                |s, ctx, r: GetRunRequest| async move { s.runs.get(&ctx, &r.run_id).await },
+            ),
+            LIST_RUNS => serve_stored(
+                request,
+                limit,
+                services,
+                |s, ctx, r: ListRunsRequest| async move { s.runs.list(&ctx, &r).await },
+            ),
             _ => self.generated.call(request),
         }
     }
 }
 
 /// Serves one unary call whose request is decoded with prost and whose answer is written from
-/// stored encodings (see [`StoredCodec`]).
+/// stored encodings (see [`StoredCodec`]). The call goes to the same service method, with the
+/// same context, as the generated service's.
 fn serve_stored<B, Req, Resp, F, Fut>(
     request: http::Request<B>,
     limit: Option<usize>,
+    services: Arc<Services>,
     handle: F,
 ) -> BoxFuture<http::Response<tonic::body::Body>, Infallible>
 where
@@ -246,29 +341,33 @@ where
     B::Error: Into<StdError> + Send + 'static,
     Req: prost::Message + Default + Send + 'static,
     Resp: WriteProtobuf + Send + 'static,
-    F: FnMut(Req) -> Fut + Send + 'static,
+    F: FnMut(Arc<Services>, Context, Req) -> Fut + Send + 'static,
     Fut: Future<Output = crate::error::Result<Resp>> + Send + 'static,
 {
     Box::pin(async move {
         let mut grpc = Grpc::new(StoredCodec::<Resp, Req>::default())
             .apply_max_message_size_config(limit, limit);
-        Ok(grpc.unary(StoredUnary(handle), request).await)
+        Ok(grpc.unary(StoredUnary { services, handle }, request).await)
     })
 }
 
-/// A core call as tonic's unary service: request message in, core result out.
-struct StoredUnary<F>(F);
+/// A service call as tonic's unary service: request message in, service result out.
+struct StoredUnary<F> {
+    services: Arc<Services>,
+    handle: F,
+}
 
 impl<Req, Resp, F, Fut> UnaryService<Req> for StoredUnary<F>
 where
-    F: FnMut(Req) -> Fut,
+    F: FnMut(Arc<Services>, Context, Req) -> Fut,
     Fut: Future<Output = crate::error::Result<Resp>> + Send + 'static,
 {
     type Response = Resp;
     type Future = BoxFuture<Response<Resp>, Status>;
 
     fn call(&mut self, request: Request<Req>) -> Self::Future {
-        let answer = (self.0)(request.into_inner());
+        let ctx = context_of(&self.services, &request);
+        let answer = (self.handle)(self.services.clone(), ctx, request.into_inner());
         Box::pin(async move { reply(answer.await) })
     }
 }
@@ -278,9 +377,9 @@ trait WriteProtobuf {
     fn write_protobuf(&self, out: &mut EncodeBuf<'_>);
 }
 
-impl WriteProtobuf for EncodedRun {
+impl WriteProtobuf for StoredRun {
     fn write_protobuf(&self, out: &mut EncodeBuf<'_>) {
-        out.put_slice(self.as_protobuf());
+        out.put_slice(self.protobuf());
     }
 }
 
@@ -289,7 +388,7 @@ impl WriteProtobuf for RunPage {
     fn write_protobuf(&self, out: &mut EncodeBuf<'_>) {
         use prost::encoding::{WireType, encode_key, encode_varint, int32, string};
         for run in &self.runs {
-            let bytes = run.encoded.as_protobuf();
+            let bytes = run.protobuf();
             encode_key(1, WireType::LengthDelimited, out);
             encode_varint(bytes.len() as u64, out);
             out.put_slice(bytes);
@@ -352,8 +451,6 @@ impl<Req: prost::Message + Default> Decoder for RequestDecoder<Req> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Req>, Status> {
         Req::decode(buf)
             .map(Some)
-            // The client's bytes are wrong, not the server: INVALID_ARGUMENT, as for the
-            // generated services (see server::fix_bad_request_codes).
-            .map_err(|e| Status::invalid_argument(format!("cannot decode the request: {e}")))
+            .map_err(crate::error::grpc::undecodable_request)
     }
 }

@@ -6,11 +6,14 @@
 //! - [`grpc`]: the tonic adapter (convert, call the core, convert back).
 //! - [`http`]: the JSON/HTTP adapter on KFP's REST routes, over the same core.
 //! - [`server`]: wiring: gRPC services, health, reflection, the HTTP router, graceful shutdown.
-//! - [`service`]: the transport-free core: validation, defaults, the run state machine, watches.
-//! - [`query`]: filter / sort / page-token parsing and the pagination engine (pure).
-//! - [`store`]: the only code that knows sled: records, indexes, counters, group commit.
-//! - [`bench`]: `runledger bench`, the load generator (starts real server processes).
-//! - [`error`]: the one error enum and its gRPC and HTTP mappings, side by side.
+//! - [`service`]: the transport-free core, one service per resource, each call with a
+//!   [`service::Context`] (principal, clock, ids): validation, defaults, the run state machine,
+//!   watches.
+//! - [`query`]: backend-neutral list queries: filter / sort / page-token parsing into a
+//!   [`query::ListQuery`] (pure; knows no store).
+//! - [`store`]: the store interface (records, list queries, compare-and-set writes, the change
+//!   feed) and its backends; [`store::sled`], the embedded one, is the only code that knows sled.
+//! - [`error`]: the one error enum and every mapping of it: gRPC codes, HTTP statuses and bodies.
 //! - [`wkt`]: our `google.protobuf.Timestamp` (RFC 3339 `Z` in JSON).
 //! - [`api`]: the generated KFP v2beta1 types and services.
 
@@ -45,7 +48,6 @@ pub mod proto {
     }
 }
 
-pub mod bench;
 pub mod error;
 pub mod grpc;
 pub mod http;

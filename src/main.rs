@@ -4,14 +4,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use runledger::query::QueryLimits;
 use runledger::server::{self, Listeners, ServerOptions};
-use runledger::service::{Ledger, Limits};
-use runledger::store::{Durability, Store, StoreOptions};
+use runledger::service::{Limits, Services};
+use runledger::store::{self, DataDirOptions, Durability};
 
 /// A run-tracking server for ML pipelines, wire-compatible with the Kubeflow Pipelines v2beta1
 /// Run API. Every flag can also be set as RUNLEDGER_<FLAG> (e.g. RUNLEDGER_DATA_DIR).
@@ -32,8 +31,6 @@ enum Command {
     /// Check a data directory offline (stop the server first): every index entry, name and
     /// counter must agree with the records and every value must decode. Exits 1 on any problem.
     Check(CheckArgs),
-    /// Load-test a server over gRPC (starts its own by default) and print a Markdown table.
-    Bench(runledger::bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -115,7 +112,7 @@ struct ServeArgs {
     #[arg(long, env = "RUNLEDGER_MAX_FILTER_BYTES", default_value_t = QueryLimits::default().max_filter_bytes)]
     max_filter_bytes: usize,
     /// Change events buffered for WatchRuns; a watcher further behind is stopped.
-    #[arg(long, env = "RUNLEDGER_EVENT_BUFFER", default_value_t = StoreOptions::default().event_buffer)]
+    #[arg(long, env = "RUNLEDGER_EVENT_BUFFER", default_value_t = DataDirOptions::default().event_buffer)]
     event_buffer: usize,
     /// sled page cache size, in MiB.
     #[arg(long, env = "RUNLEDGER_CACHE_MB", default_value_t = 256)]
@@ -128,7 +125,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args).map(|()| true),
         Command::Descriptor(args) => descriptor(args).map(|()| true),
         Command::Check(args) => check(args),
-        Command::Bench(args) => bench(args).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -156,11 +152,11 @@ fn descriptor(args: DescriptorArgs) -> Result<(), String> {
 fn check(args: CheckArgs) -> Result<bool, String> {
     let dir = &args.data_dir;
     if args.repair {
-        let report = runledger::store::repair_data_dir(dir).map_err(|e| e.to_string())?;
+        let report = store::repair_data_dir(dir).map_err(|e| e.to_string())?;
         print!("{}: {report}", dir.display());
         Ok(report.after.is_consistent())
     } else {
-        let report = runledger::store::check_data_dir(dir).map_err(|e| e.to_string())?;
+        let report = store::check_data_dir(dir).map_err(|e| e.to_string())?;
         print!("{}: {report}", dir.display());
         Ok(report.is_consistent())
     }
@@ -188,11 +184,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 flush_every_ms: args.flush_every_ms,
             },
         };
-        let store = Store::open(
+        let store = store::open_data_dir(
             &args.data_dir,
-            StoreOptions {
+            DataDirOptions {
                 durability,
                 event_buffer: args.event_buffer,
+                event_retain: args.event_buffer,
                 cache_bytes: args.cache_mb * 1024 * 1024,
             },
         )
@@ -208,7 +205,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 max_filter_bytes: args.max_filter_bytes,
             },
         };
-        let ledger = Arc::new(Ledger::new(store, limits).map_err(|e| e.to_string())?);
+        let services = Services::new(store, limits)
+            .await
+            .map_err(|e| e.to_string())?;
         let grpc = tokio::net::TcpListener::bind(args.grpc_addr)
             .await
             .map_err(|e| format!("cannot listen on --grpc-addr {}: {e}", args.grpc_addr))?;
@@ -226,24 +225,15 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             max_message_bytes: args.max_message_bytes,
             max_http_body_bytes: args.max_http_body_bytes,
         };
-        server::run(ledger, Listeners { grpc, http }, options, shutdown_signal())
-            .await
-            .map_err(|e| e.to_string())
+        server::run(
+            services,
+            Listeners { grpc, http },
+            options,
+            shutdown_signal(),
+        )
+        .await
+        .map_err(|e| e.to_string())
     })
-}
-
-fn bench(args: runledger::bench::BenchArgs) -> Result<(), String> {
-    let json = args.json;
-    let runtime =
-        tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let report = runtime.block_on(runledger::bench::run(args))?;
-    if json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        println!("{text}");
-    } else {
-        print!("{}", report.markdown());
-    }
-    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

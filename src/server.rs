@@ -1,4 +1,4 @@
-//! Wiring: build the core on an open store, register the gRPC services (runs, experiments,
+//! Wiring: serve the core's services: register the gRPC services (runs, experiments,
 //! health, reflection v1 and v1alpha) and the HTTP router, serve them on already-bound listeners,
 //! and shut everything down on one signal.
 
@@ -13,7 +13,7 @@ use crate::api::experiment_service_server::ExperimentServiceServer;
 use crate::api::run_service_server::RunServiceServer;
 use crate::error::{Error, Result};
 use crate::grpc::{GrpcApi, RunRoutes};
-use crate::service::Ledger;
+use crate::service::Services;
 
 /// The descriptor set of every served proto file (with source comments and the google.api.http
 /// options), as reflection serves it and `runledger descriptor` prints it.
@@ -46,32 +46,6 @@ pub struct Listeners {
     pub http: TcpListener,
 }
 
-/// Fixes two of tonic's codes for bad requests. An over-limit request comes out as
-/// OUT_OF_RANGE; gRPC's convention (grpc-go, grpc-core) and our contract is RESOURCE_EXHAUSTED.
-/// A request that is not valid protobuf (garbage bytes, invalid UTF-8 in a string, a Struct
-/// nested past prost's recursion limit) comes out as INTERNAL, which tells the client the server
-/// is broken; it is the client's input, so INVALID_ARGUMENT (prost's message says what is wrong).
-fn fix_bad_request_codes<B>(mut response: http::Response<B>) -> http::Response<B> {
-    let headers = response.headers_mut();
-    // grpc-message is percent-encoded on the wire: let tonic decode it.
-    let Some(status) = tonic::Status::from_header_map(headers) else {
-        return response;
-    };
-    let code = match status.code() {
-        tonic::Code::OutOfRange if status.message().contains("message length too large") => "8",
-        tonic::Code::Internal
-            if status
-                .message()
-                .starts_with("failed to decode Protobuf message") =>
-        {
-            "3"
-        }
-        _ => return response,
-    };
-    headers.insert("grpc-status", http::HeaderValue::from_static(code));
-    response
-}
-
 /// Accepted connections with TCP_NODELAY: tonic sets it only on listeners it binds itself, and
 /// without it a multi-segment message waits for the peer's delayed ACK (~40 ms per call).
 fn without_nagle(
@@ -88,17 +62,17 @@ fn without_nagle(
 /// Serves gRPC and HTTP until `shutdown` completes, then ends watch streams, lets in-flight calls
 /// finish on both and flushes the store. If either server fails, the other is stopped too.
 pub async fn run(
-    ledger: Arc<Ledger>,
+    services: Arc<Services>,
     listeners: Listeners,
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let api = GrpcApi::new(ledger.clone());
+    let api = GrpcApi::new(services.clone());
     let limit = options.max_message_bytes;
     let runs = RunServiceServer::new(api.clone())
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    let runs = RunRoutes::new(ledger.clone(), runs, limit);
+    let runs = RunRoutes::new(services.clone(), runs, limit);
     let experiments = ExperimentServiceServer::new(api)
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
@@ -125,21 +99,21 @@ pub async fn run(
     let trigger = stop.clone();
     // Watch streams never end by themselves: end them first, or graceful shutdown would wait
     // for them forever.
-    let closing_ledger = ledger.clone();
+    let closing = services.clone();
     let mut failed = stopping.clone();
     tokio::spawn(async move {
         tokio::select! {
             () = shutdown => tracing::info!("shutting down: finishing in-flight calls"),
             _ = failed.wait_for(|stop| *stop) => {}
         }
-        closing_ledger.close_watches();
+        closing.close_watches();
         trigger.send_replace(true);
     });
     let signal = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopping.wait_for(|stop| *stop).await;
     };
 
-    let http_router = crate::http::router(ledger.clone(), options.max_http_body_bytes);
+    let http_router = crate::http::router(services.clone(), options.max_http_body_bytes);
     // The JSON API is served on the gRPC port too (one port is enough behind a load balancer);
     // tonic routes gRPC paths to its services and everything else to the JSON router.
     let json_on_grpc_port = tonic::service::Routes::from(http_router.clone());
@@ -167,7 +141,9 @@ pub async fn run(
             // HTTP/1.1 for JSON clients; gRPC still negotiates HTTP/2.
             .accept_http1(true)
             .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
-            .layer(tower::util::MapResponseLayer::new(fix_bad_request_codes))
+            .layer(tower::util::MapResponseLayer::new(
+                crate::error::grpc::fix_bad_request_codes,
+            ))
             .add_routes(json_on_grpc_port)
             .add_service(runs)
             .add_service(experiments)
@@ -185,7 +161,7 @@ pub async fn run(
     let (grpc_result, http_result) = tokio::join!(grpc, http);
     drop(stop);
     // Flush what was acknowledged even when a server failed.
-    let closed = ledger.store().close();
+    let closed = services.store().close().await;
     grpc_result?;
     http_result?;
     closed?;

@@ -9,8 +9,9 @@ use std::process::Command;
 
 use common::*;
 use runledger::api::*;
-use runledger::store::keys;
-use runledger::store::{Store, StoreOptions};
+use runledger::query::{ListQuery, Scope, sort::Sort};
+use runledger::store::sled::{RECORD_VERSION, edit_offline, keys};
+use runledger::store::{self, DataDirOptions};
 use runledger::wkt::Timestamp;
 
 /// Runs `runledger check` on `dir`; returns (success, stdout + stderr).
@@ -87,7 +88,7 @@ fn experiment_index_key(run: &Run) -> Vec<u8> {
 }
 
 fn open_error(dir: &Path) -> String {
-    match Store::open(dir, StoreOptions::default()) {
+    match store::open_data_dir(dir, DataDirOptions::default()) {
         Ok(_) => panic!("the store opened despite the damage"),
         Err(e) => e.to_string(),
     }
@@ -105,7 +106,7 @@ async fn check_passes_on_a_store_the_server_wrote() {
 #[tokio::test]
 async fn a_missing_index_entry_is_found_refused_at_startup_and_repaired() {
     let (dir, run) = written_store().await;
-    runledger::store::edit_offline(dir.path(), &[experiment_index_key(&run)], &[]).unwrap();
+    edit_offline(dir.path(), &[experiment_index_key(&run)], &[]).unwrap();
 
     let (ok, out) = check(dir.path(), false);
     assert!(!ok, "{out}");
@@ -127,16 +128,20 @@ async fn a_missing_index_entry_is_found_refused_at_startup_and_repaired() {
     assert!(ok, "{out}");
 
     // The repaired store serves the run in its experiment again.
-    let store = Store::open(dir.path(), StoreOptions::default()).expect("opens after repair");
-    let ids: Vec<String> = store
-        .scan_listed_runs(
-            &runledger::store::RunScope::Experiment(run.experiment_id.clone()),
-            runledger::store::Order::Ascending,
-            None,
-        )
-        .map(|r| r.expect("run").summary.run_id)
-        .collect();
-    assert!(ids.contains(&run.run_id), "{ids:?}");
+    let store =
+        store::open_data_dir(dir.path(), DataDirOptions::default()).expect("opens after repair");
+    let page = store
+        .list_runs(ListQuery {
+            scope: Scope::Experiment(run.experiment_id.clone()),
+            sort: Sort::default(),
+            filter: Default::default(),
+            after: None,
+            page_size: 100,
+        })
+        .await
+        .expect("list");
+    let ids: Vec<&str> = page.items.iter().map(|r| r.run_id()).collect();
+    assert!(ids.contains(&run.run_id.as_str()), "{ids:?}");
 }
 
 #[tokio::test]
@@ -152,7 +157,7 @@ async fn a_dangling_entry_and_a_wrong_counter_are_found_and_repaired() {
     );
     let mut counter = vec![0u8; 16];
     counter[7] = 42;
-    runledger::store::edit_offline(
+    edit_offline(
         dir.path(),
         &[],
         &[
@@ -177,18 +182,18 @@ async fn a_dangling_entry_and_a_wrong_counter_are_found_and_repaired() {
     let (ok, out) = check(dir.path(), true);
     assert!(ok, "{out}");
     assert!(out.contains("removed 1 and wrote 1"), "{out}");
-    Store::open(dir.path(), StoreOptions::default()).expect("opens after repair");
+    store::open_data_dir(dir.path(), DataDirOptions::default()).expect("opens after repair");
 }
 
 #[tokio::test]
 async fn an_undecodable_record_fails_the_check_and_repair_leaves_the_store_alone() {
     let (dir, run) = written_store().await;
-    runledger::store::edit_offline(
+    edit_offline(
         dir.path(),
         &[],
         &[(
             keys::record(keys::RUN, &run.run_id),
-            vec![runledger::store::DATA_FORMAT as u8, 0xff, 0xff, 0xff],
+            vec![RECORD_VERSION, 0xff, 0xff, 0xff],
         )],
     )
     .unwrap();
@@ -210,7 +215,7 @@ async fn an_undecodable_record_fails_the_check_and_repair_leaves_the_store_alone
 #[tokio::test]
 async fn a_store_from_a_newer_runledger_is_refused() {
     let (dir, _) = written_store().await;
-    runledger::store::edit_offline(
+    edit_offline(
         dir.path(),
         &[],
         &[(keys::setting("format"), b"999".to_vec())],
@@ -241,7 +246,7 @@ fn check_refuses_a_dir_that_is_not_a_data_dir() {
 #[test]
 fn check_refuses_a_data_dir_a_server_holds_open() {
     let dir = tempfile::tempdir().unwrap();
-    let _store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let _store = store::open_data_dir(dir.path(), DataDirOptions::default()).unwrap();
     let (ok, out) = check(dir.path(), false);
     assert!(!ok, "{out}");
     assert!(out.contains("Stop it first"), "{out}");
@@ -250,7 +255,7 @@ fn check_refuses_a_data_dir_a_server_holds_open() {
 #[tokio::test]
 async fn the_server_binary_refuses_to_start_on_a_damaged_store_and_names_the_check() {
     let (dir, run) = written_store().await;
-    runledger::store::edit_offline(dir.path(), &[experiment_index_key(&run)], &[]).unwrap();
+    edit_offline(dir.path(), &[experiment_index_key(&run)], &[]).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_runledger"))
         .args([
             "serve",

@@ -9,17 +9,26 @@ use runledger::api::*;
 use runledger::query::Record;
 use runledger::query::filter::Filter;
 use runledger::query::sort::Sort;
-use runledger::service::{Ledger, Limits};
-use runledger::store::{Durability, Store, StoreOptions};
+use runledger::service::{Context, Limits, Principal, Services};
+use runledger::store::{self, DataDirOptions, Durability};
 
-fn ledger(dir: &std::path::Path) -> Arc<Ledger> {
-    let options = StoreOptions {
+async fn services(dir: &std::path::Path) -> Arc<Services> {
+    let options = DataDirOptions {
         durability: Durability::Buffered {
             flush_every_ms: 1000,
         },
         ..Default::default()
     };
-    Arc::new(Ledger::new(Store::open(dir, options).unwrap(), Limits::default()).unwrap())
+    Services::new(
+        store::open_data_dir(dir, options).unwrap(),
+        Limits::default(),
+    )
+    .await
+    .unwrap()
+}
+
+fn ctx() -> Context {
+    Context::system(Principal::Anonymous)
 }
 
 #[derive(Debug, Clone)]
@@ -83,7 +92,7 @@ fn arb_query() -> impl Strategy<Value = Query> {
 
 /// Experiments 0..3 in namespaces ns0, ns0, ns1; places 3 and 4 are the default experiments of
 /// ns0 and ns1.
-async fn create(ledger: &Ledger, experiments: &[Experiment], spec: &NewRun) -> Run {
+async fn create(services: &Services, experiments: &[Experiment], spec: &NewRun) -> Run {
     let mut run = Run {
         display_name: spec.name.into(),
         pipeline_source: Some(run::PipelineSource::PipelineId("p".into())),
@@ -98,21 +107,30 @@ async fn create(ledger: &Ledger, experiments: &[Experiment], spec: &NewRun) -> R
         3 => run.namespace = "ns0".into(),
         _ => run.namespace = "ns1".into(),
     }
-    let run = ledger.create_run(run).await.unwrap();
+    let run = services.runs.create(&ctx(), run).await.unwrap().decode();
     if spec.state != RuntimeState::Pending as i32 {
-        ledger
-            .report_run_state(ReportRunStateRequest {
-                run_id: run.run_id.clone(),
-                state: spec.state,
-                ..Default::default()
-            })
+        services
+            .runs
+            .report_state(
+                &ctx(),
+                ReportRunStateRequest {
+                    run_id: run.run_id.clone(),
+                    state: spec.state,
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
     }
     if spec.archived {
-        ledger.archive_run(&run.run_id).await.unwrap();
+        services.runs.archive(&ctx(), &run.run_id).await.unwrap();
     }
-    ledger.get_run(&run.run_id).unwrap()
+    services
+        .runs
+        .get(&ctx(), &run.run_id)
+        .await
+        .unwrap()
+        .decode()
 }
 
 fn request(experiments: &[Experiment], q: &Query, token: &str) -> ListRunsRequest {
@@ -168,19 +186,20 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let dir = tempfile::tempdir().unwrap();
-            let ledger = ledger(dir.path());
+            let services = services(dir.path()).await;
             let mut experiments = Vec::new();
             for (i, ns) in ["ns0", "ns0", "ns1"].into_iter().enumerate() {
                 experiments.push(
-                    ledger
-                        .create_experiment(Experiment { display_name: format!("e{i}"), namespace: ns.into(), ..Default::default() })
+                    services
+                        .experiments
+                        .create(&ctx(), Experiment { display_name: format!("e{i}"), namespace: ns.into(), ..Default::default() })
                         .await
                         .unwrap(),
                 );
             }
             let mut runs = Vec::new();
             for spec in &specs {
-                runs.push(create(&ledger, &experiments, spec).await);
+                runs.push(create(&services, &experiments, spec).await);
             }
             for q in &queries {
                 // Without changes between pages: exactly the naive answer, total_size included.
@@ -188,9 +207,9 @@ proptest! {
                 let mut got = Vec::new();
                 let mut token = String::new();
                 loop {
-                    let page = ledger.list_runs(&request(&experiments, q, &token)).unwrap();
+                    let page = services.runs.list(&ctx(), &request(&experiments, q, &token)).await.unwrap();
                     prop_assert_eq!(page.total_size as usize, expected.len(), "{:?}", q);
-                    got.extend(page.runs.into_iter().map(|r| r.run_id));
+                    got.extend(page.runs.iter().map(|r| r.run_id().to_owned()));
                     if page.next_page_token.is_empty() {
                         break;
                     }
@@ -206,17 +225,17 @@ proptest! {
             let mut token = String::new();
             let mut churn = churn.iter();
             loop {
-                let page = ledger.list_runs(&request(&experiments, q, &token)).unwrap();
-                seen.extend(page.runs.into_iter().map(|r| r.run_id));
+                let page = services.runs.list(&ctx(), &request(&experiments, q, &token)).await.unwrap();
+                seen.extend(page.runs.iter().map(|r| r.run_id().to_owned()));
                 if page.next_page_token.is_empty() {
                     break;
                 }
                 token = page.next_page_token;
                 if let Some(spec) = churn.next() {
-                    create(&ledger, &experiments, spec).await;
+                    create(&services, &experiments, spec).await;
                     if let Some(victim) = before.get(seen.len() % before.len().max(1))
                         && !deleted.contains(victim) {
-                            ledger.delete_run(victim).await.unwrap();
+                            services.runs.delete(&ctx(), victim).await.unwrap();
                             deleted.push(victim.clone());
                         }
                 }

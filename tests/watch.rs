@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use runledger::api::*;
-use runledger::store::{Durability, StoreOptions};
+use runledger::store::{DataDirOptions, Durability};
 use tokio::time::timeout;
 use tonic::Code;
 use tonic::Streaming;
@@ -183,7 +183,7 @@ async fn a_request_naming_two_scopes_is_invalid_argument() {
 #[tokio::test]
 async fn a_watcher_that_stops_reading_does_not_block_writers_and_is_ended_with_resource_exhausted()
 {
-    let store = StoreOptions {
+    let store = DataDirOptions {
         event_buffer: 8,
         // Fast writes; the watcher's buffer is what is under test.
         durability: Durability::Buffered {
@@ -238,7 +238,7 @@ async fn a_watcher_that_stops_reading_does_not_block_writers_and_is_ended_with_r
 
 async fn wait_for_watchers(server: &TestServer, count: usize) {
     timeout(WAIT, async {
-        while server.ledger.watcher_count() != count {
+        while server.services.watcher_count() != count {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -246,7 +246,7 @@ async fn wait_for_watchers(server: &TestServer, count: usize) {
     .unwrap_or_else(|_| {
         panic!(
             "watcher count stayed at {} instead of {count}",
-            server.ledger.watcher_count()
+            server.services.watcher_count()
         )
     });
 }

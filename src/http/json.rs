@@ -1,97 +1,19 @@
 //! Proto3 JSON in and out: request messages assembled from the path, the query string and the
-//! body (read by the generated pbjson impls, which reject unknown fields), responses written by
-//! the same impls, and errors as `{code, message, details}`.
+//! body (read by the generated pbjson impls, which reject unknown fields), and responses written
+//! by the same impls. Errors are written by [`crate::error::http`].
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use tonic::Code;
 
 use super::HttpState;
 use crate::api::*;
-use crate::error::{Error, http_status_for};
-
-/// An HTTP error reply: the status, the gRPC code it stands for and a message a user can act on.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: Code,
-    message: String,
-}
-
-impl ApiError {
-    /// An error whose HTTP status follows SPEC §3's mapping of its gRPC code.
-    pub fn new(code: Code, message: impl Into<String>) -> Self {
-        let status = StatusCode::from_u16(http_status_for(code))
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub fn invalid(message: impl Into<String>) -> Self {
-        ApiError::new(Code::InvalidArgument, message)
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError::new(Code::NotFound, message)
-    }
-
-    /// An error with an HTTP status of its own (413, 405) next to the closest gRPC code.
-    pub fn with_status(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(err: Error) -> Self {
-        if let Error::Internal(msg) = &err {
-            tracing::error!(error = %msg, "internal error");
-        }
-        ApiError::new(err.grpc_code(), err.message())
-    }
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: i32,
-    message: &'a str,
-    details: [(); 0],
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            code: self.code as i32,
-            message: &self.message,
-            details: [],
-        };
-        // Serializing two plain fields cannot fail; fall back to a fixed body all the same.
-        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| {
-            br#"{"code":13,"message":"cannot encode the error","details":[]}"#.to_vec()
-        });
-        json_response(self.status, bytes)
-    }
-}
-
-fn json_response(status: StatusCode, bytes: Vec<u8>) -> Response {
-    let mut response = (status, bytes).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
+use crate::error::Error;
+use crate::error::http::{ApiError, json_response};
 
 /// A message written as proto3 JSON with `200 OK`.
 pub struct Json<T>(pub T);
@@ -148,14 +70,7 @@ impl FromRequest<HttpState> for Body {
         match Bytes::from_request(req, state).await {
             Ok(bytes) => Ok(Body(bytes)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::with_status(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    Code::ResourceExhausted,
-                    format!(
-                        "request body is larger than the limit of {} bytes",
-                        state.max_body_bytes
-                    ),
-                ))
+                Err(ApiError::payload_too_large(state.max_body_bytes))
             }
             Err(rejection) => Err(ApiError::invalid(format!(
                 "cannot read the request body: {}",

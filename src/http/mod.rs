@@ -1,5 +1,5 @@
-//! The JSON/HTTP adapter: KFP's v2beta1 REST routes (SPEC §3) over the same [`Ledger`] as the
-//! gRPC adapter. Handlers only assemble the request message, call the core and write the reply;
+//! The JSON/HTTP adapter: KFP's v2beta1 REST routes over the same [`Services`] as the gRPC
+//! adapter. Handlers only assemble the request message, call the core and write the reply;
 //! no business rule lives here.
 //!
 //! Routes with a custom verb (`/runs/{run_id}:archive`) cannot be matched by axum in one segment
@@ -13,27 +13,28 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
-use tonic::Code;
 
 use crate::api::*;
-use crate::service::Ledger;
-use json::{ApiError, Body, Json, reply};
+use crate::error::http::ApiError;
+use crate::service::{Context, Principal, Services};
+use crate::store::StoredRun;
+use json::{Body, Json, reply};
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct HttpState {
-    ledger: Arc<Ledger>,
+    services: Arc<Services>,
     max_body_bytes: usize,
 }
 
 /// The HTTP API's routes, with request bodies limited to `max_body_bytes` (over it: 413).
-pub fn router(ledger: Arc<Ledger>, max_body_bytes: usize) -> Router {
+pub fn router(services: Arc<Services>, max_body_bytes: usize) -> Router {
     let state = HttpState {
-        ledger,
+        services,
         max_body_bytes,
     };
     Router::new()
@@ -84,11 +85,31 @@ async fn no_route(method: Method, uri: Uri, headers: HeaderMap) -> Response {
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::with_status(
-        StatusCode::METHOD_NOT_ALLOWED,
-        Code::Unimplemented,
-        format!("{method} is not allowed on {}", uri.path()),
-    )
+    ApiError::method_not_allowed(&method, uri.path())
+}
+
+/// The context of a call: its principal is what the transport established for the request
+/// (anonymous when nobody did).
+struct Caller(Context);
+
+impl FromRequestParts<HttpState> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &HttpState,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .unwrap_or_default();
+        Ok(Caller(state.services.context(principal)))
+    }
+}
+
+fn decoded(result: crate::error::Result<StoredRun>) -> Result<Json<Run>, ApiError> {
+    reply(result.map(|stored| stored.decode()))
 }
 
 #[derive(Serialize)]
@@ -151,6 +172,7 @@ fn empty_reply(result: crate::error::Result<()>) -> Result<Response, ApiError> {
 
 async fn create_run(
     State(state): State<HttpState>,
+    Caller(ctx): Caller,
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Result<Json<Run>, ApiError> {
@@ -158,19 +180,26 @@ async fn create_run(
     // field, the deprecated and ignored experiment_id; anything else is an unknown field (400).
     let _query: CreateRunRequest = json::from_query(query.as_deref())?;
     let run: Run = json::decode_body(&body, "Run")?;
-    reply(state.ledger.create_run(run).await)
+    decoded(state.services.runs.create(&ctx, run).await)
 }
 
 async fn list_runs(
     State(state): State<HttpState>,
+    Caller(ctx): Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ListRunsResponse>, ApiError> {
     let request: ListRunsRequest = json::from_query(query.as_deref())?;
-    reply(state.ledger.list_runs(&request))
+    let page = state.services.runs.list(&ctx, &request).await;
+    reply(page.map(|page| ListRunsResponse {
+        runs: page.runs.iter().map(StoredRun::decode).collect(),
+        total_size: page.total_size,
+        next_page_token: page.next_page_token,
+    }))
 }
 
 async fn get_run(
     State(state): State<HttpState>,
+    Caller(ctx): Caller,
     Tail(tail): Tail,
     RawQuery(query): RawQuery,
     method: Method,
@@ -178,11 +207,12 @@ async fn get_run(
 ) -> Result<Json<Run>, ApiError> {
     let run_id = plain_id(&tail, &method, &uri)?;
     let request: GetRunRequest = json::with_path_id(query.as_deref(), None, run_id)?;
-    reply(state.ledger.get_run(&request.run_id))
+    decoded(state.services.runs.get(&ctx, &request.run_id).await)
 }
 
 async fn delete_run(
     State(state): State<HttpState>,
+    Caller(ctx): Caller,
     Tail(tail): Tail,
     RawQuery(query): RawQuery,
     method: Method,
@@ -190,13 +220,14 @@ async fn delete_run(
 ) -> Result<Response, ApiError> {
     let run_id = plain_id(&tail, &method, &uri)?;
     let request: DeleteRunRequest = json::with_path_id(query.as_deref(), None, run_id)?;
-    empty_reply(state.ledger.delete_run(&request.run_id).await)
+    empty_reply(state.services.runs.delete(&ctx, &request.run_id).await)
 }
 
 /// `POST /runs/{run_id}:{verb}`: archive, unarchive, terminate, retry (empty body or the request
 /// message) and reportState (the whole ReportRunStateRequest as the body).
 async fn run_action(
     State(state): State<HttpState>,
+    Caller(ctx): Caller,
     Tail(tail): Tail,
     RawQuery(query): RawQuery,
     uri: Uri,
@@ -205,27 +236,27 @@ async fn run_action(
     let (run_id, verb) = split_action(&tail, &uri)?;
     let query = query.as_deref();
     let body = Some(&body);
-    let ledger = &state.ledger;
+    let runs = &state.services.runs;
     match verb {
         "archive" => {
             let request: ArchiveRunRequest = json::with_path_id(query, body, run_id)?;
-            empty_reply(ledger.archive_run(&request.run_id).await)
+            empty_reply(runs.archive(&ctx, &request.run_id).await)
         }
         "unarchive" => {
             let request: UnarchiveRunRequest = json::with_path_id(query, body, run_id)?;
-            empty_reply(ledger.unarchive_run(&request.run_id).await)
+            empty_reply(runs.unarchive(&ctx, &request.run_id).await)
         }
         "terminate" => {
             let request: TerminateRunRequest = json::with_path_id(query, body, run_id)?;
-            empty_reply(ledger.terminate_run(&request.run_id).await)
+            empty_reply(runs.terminate(&ctx, &request.run_id).await)
         }
         "retry" => {
             let request: RetryRunRequest = json::with_path_id(query, body, run_id)?;
-            empty_reply(ledger.retry_run(&request.run_id).await)
+            empty_reply(runs.retry(&ctx, &request.run_id).await)
         }
         "reportState" => {
             let request: ReportRunStateRequest = json::with_path_id(query, body, run_id)?;
-            reply(ledger.report_run_state(request).await).map(IntoResponse::into_response)
+            decoded(runs.report_state(&ctx, request).await).map(IntoResponse::into_response)
         }
         other => Err(ApiError::not_found(format!(
             "no run action {other:?}: expected archive, unarchive, terminate, retry or reportState"
@@ -235,25 +266,28 @@ async fn run_action(
 
 async fn create_experiment(
     State(state): State<HttpState>,
+    Caller(ctx): Caller,
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Result<Json<Experiment>, ApiError> {
     // The body is the Experiment itself (`body: "experiment"`); no other field exists.
     let _request: CreateExperimentRequest = json::from_query(query.as_deref())?;
     let experiment: Experiment = json::decode_body(&body, "Experiment")?;
-    reply(state.ledger.create_experiment(experiment).await)
+    reply(state.services.experiments.create(&ctx, experiment).await)
 }
 
 async fn list_experiments(
     State(state): State<HttpState>,
+    Caller(ctx): Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ListExperimentsResponse>, ApiError> {
     let request: ListExperimentsRequest = json::from_query(query.as_deref())?;
-    reply(state.ledger.list_experiments(&request))
+    reply(state.services.experiments.list(&ctx, &request).await)
 }
 
 async fn get_experiment(
     State(state): State<HttpState>,
+    Caller(ctx): Caller,
     Tail(tail): Tail,
     RawQuery(query): RawQuery,
     method: Method,
@@ -261,11 +295,18 @@ async fn get_experiment(
 ) -> Result<Json<Experiment>, ApiError> {
     let experiment_id = plain_id(&tail, &method, &uri)?;
     let request: GetExperimentRequest = json::with_path_id(query.as_deref(), None, experiment_id)?;
-    reply(state.ledger.get_experiment(&request.experiment_id))
+    reply(
+        state
+            .services
+            .experiments
+            .get(&ctx, &request.experiment_id)
+            .await,
+    )
 }
 
 async fn delete_experiment(
     State(state): State<HttpState>,
+    Caller(ctx): Caller,
     Tail(tail): Tail,
     RawQuery(query): RawQuery,
     method: Method,
@@ -274,12 +315,19 @@ async fn delete_experiment(
     let experiment_id = plain_id(&tail, &method, &uri)?;
     let request: DeleteExperimentRequest =
         json::with_path_id(query.as_deref(), None, experiment_id)?;
-    empty_reply(state.ledger.delete_experiment(&request.experiment_id).await)
+    empty_reply(
+        state
+            .services
+            .experiments
+            .delete(&ctx, &request.experiment_id)
+            .await,
+    )
 }
 
 /// `POST /experiments/{experiment_id}:{verb}`: archive or unarchive.
 async fn experiment_action(
     State(state): State<HttpState>,
+    Caller(ctx): Caller,
     Tail(tail): Tail,
     RawQuery(query): RawQuery,
     uri: Uri,
@@ -288,16 +336,16 @@ async fn experiment_action(
     let (experiment_id, verb) = split_action(&tail, &uri)?;
     let query = query.as_deref();
     let body = Some(&body);
-    let ledger = &state.ledger;
+    let experiments = &state.services.experiments;
     match verb {
         "archive" => {
             let request: ArchiveExperimentRequest = json::with_path_id(query, body, experiment_id)?;
-            empty_reply(ledger.archive_experiment(&request.experiment_id).await)
+            empty_reply(experiments.archive(&ctx, &request.experiment_id).await)
         }
         "unarchive" => {
             let request: UnarchiveExperimentRequest =
                 json::with_path_id(query, body, experiment_id)?;
-            empty_reply(ledger.unarchive_experiment(&request.experiment_id).await)
+            empty_reply(experiments.unarchive(&ctx, &request.experiment_id).await)
         }
         other => Err(ApiError::not_found(format!(
             "no experiment action {other:?}: expected archive or unarchive"

@@ -7,10 +7,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Field, FieldKind, FieldValue, QueryLimits, Record};
+use super::{
+    Field, FieldKind, FieldValue, QueryLimits, RUNTIME_STATE_NAMES, Record, STORAGE_STATE_NAMES,
+    Tally,
+};
 use crate::api::{Predicate as WirePredicate, predicate};
 use crate::error::{Error, Result};
-use crate::store::Counts;
 use crate::wkt::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,36 +114,43 @@ impl Filter {
             .all(|p| p.matches(&record.field(p.field)))
     }
 
-    /// The number of matching records, when it follows from a scope's counters alone: no
-    /// predicates, or only predicates on storage_state (stored records are always AVAILABLE or
-    /// ARCHIVED, which the counters tell apart).
-    pub fn count_from(&self, counts: Counts) -> Option<u64> {
-        if !self
-            .predicates
-            .iter()
-            .all(|p| p.field == Field::StorageState)
-        {
+    /// The number of matching records, when it follows from a scope's counters alone: every
+    /// predicate tests state or storage_state, and the tally tells the states it tests apart.
+    pub fn count_from(&self, tally: &Tally) -> Option<u64> {
+        let counted = |f: Field| matches!(f, Field::State | Field::StorageState);
+        if !self.predicates.iter().all(|p| counted(p.field)) {
             return None;
         }
-        let passes = |name: &str| {
-            let value = FieldValue::Text(name.into());
-            self.predicates.iter().all(|p| p.matches(&value))
-        };
-        let available = counts.total.saturating_sub(counts.archived);
-        Some(
-            if passes("AVAILABLE") { available } else { 0 }
-                + if passes("ARCHIVED") {
-                    counts.archived
-                } else {
-                    0
-                },
-        )
+        let tests_state = self.predicates.iter().any(|p| p.field == Field::State);
+        let mut total = 0;
+        for group in &tally.groups {
+            let state = match group.state {
+                Some(state) => Some(enum_name_of(RUNTIME_STATE_NAMES, state)),
+                None if tests_state => return None,
+                None => None,
+            };
+            let storage = enum_name_of(STORAGE_STATE_NAMES, group.storage_state);
+            let passes = self.predicates.iter().all(|p| {
+                let value = match p.field {
+                    Field::State => state.clone().unwrap_or_default(),
+                    _ => storage.clone(),
+                };
+                p.matches(&FieldValue::Text(value.into()))
+            });
+            if passes {
+                total += group.count;
+            }
+        }
+        Some(total)
     }
+}
 
-    /// A canonical text of the filter, to bind page tokens to it.
-    pub fn canonical(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
+/// An enum value's name as filters compare it (its number when this build does not know it).
+fn enum_name_of(names: &[&str], number: i32) -> String {
+    usize::try_from(number)
+        .ok()
+        .and_then(|i| names.get(i))
+        .map_or_else(|| number.to_string(), |n| (*n).to_owned())
 }
 
 impl Predicate {
@@ -622,12 +631,23 @@ mod tests {
 
     #[test]
     fn storage_state_filters_are_counted_from_the_counters() {
-        let counts = Counts {
-            total: 10,
-            archived: 3,
+        use crate::query::TallyGroup;
+        let counts = Tally {
+            groups: vec![
+                TallyGroup {
+                    state: None,
+                    storage_state: 1,
+                    count: 7,
+                },
+                TallyGroup {
+                    state: None,
+                    storage_state: 2,
+                    count: 3,
+                },
+            ],
         };
-        let count = |p: &str| one(p).unwrap().count_from(counts);
-        assert_eq!(parse("").unwrap().count_from(counts), Some(10));
+        let count = |p: &str| one(p).unwrap().count_from(&counts);
+        assert_eq!(parse("").unwrap().count_from(&counts), Some(10));
         assert_eq!(
             count(r#"{"operation":1,"key":"storage_state","string_value":"ARCHIVED"}"#),
             Some(3)
@@ -647,6 +667,47 @@ mod tests {
         assert_eq!(
             count(r#"{"operation":1,"key":"name","string_value":"x"}"#),
             None
+        );
+        // Counters that do not tell states apart cannot count a state filter.
+        assert_eq!(
+            count(r#"{"operation":1,"key":"state","string_value":"RUNNING"}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn state_filters_are_counted_from_counters_per_state() {
+        use crate::query::TallyGroup;
+        let group = |state, storage_state, count| TallyGroup {
+            state: Some(state),
+            storage_state,
+            count,
+        };
+        let counts = Tally {
+            groups: vec![
+                group(1, 1, 4),
+                group(2, 1, 5),
+                group(2, 2, 1),
+                group(3, 2, 6),
+            ],
+        };
+        let count = |f: &str| parse(f).unwrap().count_from(&counts);
+        assert_eq!(
+            count(r#"{"predicates":[{"operation":1,"key":"state","string_value":"RUNNING"}]}"#),
+            Some(6)
+        );
+        assert_eq!(
+            count(
+                r#"{"predicates":[{"operation":"IN","key":"state","string_values":{"values":["PENDING","SUCCEEDED"]}},
+                {"operation":2,"key":"storage_state","string_value":"ARCHIVED"}]}"#
+            ),
+            Some(4)
+        );
+        assert_eq!(
+            count(
+                r#"{"predicates":[{"operation":"IS_SUBSTRING","key":"state","string_value":"NN"}]}"#
+            ),
+            Some(6)
         );
     }
 }

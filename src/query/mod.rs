@@ -1,11 +1,15 @@
-//! ListRuns / ListExperiments queries: which fields can be filtered and sorted, how a record
-//! exposes them, filter and sort parsing, page tokens, and the pagination engine. Pure: no sled,
-//! no tonic; the engine reads records through [`page::Source`].
+//! ListRuns / ListExperiments queries, backend-neutral: which fields can be filtered and sorted,
+//! how a record exposes them, filter and sort parsing and evaluation, page tokens, and the
+//! [`ListQuery`] a backend answers. Pure: nothing here knows a store or a transport.
 
 pub mod filter;
-pub mod page;
+pub mod list;
+pub mod scope;
 pub mod sort;
 pub mod token;
+
+pub use list::{DEFAULT_PAGE_SIZE, ListQuery, ListRequest, Page, Position, Tally, TallyGroup};
+pub use scope::Scope;
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -132,7 +136,7 @@ pub trait Record {
     }
 }
 
-const RUNTIME_STATE_NAMES: &[&str] = &[
+pub const RUNTIME_STATE_NAMES: &[&str] = &[
     "RUNTIME_STATE_UNSPECIFIED",
     "PENDING",
     "RUNNING",
@@ -143,7 +147,7 @@ const RUNTIME_STATE_NAMES: &[&str] = &[
     "CANCELED",
     "PAUSED",
 ];
-const STORAGE_STATE_NAMES: &[&str] = &["STORAGE_STATE_UNSPECIFIED", "AVAILABLE", "ARCHIVED"];
+pub const STORAGE_STATE_NAMES: &[&str] = &["STORAGE_STATE_UNSPECIFIED", "AVAILABLE", "ARCHIVED"];
 
 impl Field {
     pub fn kind(self) -> FieldKind {
@@ -232,24 +236,6 @@ impl Record for Run {
     }
 }
 
-/// A listed run is filtered and sorted on its summary (the listed fields of the stored run).
-impl Record for crate::store::ListedRun {
-    const KIND: &'static str = Run::KIND;
-    const FIELDS: &'static [(&'static str, Field)] = Run::FIELDS;
-
-    fn id(&self) -> &str {
-        self.summary.id()
-    }
-
-    fn created_at(&self) -> Option<Timestamp> {
-        self.summary.created_at
-    }
-
-    fn field(&self, field: Field) -> FieldValue<'_> {
-        self.summary.field(field)
-    }
-}
-
 impl Record for Experiment {
     const KIND: &'static str = "experiment";
     const FIELDS: &'static [(&'static str, Field)] = &[
@@ -290,6 +276,3 @@ impl Record for Experiment {
         }
     }
 }
-
-#[cfg(test)]
-mod page_tests;

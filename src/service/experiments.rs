@@ -1,90 +1,105 @@
 //! Experiment use cases, including the per-namespace default experiment.
 
-use super::Ledger;
+use std::sync::Arc;
+
 use super::validate::{MAX_ID_BYTES, check_lookup_id, check_text};
-use crate::api::{Experiment, ListExperimentsRequest, ListExperimentsResponse, experiment, run};
+use super::{Context, Core, MAX_ATTEMPTS, contended, unless_conflict};
+use crate::api::{Experiment, ListExperimentsRequest, ListExperimentsResponse, experiment};
 use crate::error::{Error, Result};
-use crate::query::page::{self, PageRequest, Source};
-use crate::store::{Counts, Order, Store, Txn};
-use crate::wkt::Timestamp;
+use crate::query::{ListQuery, ListRequest, Scope};
+use crate::store::{Expectation, Op, Stored, Write};
 
 /// Name of the experiment that runs created without one go to.
 pub const DEFAULT_EXPERIMENT_NAME: &str = "Default";
-
-struct ExperimentSource<'a> {
-    store: &'a Store,
-    namespace: Option<String>,
-}
-
-impl Source for ExperimentSource<'_> {
-    type Item = Experiment;
-
-    fn scan(
-        &self,
-        order: Order,
-        after: Option<(Timestamp, &str)>,
-    ) -> Box<dyn Iterator<Item = Result<Experiment>> + '_> {
-        Box::new(
-            self.store
-                .scan_experiments(self.namespace.as_deref(), order, after),
-        )
-    }
-
-    fn counts(&self) -> Result<Counts> {
-        self.store.experiment_counts(self.namespace.as_deref())
-    }
-}
 
 fn not_found(id: &str) -> Error {
     Error::NotFound(format!("experiment {id:?} not found"))
 }
 
-impl Ledger {
-    /// The namespace's default experiment, created on first use. An experiment already named
-    /// "Default" in the namespace is adopted rather than duplicated.
-    pub(super) fn default_experiment(
+/// Experiments: create, read, list, archive, delete.
+pub struct Experiments {
+    core: Arc<Core>,
+}
+
+impl Core {
+    /// The namespace's default experiment, and the ops a write that uses it must carry: the
+    /// expectation that it still exists, or what creates or adopts it. An experiment already
+    /// named "Default" in the namespace is adopted rather than duplicated.
+    pub(super) async fn default_experiment(
         &self,
-        txn: &mut Txn<'_>,
+        ctx: &Context,
         namespace: &str,
-        now: Timestamp,
-    ) -> Result<Experiment> {
-        if let Some(id) = txn.default_experiment_id(namespace)?
-            && let Some(existing) = txn.experiment(&id)?
+    ) -> Result<(Experiment, Vec<Op>)> {
+        if let Some(id) = self.store.default_experiment(namespace).await?
+            && let Some(existing) = self.store.experiment(&id).await?
         {
-            return Ok(existing);
+            return Ok((
+                existing.value,
+                vec![Op::Expect(Expectation::ExperimentExists(id))],
+            ));
         }
-        if let Some(id) = txn.experiment_id_by_name(namespace, DEFAULT_EXPERIMENT_NAME)?
-            && let Some(existing) = txn.experiment(&id)?
+        let set_default = |id: &str| Op::SetDefaultExperiment {
+            namespace: namespace.to_owned(),
+            experiment_id: id.to_owned(),
+        };
+        if let Some(existing) = self
+            .store
+            .experiment_named(namespace, DEFAULT_EXPERIMENT_NAME)
+            .await?
         {
-            txn.set_default_experiment(namespace, &id);
-            return Ok(existing);
+            let id = existing.value.experiment_id.clone();
+            let ops = vec![
+                set_default(&id),
+                Op::Expect(Expectation::ExperimentExists(id)),
+            ];
+            return Ok((existing.value, ops));
         }
         let created = Experiment {
-            experiment_id: uuid::Uuid::new_v4().to_string(),
+            experiment_id: ctx.new_id(),
             display_name: DEFAULT_EXPERIMENT_NAME.to_owned(),
             description: "Runs created without an experiment are grouped here.".to_owned(),
-            created_at: Some(now),
+            created_at: Some(ctx.now()),
             namespace: namespace.to_owned(),
             storage_state: experiment::StorageState::Available as i32,
             last_run_created_at: None,
         };
-        txn.put_experiment(None, &created);
-        txn.set_default_experiment(namespace, &created.experiment_id);
-        Ok(created)
+        let ops = vec![
+            Op::PutExperiment {
+                experiment: created.clone(),
+                replaces: None,
+            },
+            set_default(&created.experiment_id),
+        ];
+        Ok((created, ops))
     }
 
-    pub async fn create_experiment(&self, input: Experiment) -> Result<Experiment> {
+    pub(super) async fn experiment(&self, experiment_id: &str) -> Result<Stored<Experiment>> {
+        check_lookup_id("experiment_id", experiment_id)?;
+        self.store
+            .experiment(experiment_id)
+            .await?
+            .ok_or_else(|| not_found(experiment_id))
+    }
+}
+
+impl Experiments {
+    pub(super) fn new(core: Arc<Core>) -> Experiments {
+        Experiments { core }
+    }
+
+    pub async fn create(&self, ctx: &Context, input: Experiment) -> Result<Experiment> {
+        let limits = &self.core.limits;
         check_text(
             "experiment.display_name",
             &input.display_name,
             true,
-            self.limits.max_name_bytes,
+            limits.max_name_bytes,
         )?;
         check_text(
             "experiment.description",
             &input.description,
             false,
-            self.limits.max_description_bytes,
+            limits.max_description_bytes,
         )?;
         check_text(
             "experiment.namespace",
@@ -92,151 +107,159 @@ impl Ledger {
             false,
             MAX_ID_BYTES,
         )?;
-        let (ticket, created) = 'txn: {
-            let mut txn = self.store.begin();
-            if let Some(id) = txn.experiment_id_by_name(&input.namespace, &input.display_name)? {
-                // As for runs: the existing experiment may not be durable yet; say it exists
-                // only once it is.
-                let message = format!(
-                    "an experiment named {:?} already exists in namespace {:?} (id {id:?})",
-                    input.display_name, input.namespace
-                );
-                break 'txn (txn.settled(), Err(Error::AlreadyExists(message)));
-            }
-            let created = Experiment {
-                experiment_id: uuid::Uuid::new_v4().to_string(),
-                display_name: input.display_name,
-                description: input.description,
-                created_at: Some(Timestamp::now()),
-                namespace: input.namespace,
-                storage_state: experiment::StorageState::Available as i32,
-                last_run_created_at: None,
-            };
-            txn.put_experiment(None, &created);
-            (txn.commit()?, Ok(created))
+        let created = Experiment {
+            experiment_id: ctx.new_id(),
+            display_name: input.display_name,
+            description: input.description,
+            created_at: Some(ctx.now()),
+            namespace: input.namespace,
+            storage_state: experiment::StorageState::Available as i32,
+            last_run_created_at: None,
         };
-        self.durable(ticket).await?;
-        created
+        let store = &self.core.store;
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some(existing) = store
+                .experiment_named(&created.namespace, &created.display_name)
+                .await?
+            {
+                // The existing experiment may not be durable yet; say it exists only once it is.
+                store.settle().await?;
+                return Err(Error::AlreadyExists(format!(
+                    "an experiment named {:?} already exists in namespace {:?} (id {:?})",
+                    created.display_name, created.namespace, existing.value.experiment_id
+                )));
+            }
+            let write = Write::new(vec![Op::PutExperiment {
+                experiment: created.clone(),
+                replaces: None,
+            }]);
+            if let Some(result) = unless_conflict(store.write(write).await) {
+                return result.map(|_| created);
+            }
+        }
+        Err(contended("the experiment's name"))
     }
 
-    pub fn get_experiment(&self, experiment_id: &str) -> Result<Experiment> {
-        check_lookup_id("experiment_id", experiment_id)?;
-        self.store
-            .get_experiment(experiment_id)?
-            .ok_or_else(|| not_found(experiment_id))
+    pub async fn get(&self, _ctx: &Context, experiment_id: &str) -> Result<Experiment> {
+        Ok(self.core.experiment(experiment_id).await?.value)
     }
 
-    pub fn list_experiments(
+    pub async fn list(
         &self,
+        _ctx: &Context,
         request: &ListExperimentsRequest,
     ) -> Result<ListExperimentsResponse> {
         check_text("namespace", &request.namespace, false, MAX_ID_BYTES)?;
-        let namespace = (!request.namespace.is_empty()).then(|| request.namespace.clone());
-        let scope = match &namespace {
-            Some(ns) => format!("namespace:{ns}"),
-            None => "all".to_owned(),
+        let scope = if request.namespace.is_empty() {
+            Scope::All
+        } else {
+            Scope::Namespace(request.namespace.clone())
         };
-        let source = ExperimentSource {
-            store: &self.store,
-            namespace,
-        };
-        let page = page::list(
-            &source,
-            &PageRequest {
+        let query = ListQuery::parse::<Experiment>(
+            &ListRequest {
                 scope,
                 page_size: request.page_size,
                 sort_by: &request.sort_by,
                 filter: &request.filter,
                 page_token: &request.page_token,
             },
-            &self.token_key,
-            &self.limits.query,
+            &self.core.token_key,
+            &self.core.limits.query,
         )?;
+        let page = self.core.store.list_experiments(query.clone()).await?;
         Ok(ListExperimentsResponse {
-            experiments: page.items,
-            next_page_token: page.next_page_token,
-            total_size: page.total_size,
+            next_page_token: query.next_page_token(&page, &self.core.token_key),
+            total_size: i32::try_from(page.total_size).unwrap_or(i32::MAX),
+            experiments: page.items.into_iter().map(|e| e.value).collect(),
         })
     }
 
-    /// Runs `change` on the latest stored experiment under the writer lock; `change` makes its
-    /// writes through the transaction and says whether there is anything to commit.
-    async fn write_experiment(
-        &self,
-        experiment_id: &str,
-        change: impl FnOnce(&mut Txn<'_>, &Experiment) -> Result<bool>,
-    ) -> Result<()> {
-        check_lookup_id("experiment_id", experiment_id)?;
-        let ticket = {
-            let mut txn = self.store.begin();
-            let old = txn
-                .experiment(experiment_id)?
-                .ok_or_else(|| not_found(experiment_id))?;
-            if !change(&mut txn, &old)? {
+    /// Reads the experiment, lets `plan` decide the ops (None: nothing to write) and writes them,
+    /// against the latest record until the write is not outraced.
+    async fn change(&self, experiment_id: &str, change: Change) -> Result<()> {
+        let store = &self.core.store;
+        for _ in 0..MAX_ATTEMPTS {
+            let current = self.core.experiment(experiment_id).await?;
+            let Some(ops) = change.ops(&self.core, &current).await? else {
                 // Nothing to write, but the answer confirms a state that must be durable too.
-                txn.settled()
-            } else {
-                txn.commit()?
+                return store.settle().await;
+            };
+            if let Some(result) = unless_conflict(store.write(Write::new(ops)).await) {
+                return result.map(drop);
             }
-        };
-        self.durable(ticket).await
+        }
+        Err(contended(&format!("experiment {experiment_id:?}")))
     }
 
     /// Archives the experiment and all its runs in one atomic write.
-    pub async fn archive_experiment(&self, experiment_id: &str) -> Result<()> {
-        self.write_experiment(experiment_id, |txn, old| {
-            let archived_run = run::StorageState::Archived as i32;
-            for run_id in txn.run_ids_of_experiment(&old.experiment_id)? {
-                if let Some(old_run) = txn.run(&run_id)?
-                    && old_run.storage_state != archived_run
-                {
-                    let mut archived = old_run.clone();
-                    archived.storage_state = archived_run;
-                    txn.put_run(Some(&old_run), &archived);
-                }
-            }
-            let mut new = old.clone();
-            new.storage_state = experiment::StorageState::Archived as i32;
-            txn.put_experiment(Some(old), &new);
-            Ok(true)
-        })
-        .await
+    pub async fn archive(&self, _ctx: &Context, experiment_id: &str) -> Result<()> {
+        self.change(experiment_id, Change::Archive).await
     }
 
     /// Makes the experiment available again; its runs keep their storage state.
-    pub async fn unarchive_experiment(&self, experiment_id: &str) -> Result<()> {
-        self.write_experiment(experiment_id, |txn, old| {
-            let available = experiment::StorageState::Available as i32;
-            if old.storage_state == available {
-                return Ok(false);
-            }
-            let mut new = old.clone();
-            new.storage_state = available;
-            txn.put_experiment(Some(old), &new);
-            Ok(true)
-        })
-        .await
+    pub async fn unarchive(&self, _ctx: &Context, experiment_id: &str) -> Result<()> {
+        self.change(experiment_id, Change::Unarchive).await
     }
 
     /// Deletes the experiment and all its runs in one atomic write. A namespace's default
     /// experiment cannot be deleted.
-    pub async fn delete_experiment(&self, experiment_id: &str) -> Result<()> {
-        self.write_experiment(experiment_id, |txn, old| {
-            if txn.default_experiment_id(&old.namespace)?.as_deref() == Some(experiment_id) {
-                return Err(Error::FailedPrecondition(format!(
-                    "experiment {experiment_id:?} is the default experiment of namespace {:?} and \
-                     cannot be deleted",
-                    old.namespace
-                )));
+    pub async fn delete(&self, _ctx: &Context, experiment_id: &str) -> Result<()> {
+        self.change(experiment_id, Change::Delete).await
+    }
+}
+
+/// A change of an experiment.
+#[derive(Clone, Copy)]
+enum Change {
+    Archive,
+    Unarchive,
+    Delete,
+}
+
+impl Change {
+    /// What the change writes, given the experiment's current record (None: nothing).
+    async fn ops(self, core: &Core, current: &Stored<Experiment>) -> Result<Option<Vec<Op>>> {
+        let e = &current.value;
+        let with_storage_state = |state: experiment::StorageState| Op::PutExperiment {
+            experiment: Experiment {
+                storage_state: state as i32,
+                ..e.clone()
+            },
+            replaces: Some(current.revision.clone()),
+        };
+        Ok(match self {
+            Change::Archive => Some(vec![
+                Op::ArchiveRunsOf {
+                    experiment_id: e.experiment_id.clone(),
+                },
+                with_storage_state(experiment::StorageState::Archived),
+            ]),
+            Change::Unarchive => {
+                let available = experiment::StorageState::Available;
+                (e.storage_state != available as i32).then(|| vec![with_storage_state(available)])
             }
-            for run_id in txn.run_ids_of_experiment(experiment_id)? {
-                if let Some(old_run) = txn.run(&run_id)? {
-                    txn.delete_run(&old_run);
+            Change::Delete => {
+                let default = core.store.default_experiment(&e.namespace).await?;
+                if default.as_deref() == Some(e.experiment_id.as_str()) {
+                    return Err(Error::FailedPrecondition(format!(
+                        "experiment {:?} is the default experiment of namespace {:?} and \
+                         cannot be deleted",
+                        e.experiment_id, e.namespace
+                    )));
                 }
+                Some(vec![
+                    // Not made the default meanwhile (a run created without an experiment can
+                    // adopt one named "Default").
+                    Op::Expect(Expectation::DefaultExperiment {
+                        namespace: e.namespace.clone(),
+                        experiment_id: default,
+                    }),
+                    Op::DeleteExperiment {
+                        experiment_id: e.experiment_id.clone(),
+                        replaces: current.revision.clone(),
+                    },
+                ])
             }
-            txn.delete_experiment(old);
-            Ok(true)
         })
-        .await
     }
 }

@@ -1,6 +1,13 @@
-//! The transport-free core: one function per use case. Validation, defaults, the state machine
-//! and every business rule live here; the gRPC and HTTP adapters only convert and call.
+//! The transport-free core: one service per resource ([`Runs`], [`Experiments`]), one method per
+//! use case, each taking the call's [`Context`]. Validation, defaults, the state machine and every
+//! business rule live here; the gRPC and HTTP adapters only convert, build the context and call,
+//! so whatever is checked here covers every transport path.
+//!
+//! Writes read the records they change, decide, and write back naming the revisions they read
+//! (compare-and-set, see [`crate::store`]); a write that lost a race is retried against the
+//! latest state, up to [`MAX_ATTEMPTS`] times.
 
+mod context;
 mod experiments;
 pub mod lifecycle;
 mod runs;
@@ -10,16 +17,28 @@ mod watch;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-pub use runs::RunPage;
+pub use context::{Clock, Context, IdSource, Principal, RandomIds, SystemClock};
+pub use experiments::{DEFAULT_EXPERIMENT_NAME, Experiments};
+pub use runs::{RunPage, Runs};
 pub use validate::Limits;
-pub use watch::{RunWatch, WatchScope};
+pub use watch::RunWatch;
 
-use crate::error::Result;
-use crate::store::{CommitTicket, Store};
+use crate::error::{Error, Result};
+use crate::store::Store;
 
-/// The run ledger: the store plus the rules.
-pub struct Ledger {
-    store: Arc<Store>,
+/// Times a compare-and-set write is tried before the call answers ABORTED.
+pub const MAX_ATTEMPTS: usize = 64;
+
+/// Every service, over one store.
+pub struct Services {
+    pub runs: Runs,
+    pub experiments: Experiments,
+    core: Arc<Core>,
+}
+
+/// What the services share.
+struct Core {
+    store: Arc<dyn Store>,
     limits: Limits,
     /// Signs page tokens.
     token_key: Vec<u8>,
@@ -27,30 +46,77 @@ pub struct Ledger {
     watchers: Arc<AtomicUsize>,
     /// Set on shutdown: ends every watch stream.
     closing: tokio::sync::watch::Sender<bool>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
 }
 
-impl Ledger {
-    pub fn new(store: Arc<Store>, limits: Limits) -> Result<Ledger> {
-        let token_key = store.token_key()?;
-        Ok(Ledger {
+impl Services {
+    /// The services over `store`, on the wall clock with random ids.
+    pub async fn new(store: Arc<dyn Store>, limits: Limits) -> Result<Arc<Services>> {
+        Services::with_sources(store, limits, Arc::new(SystemClock), Arc::new(RandomIds)).await
+    }
+
+    /// The services with their own clock and id source (what [`Services::context`] hands out).
+    pub async fn with_sources(
+        store: Arc<dyn Store>,
+        limits: Limits,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+    ) -> Result<Arc<Services>> {
+        let token_key = store.token_key().await?;
+        let core = Arc::new(Core {
             store,
             limits,
             token_key,
             watchers: Arc::new(AtomicUsize::new(0)),
             closing: tokio::sync::watch::Sender::new(false),
-        })
+            clock,
+            ids,
+        });
+        Ok(Arc::new(Services {
+            runs: Runs::new(core.clone()),
+            experiments: Experiments::new(core.clone()),
+            core,
+        }))
     }
 
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
+    /// The context of a call made by `principal`.
+    pub fn context(&self, principal: Principal) -> Context {
+        Context {
+            principal,
+            clock: self.core.clock.clone(),
+            ids: self.core.ids.clone(),
+        }
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.core.store
     }
 
-    /// Acknowledges a committed write once it is durable.
-    async fn durable(&self, ticket: CommitTicket) -> Result<()> {
-        self.store.wait_durable(ticket).await
+    /// Number of open WatchRuns streams.
+    pub fn watcher_count(&self) -> usize {
+        self.core
+            .watchers
+            .load(std::sync::atomic::Ordering::Acquire)
     }
+
+    /// Ends every watch stream; for shutdown.
+    pub fn close_watches(&self) {
+        self.core.closing.send_replace(true);
+    }
+}
+
+/// A compare-and-set write's result with a lost race told apart: None means "read again".
+fn unless_conflict<T>(result: Result<T>) -> Option<Result<T>> {
+    match result {
+        Err(Error::Conflict(_)) => None,
+        other => Some(other),
+    }
+}
+
+/// The answer when every attempt lost its race.
+fn contended(what: &str) -> Error {
+    Error::Aborted(format!(
+        "{what} changed {MAX_ATTEMPTS} times while this call was being applied; try again"
+    ))
 }

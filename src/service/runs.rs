@@ -1,42 +1,26 @@
 //! Run use cases: create, read, list, archive, delete, and the lifecycle reports.
 
-use super::Ledger;
+use std::sync::Arc;
+
 use super::lifecycle;
 use super::validate::{self, MAX_ID_BYTES, check_lookup_id, check_text};
+use super::{Context, Core, MAX_ATTEMPTS, contended, unless_conflict};
 use crate::api::{
-    ListRunsRequest, ListRunsResponse, ReportRunStateRequest, Run, RuntimeState, RuntimeStatus,
-    experiment, run,
+    ListRunsRequest, ReportRunStateRequest, Run, RuntimeState, RuntimeStatus, experiment, run,
 };
 use crate::error::{Error, Result};
-use crate::query::page::{self, PageRequest, Source};
-use crate::store::{Counts, EncodedRun, ListedRun, Order, RunScope, Store, Txn};
+use crate::query::{ListQuery, ListRequest, Scope};
+use crate::store::{Expectation, Op, StoredRun, Write, Written};
 use crate::wkt::Timestamp;
 
-/// The scope of a run listing, read through the store.
-struct RunSource<'a> {
-    store: &'a Store,
-    scope: RunScope,
-}
-
-impl Source for RunSource<'_> {
-    type Item = ListedRun;
-
-    fn scan(
-        &self,
-        order: Order,
-        after: Option<(Timestamp, &str)>,
-    ) -> Box<dyn Iterator<Item = Result<ListedRun>> + '_> {
-        Box::new(self.store.scan_listed_runs(&self.scope, order, after))
-    }
-
-    fn counts(&self) -> Result<Counts> {
-        self.store.run_counts(&self.scope)
-    }
+/// Runs: create, read, list, archive, delete, and the lifecycle.
+pub struct Runs {
+    pub(super) core: Arc<Core>,
 }
 
 /// One page of ListRuns, runs as stored.
 pub struct RunPage {
-    pub runs: Vec<ListedRun>,
+    pub runs: Vec<StoredRun>,
     pub total_size: i32,
     pub next_page_token: String,
 }
@@ -62,6 +46,10 @@ fn reported_state(field: &str, value: i32) -> Result<RuntimeState> {
     }
 }
 
+fn current_state(run: &Run) -> RuntimeState {
+    RuntimeState::try_from(run.state).unwrap_or(RuntimeState::Unspecified)
+}
+
 /// Moves `run` into `state` at `at`: one history entry, finished_at on entering a terminal
 /// state.
 fn enter_state(
@@ -81,39 +69,56 @@ fn enter_state(
     }
 }
 
-impl Ledger {
-    pub async fn create_run(&self, input: Run) -> Result<Run> {
-        self.create_run_stored(input).await.map(|(run, _)| run)
+/// The one run a write put.
+fn put_run(written: Written) -> Result<StoredRun> {
+    written
+        .runs
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::internal("the store did not return the run it wrote"))
+}
+
+impl Runs {
+    pub(super) fn new(core: Arc<Core>) -> Runs {
+        Runs { core }
     }
 
-    /// CreateRun answering with the stored encoding of the new run.
-    pub async fn create_run_encoded(&self, input: Run) -> Result<EncodedRun> {
-        self.create_run_stored(input)
-            .await
-            .map(|(_, encoded)| encoded)
-    }
-
-    async fn create_run_stored(&self, input: Run) -> Result<(Run, EncodedRun)> {
+    pub async fn create(&self, ctx: &Context, input: Run) -> Result<StoredRun> {
         self.check_new_run(&input)?;
-        let now = Timestamp::now();
+        let now = ctx.now();
         let run_id = if input.run_id.is_empty() {
-            uuid::Uuid::new_v4().to_string()
+            ctx.new_id()
         } else {
             input.run_id.clone()
         };
-        let (ticket, run) = 'txn: {
-            let mut txn = self.store.begin();
-            if txn.run(&run_id)?.is_some() {
+        let store = &self.core.store;
+        for _ in 0..MAX_ATTEMPTS {
+            if store.run(&run_id).await?.is_some() {
                 // A client retrying a create takes this as "it is there": make sure it is on
                 // disk before saying so (its first create may not be acknowledged yet).
-                break 'txn (txn.settled(), Err(run_id));
+                store.settle().await?;
+                return Err(Error::AlreadyExists(format!(
+                    "a run with run_id {run_id:?} already exists"
+                )));
             }
-            let experiment = if input.experiment_id.is_empty() {
-                self.default_experiment(&mut txn, &input.namespace, now)?
+            let (experiment, mut ops) = if input.experiment_id.is_empty() {
+                self.core.default_experiment(ctx, &input.namespace).await?
             } else {
-                txn.experiment(&input.experiment_id)?.ok_or_else(|| {
-                    Error::NotFound(format!("experiment {:?} not found", input.experiment_id))
-                })?
+                let experiment =
+                    store
+                        .experiment(&input.experiment_id)
+                        .await?
+                        .ok_or_else(|| {
+                            Error::NotFound(format!(
+                                "experiment {:?} not found",
+                                input.experiment_id
+                            ))
+                        })?;
+                let id = experiment.value.experiment_id.clone();
+                (
+                    experiment.value,
+                    vec![Op::Expect(Expectation::ExperimentExists(id))],
+                )
             };
             if !input.namespace.is_empty() && input.namespace != experiment.namespace {
                 return Err(Error::invalid(format!(
@@ -124,20 +129,20 @@ impl Ledger {
             }
             let run = Run {
                 experiment_id: experiment.experiment_id.clone(),
-                run_id,
-                display_name: input.display_name,
+                run_id: run_id.clone(),
+                display_name: input.display_name.clone(),
                 storage_state: run::StorageState::Available as i32,
-                description: input.description,
-                pipeline_source: input.pipeline_source,
-                runtime_config: input.runtime_config,
-                service_account: input.service_account,
+                description: input.description.clone(),
+                pipeline_source: input.pipeline_source.clone(),
+                runtime_config: input.runtime_config.clone(),
+                service_account: input.service_account.clone(),
                 created_at: Some(now),
                 scheduled_at: Some(input.scheduled_at.unwrap_or(now)),
                 finished_at: None,
                 state: RuntimeState::Pending as i32,
                 error: None,
                 runtime_details: None,
-                recurring_run_id: input.recurring_run_id,
+                recurring_run_id: input.recurring_run_id.clone(),
                 state_history: vec![RuntimeStatus {
                     update_time: Some(now),
                     state: RuntimeState::Pending as i32,
@@ -145,20 +150,19 @@ impl Ledger {
                 }],
                 namespace: experiment.namespace.clone(),
             };
-            let encoded = txn.put_run(None, &run);
-            let mut updated = experiment.clone();
-            updated.last_run_created_at = Some(now);
-            txn.put_experiment(Some(&experiment), &updated);
-            (txn.commit()?, Ok((run, encoded)))
-        };
-        self.durable(ticket).await?;
-        run.map_err(|run_id| {
-            Error::AlreadyExists(format!("a run with run_id {run_id:?} already exists"))
-        })
+            ops.push(Op::PutRun {
+                run: Box::new(run),
+                replaces: None,
+            });
+            if let Some(result) = unless_conflict(store.write(Write::new(ops)).await) {
+                return result.and_then(put_run);
+            }
+        }
+        Err(contended(&format!("run {run_id:?} or its experiment")))
     }
 
     fn check_new_run(&self, run: &Run) -> Result<()> {
-        let limits = &self.limits;
+        let limits = &self.core.limits;
         check_text(
             "run.display_name",
             &run.display_name,
@@ -209,117 +213,80 @@ impl Ledger {
         Ok(())
     }
 
-    pub fn get_run(&self, run_id: &str) -> Result<Run> {
+    pub async fn get(&self, _ctx: &Context, run_id: &str) -> Result<StoredRun> {
         check_lookup_id("run_id", run_id)?;
-        self.store
-            .get_run(run_id)?
+        self.core
+            .store
+            .run(run_id)
+            .await?
             .ok_or_else(|| run_not_found(run_id))
     }
 
-    /// GetRun without decoding the stored run: its encoding, to send as is.
-    pub fn get_run_encoded(&self, run_id: &str) -> Result<EncodedRun> {
-        check_lookup_id("run_id", run_id)?;
-        self.store
-            .get_run_encoded(run_id)?
-            .ok_or_else(|| run_not_found(run_id))
-    }
-
-    pub fn list_runs(&self, request: &ListRunsRequest) -> Result<ListRunsResponse> {
-        let page = self.list_runs_encoded(request)?;
-        Ok(ListRunsResponse {
-            runs: page
-                .runs
-                .iter()
-                .map(|r| r.encoded.decode(&r.summary.run_id))
-                .collect(),
-            total_size: page.total_size,
-            next_page_token: page.next_page_token,
-        })
-    }
-
-    /// ListRuns with each run's stored encoding, to send without decoding the runs.
-    pub fn list_runs_encoded(&self, request: &ListRunsRequest) -> Result<RunPage> {
-        let (scope, scope_name) = if !request.experiment_id.is_empty() {
-            check_lookup_id("experiment_id", &request.experiment_id)?;
-            if self.store.get_experiment(&request.experiment_id)?.is_none() {
-                return Err(Error::NotFound(format!(
-                    "experiment {:?} not found",
-                    request.experiment_id
-                )));
-            }
-            (
-                RunScope::Experiment(request.experiment_id.clone()),
-                format!("experiment:{}", request.experiment_id),
-            )
+    pub async fn list(&self, _ctx: &Context, request: &ListRunsRequest) -> Result<RunPage> {
+        let scope = if !request.experiment_id.is_empty() {
+            self.core.experiment(&request.experiment_id).await?;
+            Scope::Experiment(request.experiment_id.clone())
         } else if !request.namespace.is_empty() {
             check_text("namespace", &request.namespace, false, MAX_ID_BYTES)?;
-            (
-                RunScope::Namespace(request.namespace.clone()),
-                format!("namespace:{}", request.namespace),
-            )
+            Scope::Namespace(request.namespace.clone())
         } else {
-            (RunScope::All, "all".to_owned())
+            Scope::All
         };
-        let source = RunSource {
-            store: &self.store,
-            scope,
-        };
-        let page = page::list(
-            &source,
-            &PageRequest {
-                scope: scope_name,
+        let key = &self.core.token_key;
+        let query = ListQuery::parse::<Run>(
+            &ListRequest {
+                scope,
                 page_size: request.page_size,
                 sort_by: &request.sort_by,
                 filter: &request.filter,
                 page_token: &request.page_token,
             },
-            &self.token_key,
-            &self.limits.query,
+            key,
+            &self.core.limits.query,
         )?;
+        let page = self.core.store.list_runs(query.clone()).await?;
         Ok(RunPage {
+            next_page_token: query.next_page_token(&page, key),
+            total_size: i32::try_from(page.total_size).unwrap_or(i32::MAX),
             runs: page.items,
-            total_size: page.total_size,
-            next_page_token: page.next_page_token,
         })
     }
 
-    /// Applies `change` to the latest stored record of a run, under the writer lock, and
-    /// stores the result if `change` says it changed anything.
-    async fn update_run(
+    /// Applies `change` to the latest stored record of a run and stores the result, if
+    /// `change` says it changed anything. Retried against the latest record when another write
+    /// got there first.
+    async fn update(
         &self,
         run_id: &str,
-        change: impl FnOnce(&Txn<'_>, &mut Run) -> Result<bool>,
-    ) -> Result<Run> {
-        self.update_run_stored(run_id, change)
-            .await
-            .map(|(run, _)| run)
-    }
-
-    /// [`Ledger::update_run`], also returning the stored encoding (None when nothing changed).
-    async fn update_run_stored(
-        &self,
-        run_id: &str,
-        change: impl FnOnce(&Txn<'_>, &mut Run) -> Result<bool>,
-    ) -> Result<(Run, Option<EncodedRun>)> {
+        mut change: impl FnMut(&mut Run) -> Result<bool>,
+    ) -> Result<StoredRun> {
         check_lookup_id("run_id", run_id)?;
-        let (ticket, run) = 'txn: {
-            let mut txn = self.store.begin();
-            let old = txn.run(run_id)?.ok_or_else(|| run_not_found(run_id))?;
-            let mut new = old.clone();
-            if !change(&txn, &mut new)? {
+        let store = &self.core.store;
+        for _ in 0..MAX_ATTEMPTS {
+            let stored = store
+                .run(run_id)
+                .await?
+                .ok_or_else(|| run_not_found(run_id))?;
+            let mut run = stored.decode();
+            if !change(&mut run)? {
                 // Nothing to write, but the answer acknowledges a state that another caller's
                 // write may have produced a moment ago: it must be durable too.
-                break 'txn (txn.settled(), (new, None));
+                store.settle().await?;
+                return Ok(stored);
             }
-            let encoded = txn.put_run(Some(&old), &new);
-            (txn.commit()?, (new, Some(encoded)))
-        };
-        self.durable(ticket).await?;
-        Ok(run)
+            let write = Write::new(vec![Op::PutRun {
+                run: Box::new(run),
+                replaces: Some(stored.revision().clone()),
+            }]);
+            if let Some(result) = unless_conflict(store.write(write).await) {
+                return result.and_then(put_run);
+            }
+        }
+        Err(contended(&format!("run {run_id:?}")))
     }
 
-    pub async fn archive_run(&self, run_id: &str) -> Result<()> {
-        self.update_run(run_id, |_, run| {
+    pub async fn archive(&self, _ctx: &Context, run_id: &str) -> Result<()> {
+        self.update(run_id, |run| {
             let archived = run::StorageState::Archived as i32;
             let changed = run.storage_state != archived;
             run.storage_state = archived;
@@ -329,69 +296,84 @@ impl Ledger {
         .map(drop)
     }
 
-    pub async fn unarchive_run(&self, run_id: &str) -> Result<()> {
-        self.update_run(run_id, |txn, run| {
-            let available = run::StorageState::Available as i32;
+    /// Makes the run available again, unless its experiment is archived.
+    pub async fn unarchive(&self, _ctx: &Context, run_id: &str) -> Result<()> {
+        check_lookup_id("run_id", run_id)?;
+        let store = &self.core.store;
+        let available = run::StorageState::Available as i32;
+        for _ in 0..MAX_ATTEMPTS {
+            let stored = store
+                .run(run_id)
+                .await?
+                .ok_or_else(|| run_not_found(run_id))?;
+            let mut run = stored.decode();
             if run.storage_state == available {
-                return Ok(false);
+                return store.settle().await;
             }
-            let experiment_archived = txn
-                .experiment(&run.experiment_id)?
-                .is_some_and(|e| e.storage_state == experiment::StorageState::Archived as i32);
-            if experiment_archived {
+            let experiment = store.experiment(&run.experiment_id).await?;
+            if let Some(e) = &experiment
+                && e.value.storage_state == experiment::StorageState::Archived as i32
+            {
                 return Err(Error::FailedPrecondition(format!(
                     "run {:?} cannot be unarchived while its experiment {:?} is archived; \
                      unarchive the experiment first",
                     run.run_id, run.experiment_id
                 )));
             }
+            let mut ops = Vec::new();
+            if let Some(e) = experiment {
+                // Not archived meanwhile.
+                ops.push(Op::Expect(Expectation::Experiment {
+                    id: e.value.experiment_id,
+                    revision: e.revision,
+                }));
+            }
             run.storage_state = available;
-            Ok(true)
-        })
-        .await
-        .map(drop)
+            ops.push(Op::PutRun {
+                run: Box::new(run),
+                replaces: Some(stored.revision().clone()),
+            });
+            if let Some(result) = unless_conflict(store.write(Write::new(ops)).await) {
+                return result.map(drop);
+            }
+        }
+        Err(contended(&format!("run {run_id:?}")))
     }
 
-    pub async fn delete_run(&self, run_id: &str) -> Result<()> {
+    pub async fn delete(&self, _ctx: &Context, run_id: &str) -> Result<()> {
         check_lookup_id("run_id", run_id)?;
-        let ticket = {
-            let mut txn = self.store.begin();
-            let old = txn.run(run_id)?.ok_or_else(|| run_not_found(run_id))?;
-            txn.delete_run(&old);
-            txn.commit()?
-        };
-        self.durable(ticket).await
+        let store = &self.core.store;
+        for _ in 0..MAX_ATTEMPTS {
+            let stored = store
+                .run(run_id)
+                .await?
+                .ok_or_else(|| run_not_found(run_id))?;
+            let write = Write::new(vec![Op::DeleteRun {
+                run_id: run_id.to_owned(),
+                replaces: stored.revision().clone(),
+            }]);
+            if let Some(result) = unless_conflict(store.write(write).await) {
+                return result.map(drop);
+            }
+        }
+        Err(contended(&format!("run {run_id:?}")))
     }
 
-    /// Moves a run to the reported state (SPEC §5).
-    pub async fn report_run_state(&self, request: ReportRunStateRequest) -> Result<Run> {
-        self.report_run_state_stored(request)
-            .await
-            .map(|(run, _)| run)
-    }
-
-    /// ReportRunState answering with the stored encoding of the run.
-    pub async fn report_run_state_encoded(
+    /// Moves a run to the reported state, following the lifecycle's transitions.
+    pub async fn report_state(
         &self,
+        ctx: &Context,
         request: ReportRunStateRequest,
-    ) -> Result<EncodedRun> {
-        let (run, encoded) = self.report_run_state_stored(request).await?;
-        Ok(encoded.unwrap_or_else(|| EncodedRun::from_run(&run)))
-    }
-
-    async fn report_run_state_stored(
-        &self,
-        request: ReportRunStateRequest,
-    ) -> Result<(Run, Option<EncodedRun>)> {
+    ) -> Result<StoredRun> {
         let state = reported_state("state", request.state)?;
         let expected = match request.expected_state {
             0 => None,
             value => Some(reported_state("expected_state", value)?),
         };
         validate::check_timestamp("update_time", &request.update_time)?;
-        let at = request.update_time.unwrap_or_else(Timestamp::now);
-        self.update_run_stored(&request.run_id, |_, run| {
-            let current = RuntimeState::try_from(run.state).unwrap_or(RuntimeState::Unspecified);
+        let at = request.update_time.unwrap_or_else(|| ctx.now());
+        self.update(&request.run_id, |run| {
+            let current = current_state(run);
             if let Some(expected) = expected
                 && expected != current
             {
@@ -403,12 +385,12 @@ impl Ledger {
                 )));
             }
             let details_given = request.runtime_details.is_some() || request.error.is_some();
-            if let Some(details) = request.runtime_details {
-                run.runtime_details = Some(details);
+            if let Some(details) = &request.runtime_details {
+                run.runtime_details = Some(details.clone());
             }
             if state == current {
-                if let Some(error) = request.error {
-                    run.error = Some(error);
+                if let Some(error) = &request.error {
+                    run.error = Some(error.clone());
                 }
                 return Ok(details_given);
             }
@@ -428,15 +410,16 @@ impl Ledger {
             if request.error.is_some() {
                 run.error = request.error.clone();
             }
-            enter_state(run, state, at, request.error);
+            enter_state(run, state, at, request.error.clone());
             Ok(true)
         })
         .await
     }
 
-    pub async fn terminate_run(&self, run_id: &str) -> Result<()> {
-        self.update_run(run_id, |_, run| {
-            let current = RuntimeState::try_from(run.state).unwrap_or(RuntimeState::Unspecified);
+    pub async fn terminate(&self, ctx: &Context, run_id: &str) -> Result<()> {
+        let now = ctx.now();
+        self.update(run_id, |run| {
+            let current = current_state(run);
             let target = lifecycle::terminate_target(current).ok_or_else(|| {
                 Error::FailedPrecondition(format!(
                     "run {:?} is {}; only PENDING, RUNNING, PAUSED or CANCELING runs can be terminated",
@@ -447,17 +430,17 @@ impl Ledger {
             if target == current {
                 return Ok(false);
             }
-            enter_state(run, target, Timestamp::now(), None);
+            enter_state(run, target, now, None);
             Ok(true)
         })
         .await
         .map(drop)
     }
 
-    pub async fn retry_run(&self, run_id: &str) -> Result<()> {
-        self.update_run(run_id, |_, run| {
-            let current = RuntimeState::try_from(run.state).unwrap_or(RuntimeState::Unspecified);
-            if !lifecycle::can_retry(current) {
+    pub async fn retry(&self, ctx: &Context, run_id: &str) -> Result<()> {
+        let now = ctx.now();
+        self.update(run_id, |run| {
+            if !lifecycle::can_retry(current_state(run)) {
                 return Err(Error::FailedPrecondition(format!(
                     "run {:?} is {}; only FAILED or CANCELED runs can be retried",
                     run.run_id,
@@ -466,7 +449,7 @@ impl Ledger {
             }
             run.finished_at = None;
             run.error = None;
-            enter_state(run, RuntimeState::Pending, Timestamp::now(), None);
+            enter_state(run, RuntimeState::Pending, now, None);
             Ok(true)
         })
         .await

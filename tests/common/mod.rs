@@ -10,8 +10,8 @@ use runledger::api::experiment_service_client::ExperimentServiceClient;
 use runledger::api::run_service_client::RunServiceClient;
 use runledger::api::*;
 use runledger::server::{self, Listeners, ServerOptions};
-use runledger::service::{Ledger, Limits};
-use runledger::store::{Store, StoreOptions};
+use runledger::service::{Limits, Services};
+use runledger::store::{self, DataDirOptions};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -20,7 +20,7 @@ pub struct TestServer {
     pub addr: std::net::SocketAddr,
     /// The JSON/HTTP address.
     pub http_addr: std::net::SocketAddr,
-    pub ledger: Arc<Ledger>,
+    pub services: Arc<Services>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<runledger::error::Result<()>>>,
     data_dir: PathBuf,
@@ -30,7 +30,7 @@ pub struct TestServer {
 
 #[derive(Default)]
 pub struct Config {
-    pub store: StoreOptions,
+    pub store: DataDirOptions,
     pub limits: Limits,
     pub server: ServerOptions,
 }
@@ -51,8 +51,8 @@ impl TestServer {
         config: Config,
         temp: Option<Arc<tempfile::TempDir>>,
     ) -> TestServer {
-        let store = Store::open(dir, config.store).expect("open store");
-        let ledger = Arc::new(Ledger::new(store, config.limits).expect("ledger"));
+        let store = store::open_data_dir(dir, config.store).expect("open store");
+        let services = Services::new(store, config.limits).await.expect("services");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -63,7 +63,7 @@ impl TestServer {
         let http_addr = http.local_addr().expect("http addr");
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server::run(
-            ledger.clone(),
+            services.clone(),
             Listeners {
                 grpc: listener,
                 http,
@@ -76,7 +76,7 @@ impl TestServer {
         TestServer {
             addr,
             http_addr,
-            ledger,
+            services,
             stop: Some(stop),
             task: Some(task),
             data_dir: dir.to_path_buf(),
@@ -101,12 +101,7 @@ impl TestServer {
 
     /// Stops the server and starts a new one on the same data directory.
     pub async fn restart(self) -> TestServer {
-        let addr = self.addr;
-        let ledger = self.ledger.clone();
         let (dir, temp) = self.stop().await;
-        // The old ledger holds the sled database open until its last reference goes.
-        drop(ledger);
-        let _ = addr;
         Self::start_in(&dir, Config::default(), temp).await
     }
 

@@ -1,4 +1,4 @@
-//! The data-format marker, and the check the server runs when it opens a store.
+//! The check the server runs when it opens a store.
 //!
 //! **At startup** the server runs the full check of `check.rs` when the store is small (at
 //! most [`STARTUP_FULL_CHECK_KEYS`] keys: a few tens of milliseconds), and otherwise a bounded
@@ -12,14 +12,10 @@ use std::path::Path;
 
 use super::check::{Scan, describe_entry, show};
 use super::keys::{self, ScopeEntry};
-use super::{Counts, RunScope, codec, experiment_scope_prefix, storage};
+use super::{Counts, codec, experiment_scope_prefix, run_index_prefix, storage};
 use crate::api::{Experiment, Run};
 use crate::error::{Error, Result};
-
-/// The data format this build writes, kept as setting `S format` (decimal). A data dir marked
-/// with a higher number was written by a newer runledger and is refused.
-pub const DATA_FORMAT: u32 = 1;
-pub(super) const FORMAT_SETTING: &str = "format";
+use crate::query::Scope;
 
 /// Stores with at most this many keys get the full check at startup.
 pub const STARTUP_FULL_CHECK_KEYS: usize = 100_000;
@@ -27,42 +23,6 @@ pub const STARTUP_FULL_CHECK_KEYS: usize = 100_000;
 pub const STARTUP_SAMPLE: usize = 100;
 /// Problems listed in the startup error before "and N more".
 const STARTUP_PROBLEMS_SHOWN: usize = 3;
-
-/// The data format the tree is marked with (None: not marked yet).
-pub(super) fn read_format(tree: &sled::Tree) -> Result<Option<u32>> {
-    let Some(raw) = tree.get(keys::setting(FORMAT_SETTING)).map_err(storage)? else {
-        return Ok(None);
-    };
-    let format = std::str::from_utf8(&raw)
-        .ok()
-        .and_then(|s| s.parse::<u32>().ok())
-        .ok_or_else(|| {
-            Error::Internal(format!(
-                "the data format marker is damaged ({:?}); run `runledger check --repair`",
-                String::from_utf8_lossy(&raw)
-            ))
-        })?;
-    if format > DATA_FORMAT {
-        return Err(Error::FailedPrecondition(format!(
-            "this data dir was written by a newer runledger (data format {format}); this build \
-             reads format {DATA_FORMAT} and will not touch it: use a newer runledger"
-        )));
-    }
-    Ok(Some(format))
-}
-
-/// Checks the format marker and writes it on a store that has none (a new store, or one made
-/// before the marker existed: both are format 1).
-pub(super) fn ensure_format(tree: &sled::Tree) -> Result<()> {
-    if read_format(tree)?.is_none() {
-        tree.insert(
-            keys::setting(FORMAT_SETTING),
-            DATA_FORMAT.to_string().as_bytes(),
-        )
-        .map_err(storage)?;
-    }
-    Ok(())
-}
 
 /// The check run when the server opens the store (see the module docs for what it covers).
 pub(super) fn at_startup(tree: &sled::Tree, dir: &Path) -> Result<()> {
@@ -161,10 +121,16 @@ fn sample_run(
             ))
         ));
     }
-    Ok(RunScope::of_run(&run)
+    Scope::of_run(&run)
         .iter()
-        .map(|scope| keys::scope_entry(&scope.index_prefix(), &created, &entry.id))
-        .collect())
+        .map(|scope| {
+            Ok(keys::scope_entry(
+                &run_index_prefix(scope)?,
+                &created,
+                &entry.id,
+            ))
+        })
+        .collect()
 }
 
 fn sample_experiment(
@@ -234,9 +200,12 @@ mod tests {
         };
         tree.insert(keys::record(keys::RUN, id), codec::encode(&run))
             .unwrap();
-        for scope in RunScope::of_run(&run) {
-            tree.insert(keys::scope_entry(&scope.index_prefix(), &created, id), b"")
-                .unwrap();
+        for scope in Scope::of_run(&run) {
+            tree.insert(
+                keys::scope_entry(&run_index_prefix(&scope).unwrap(), &created, id),
+                b"",
+            )
+            .unwrap();
         }
     }
 
@@ -253,7 +222,7 @@ mod tests {
             nanos: 0,
         };
         tree.remove(keys::scope_entry(
-            &RunScope::Experiment("e".into()).index_prefix(),
+            &run_index_prefix(&Scope::Experiment("e".into())).unwrap(),
             &created,
             "new",
         ))
@@ -276,16 +245,5 @@ mod tests {
         assert!(
             problems[1].contains("runs of experiment \"e\"") && problems[1].contains("missing")
         );
-    }
-
-    #[test]
-    fn a_newer_format_is_refused_and_a_missing_marker_is_written() {
-        let (_dir, _db, tree) = temp_tree();
-        assert_eq!(read_format(&tree).unwrap(), None);
-        ensure_format(&tree).unwrap();
-        assert_eq!(read_format(&tree).unwrap(), Some(DATA_FORMAT));
-        tree.insert(keys::setting(FORMAT_SETTING), b"2").unwrap();
-        let err = ensure_format(&tree).unwrap_err();
-        assert!(err.to_string().contains("newer runledger"), "{err}");
     }
 }

@@ -16,11 +16,11 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::api::{
+use runledger::api::{
     CreateRunRequest, GetRunRequest, ListRunsRequest, ReportRunStateRequest, Run, RuntimeConfig,
     RuntimeDetails, RuntimeState, RuntimeStatus, run,
 };
-use crate::wkt::Timestamp;
+use runledger::wkt::Timestamp;
 
 /// A compiled KFP pipeline (IR YAML as JSON: pipelineInfo, root DAG, components, executors) of
 /// about `target_bytes` bytes of protobuf: a chain of tasks, each with its component and
@@ -173,10 +173,6 @@ impl ReportPool {
 
     pub fn len(&self) -> usize {
         self.ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
     }
 }
 

@@ -1,18 +1,20 @@
 //! Property tests of the pagination engine over an in-memory source: concatenating every page
 //! equals a naive filter + sort of the same records, and mutations between pages never make a
-//! page skip or repeat a record that existed throughout unchanged.
+//! page skip or repeat a record that existed throughout unchanged. Pages are requested the way
+//! the service requests them: parsed into a ListQuery, answered, and continued by the token.
 
 use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
 
-use super::page::{PageRequest, Source, list};
-use super::{QueryLimits, Record, SortValue};
+use super::{Direction, Source, list as answer};
 use crate::api::{Run, run};
 use crate::error::Result;
 use crate::query::filter::Filter;
 use crate::query::sort::Sort;
-use crate::store::{Counts, Order};
+use crate::query::{
+    ListQuery, ListRequest, QueryLimits, Record, Scope, SortValue, Tally, TallyGroup,
+};
 use crate::wkt::Timestamp;
 
 const KEY: &[u8] = b"test key";
@@ -26,7 +28,7 @@ impl Source for Memory {
 
     fn scan(
         &self,
-        order: Order,
+        direction: Direction,
         after: Option<(Timestamp, &str)>,
     ) -> Box<dyn Iterator<Item = Result<Run>> + '_> {
         let mut runs: Vec<&Run> = self.0.values().collect();
@@ -34,7 +36,7 @@ impl Source for Memory {
             (a.created_at.unwrap_or_default(), &a.run_id)
                 .cmp(&(b.created_at.unwrap_or_default(), &b.run_id))
         });
-        if order == Order::Descending {
+        if direction == Direction::Descending {
             runs.reverse();
         }
         let after = after.map(|(t, id)| (t, id.to_owned()));
@@ -44,7 +46,7 @@ impl Source for Memory {
                     None => true,
                     Some(cursor) => {
                         let key = (r.created_at.unwrap_or_default(), r.run_id.clone());
-                        if order == Order::Ascending {
+                        if direction == Direction::Ascending {
                             key > *cursor
                         } else {
                             key < *cursor
@@ -55,17 +57,68 @@ impl Source for Memory {
         )
     }
 
-    fn counts(&self) -> Result<Counts> {
+    fn tally(&self) -> Result<Tally> {
         let archived = self
             .0
             .values()
             .filter(|r| r.storage_state == run::StorageState::Archived as i32)
-            .count();
-        Ok(Counts {
-            total: self.0.len() as u64,
-            archived: archived as u64,
+            .count() as u64;
+        let group = |storage_state, count| TallyGroup {
+            state: None,
+            storage_state,
+            count,
+        };
+        Ok(Tally {
+            groups: vec![group(1, self.0.len() as u64 - archived), group(2, archived)],
         })
     }
+}
+
+/// One list request as a client sends it.
+struct PageRequest<'a> {
+    scope: String,
+    page_size: i32,
+    sort_by: &'a str,
+    filter: &'a str,
+    page_token: &'a str,
+}
+
+/// One page as a client receives it.
+struct ClientPage {
+    items: Vec<Run>,
+    total_size: u64,
+    next_page_token: String,
+}
+
+/// What the service does with a request: parse it, have the engine answer, issue the token.
+fn list(
+    source: &Memory,
+    request: &PageRequest<'_>,
+    key: &[u8],
+    limits: &QueryLimits,
+) -> Result<ClientPage> {
+    let scope = match request.scope.split_once(':') {
+        Some(("namespace", ns)) => Scope::Namespace(ns.to_owned()),
+        _ => Scope::All,
+    };
+    let query = ListQuery::parse::<Run>(
+        &ListRequest {
+            scope,
+            page_size: request.page_size,
+            sort_by: request.sort_by,
+            filter: request.filter,
+            page_token: request.page_token,
+        },
+        key,
+        limits,
+    )?;
+    let page = answer(source, &query)?;
+    let next_page_token = query.next_page_token(&page, key);
+    Ok(ClientPage {
+        items: page.items,
+        total_size: page.total_size,
+        next_page_token,
+    })
 }
 
 fn time(seconds: i64, nanos: i32) -> Timestamp {

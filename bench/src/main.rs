@@ -1,6 +1,7 @@
-//! `runledger bench`: the load generator.
+//! `runledger-bench`: the load generator, a program of its own beside the server.
 //!
-//! It starts real `runledger serve` processes (this binary) on free loopback ports and temporary
+//! It starts real `runledger serve` processes (the `runledger` binary built next to this one, or
+//! `--server-bin`) on free loopback ports and temporary
 //! data directories, or drives an existing server (`--target`), over gRPC with many concurrent
 //! clients spread over several HTTP/2 connections, and reports per scenario throughput,
 //! latency percentiles, server CPU and memory. Every throughput is also given as a ratio to a
@@ -13,11 +14,11 @@
 //! - [`load`]: the closed-loop driver and its measured window.
 //! - [`report`]: the Markdown table and JSON.
 
-pub mod load;
-pub mod preload;
-pub mod report;
-pub mod server;
-pub mod workload;
+mod load;
+mod preload;
+mod report;
+mod server;
+mod workload;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,15 +26,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use clap::Args;
+use clap::Parser;
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::api::experiment_service_client::ExperimentServiceClient;
-use crate::api::run_service_client::RunServiceClient;
-use crate::api::{CreateExperimentRequest, Experiment, ListRunsRequest, WatchRunsRequest};
 use load::{Measurement, Window};
 use report::{Report, ScaleResult, ScenarioResult};
+use runledger::api::experiment_service_client::ExperimentServiceClient;
+use runledger::api::run_service_client::RunServiceClient;
+use runledger::api::{CreateExperimentRequest, Experiment, ListRunsRequest, WatchRunsRequest};
 use server::ServerProcess;
 use workload::{ReportPool, Worker, Workload};
 
@@ -74,8 +75,9 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("scale", "list-20 and get at each --scale stored-run count"),
 ];
 
-/// Load-test a runledger server over gRPC.
-#[derive(Debug, Clone, Args)]
+/// Load-test a runledger server over gRPC (starts its own by default) and print a Markdown table.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "runledger-bench", version)]
 pub struct BenchArgs {
     /// Concurrent clients (each keeps one call in flight).
     #[arg(long, default_value_t = 64)]
@@ -119,6 +121,9 @@ pub struct BenchArgs {
     /// Print the results as JSON instead of a Markdown table.
     #[arg(long)]
     pub json: bool,
+    /// The `runledger` binary to start servers from (default: the one next to this program).
+    #[arg(long)]
+    pub server_bin: Option<std::path::PathBuf>,
 }
 
 fn progress(message: impl AsRef<str>) {
@@ -167,6 +172,8 @@ impl Target {
 
 struct Bench {
     args: BenchArgs,
+    /// The `runledger` binary servers are started from.
+    server_bin: std::path::PathBuf,
     warmup: Duration,
     duration: Duration,
 }
@@ -248,6 +255,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, String> {
         return Err("--clients must be at least 1".into());
     }
     let bench = Bench {
+        server_bin: server::binary(args.server_bin.as_deref())?,
         warmup: Duration::from_secs(args.warmup),
         duration: Duration::from_secs(args.duration.max(1)),
         args,
@@ -283,8 +291,13 @@ pub async fn run(args: BenchArgs) -> Result<Report, String> {
                 .push("create-buffered skipped: it needs a server the bench starts".into());
         } else {
             let dir = temp.path().join("buffered");
-            let server =
-                ServerProcess::start(&dir, "buffered", &temp.path().join("buffered.log")).await?;
+            let server = ServerProcess::start(
+                &bench.server_bin,
+                &dir,
+                "buffered",
+                &temp.path().join("buffered.log"),
+            )
+            .await?;
             let target = Target {
                 channels: connect(server.addr, bench.args.connections).await?,
                 pid: Some(server.pid()),
@@ -364,7 +377,7 @@ async fn load_over_grpc(
                     return Ok::<_, String>(ids);
                 }
                 let run = client
-                    .create_run(crate::api::CreateRunRequest {
+                    .create_run(runledger::api::CreateRunRequest {
                         run: Some(workload::new_run(&experiment_id, &spec, n)),
                         ..Default::default()
                     })
@@ -417,7 +430,13 @@ async fn run_main(
             })
             .await?;
             report.base_load_seconds = Some(loaded.seconds);
-            let process = ServerProcess::start(&dir, "durable", &temp.join("durable.log")).await?;
+            let process = ServerProcess::start(
+                &bench.server_bin,
+                &dir,
+                "durable",
+                &temp.join("durable.log"),
+            )
+            .await?;
             progress(format!(
                 "server pid {} on {} (durable)",
                 process.pid(),
@@ -571,7 +590,7 @@ async fn watch(
                             if window.is_recording() {
                                 delivered.fetch_add(1, Ordering::Relaxed);
                                 if let Some(created) = event.run.and_then(|r| r.created_at) {
-                                    let now = crate::wkt::Timestamp::now();
+                                    let now = runledger::wkt::Timestamp::now();
                                     let micros = (now.as_nanos() - created.as_nanos()) / 1000;
                                     latency.saturating_record(micros.clamp(1, u64::MAX as i128) as u64);
                                 }
@@ -665,8 +684,13 @@ async fn run_scale(
         "scale {runs}: loaded in {:.1} s, {data_dir_mb:.0} MB on disk",
         loaded.seconds
     ));
-    let process =
-        ServerProcess::start(&dir, "durable", &temp.join(format!("scale-{runs}.log"))).await?;
+    let process = ServerProcess::start(
+        &bench.server_bin,
+        &dir,
+        "durable",
+        &temp.join(format!("scale-{runs}.log")),
+    )
+    .await?;
     let target = Target {
         channels: connect(process.addr, bench.args.connections).await?,
         pid: Some(process.pid()),
@@ -708,4 +732,32 @@ async fn run_scale(
         },
         server_peak_rss_mb: peak,
     })
+}
+
+fn main() -> std::process::ExitCode {
+    let args = BenchArgs::parse();
+    let json = args.json;
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+        .and_then(|runtime| runtime.block_on(run(args)));
+    match result {
+        Ok(report) if json => match serde_json::to_string_pretty(&report) {
+            Ok(text) => {
+                println!("{text}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("runledger-bench: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Ok(report) => {
+            print!("{}", report.markdown());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("runledger-bench: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

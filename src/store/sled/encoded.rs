@@ -1,49 +1,27 @@
-//! Stored runs sent without being decoded. A run's record is its protobuf encoding (after the
-//! version byte), which is exactly what GetRun and ListRuns put on the wire, so the gRPC adapter
-//! can copy those bytes instead of decoding a run (its pipeline_spec is a deep Struct, costly to
-//! decode, encode and free) only to encode it again. Listing decodes just the fields it filters
-//! and sorts on ([`RunSummary`]); prost skips the rest.
+//! Stored runs handed out without being decoded ([`StoredRun`] keeps the record's protobuf), and
+//! read for listing: listing decodes just the fields it filters and sorts on ([`RunSummary`]);
+//! prost skips the rest (the pipeline spec, history, details).
 
 use prost::Message;
 
-use super::codec;
+use super::{codec, revision};
 use crate::api::{PipelineVersionReference, Run, run};
+use crate::query::{Field, FieldValue, Record};
+use crate::store::{StoredRun, record::damaged_run};
 use crate::wkt::Timestamp;
 
-/// A run's protobuf encoding, as stored.
-#[derive(Debug, Clone)]
-pub struct EncodedRun {
-    bytes: sled::IVec,
-    /// Where the protobuf starts (after the version byte of a stored record).
-    start: usize,
-}
-
-impl EncodedRun {
-    /// A stored record in today's format; other versions must be decoded (and migrated) first.
-    pub(super) fn from_record(record: sled::IVec) -> Option<EncodedRun> {
-        (record.first() == Some(&codec::FORMAT_VERSION)).then_some(EncodedRun {
-            bytes: record,
-            start: 1,
-        })
+/// A stored run record as the interface hands it out: the record bytes are its revision, and
+/// after the version byte, its protobuf encoding (shared, not copied). A record in another
+/// format, or one that cannot be decoded, is decoded (migrated, or turned into a run whose error
+/// says why) and encoded again.
+pub(super) fn stored_run(run_id: &str, record: sled::IVec) -> StoredRun {
+    let revision = revision(record.clone());
+    if record.first() == Some(&codec::FORMAT_VERSION) {
+        let protobuf = bytes::Bytes::from_owner(record).slice(1..);
+        return StoredRun::new(run_id.to_owned(), revision, protobuf);
     }
-
-    pub fn from_run(run: &Run) -> EncodedRun {
-        EncodedRun {
-            bytes: run.encode_to_vec().into(),
-            start: 0,
-        }
-    }
-
-    /// The run's protobuf encoding.
-    pub fn as_protobuf(&self) -> &[u8] {
-        self.bytes.get(self.start..).unwrap_or_default()
-    }
-
-    /// The whole run (a record that cannot be decoded becomes a run whose `error` says so, as
-    /// every read of a stored run does).
-    pub fn decode(&self, run_id: &str) -> Run {
-        super::decode_body(run_id, self.as_protobuf())
-    }
+    let run = codec::decode::<Run>(&record).unwrap_or_else(|e| damaged_run(run_id, e));
+    StoredRun::new(run_id.to_owned(), revision, run.encode_to_vec().into())
 }
 
 /// The fields of a stored run that listing filters and sorts on (the Run tags without the
@@ -81,28 +59,29 @@ struct RunSummary {
 }
 
 /// A run read for listing: its listed fields decoded (in `summary`, a Run whose other fields are
-/// empty), and its full encoding to send.
+/// empty), and the stored run to send.
 #[derive(Debug, Clone)]
-pub struct ListedRun {
+pub(super) struct ListedRun {
     pub summary: Run,
-    pub encoded: EncodedRun,
+    pub stored: StoredRun,
 }
 
 impl ListedRun {
     pub(super) fn from_record(run_id: &str, record: sled::IVec) -> ListedRun {
-        let decoded = EncodedRun::from_record(record.clone()).and_then(|encoded| {
-            let summary = RunSummary::decode(encoded.as_protobuf()).ok()?;
-            Some((summary, encoded))
-        });
-        match decoded {
-            Some((s, encoded)) => {
+        let current = record.first() == Some(&codec::FORMAT_VERSION);
+        let stored = stored_run(run_id, record);
+        let summary = match RunSummary::decode(stored.protobuf())
+            .ok()
+            .filter(|_| current)
+        {
+            Some(s) => {
                 // In a oneof the last field read wins; the pipeline spec is not needed here.
                 let pipeline_source = match (s.pipeline_id, s.pipeline_version_reference) {
                     (Some(id), None) => Some(run::PipelineSource::PipelineId(id)),
                     (_, Some(r)) => Some(run::PipelineSource::PipelineVersionReference(r)),
                     (None, None) => None,
                 };
-                let summary = Run {
+                Run {
                     experiment_id: s.experiment_id,
                     run_id: s.run_id,
                     display_name: s.display_name,
@@ -117,18 +96,30 @@ impl ListedRun {
                     recurring_run_id: s.recurring_run_id,
                     namespace: s.namespace,
                     ..Default::default()
-                };
-                ListedRun { summary, encoded }
-            }
-            // Old format or damaged: the full decode migrates it or reports the damage.
-            None => {
-                let run = super::damaged_or_migrated(run_id, &record);
-                ListedRun {
-                    encoded: EncodedRun::from_run(&run),
-                    summary: run,
                 }
             }
-        }
+            // Old format or damaged: the full decode migrates it or reports the damage.
+            None => stored.decode(),
+        };
+        ListedRun { summary, stored }
+    }
+}
+
+/// A listed run is filtered and sorted on its summary (the listed fields of the stored run).
+impl Record for ListedRun {
+    const KIND: &'static str = Run::KIND;
+    const FIELDS: &'static [(&'static str, Field)] = Run::FIELDS;
+
+    fn id(&self) -> &str {
+        self.summary.id()
+    }
+
+    fn created_at(&self) -> Option<Timestamp> {
+        self.summary.created_at
+    }
+
+    fn field(&self, field: Field) -> FieldValue<'_> {
+        self.summary.field(field)
     }
 }
 
@@ -164,7 +155,7 @@ mod tests {
             ..Default::default()
         };
         let listed = ListedRun::from_record("r1", stored(&run));
-        assert_eq!(listed.encoded.decode("r1"), run);
+        assert_eq!(listed.stored.decode(), run);
         let expected = Run {
             runtime_config: None,
             state_history: Vec::new(),
@@ -178,7 +169,7 @@ mod tests {
         let listed = ListedRun::from_record("r9", sled::IVec::from(&[9u8, 1, 2][..]));
         let error = listed.summary.error.clone().expect("an error");
         assert!(error.message.contains("r9"), "{}", error.message);
-        assert_eq!(listed.encoded.decode("r9"), listed.summary);
+        assert_eq!(listed.stored.decode(), listed.summary);
 
         let garbage =
             ListedRun::from_record("r8", sled::IVec::from(&[codec::FORMAT_VERSION, 0xff][..]));

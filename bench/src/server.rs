@@ -1,4 +1,4 @@
-//! The server under test: a separate `runledger serve` process (this same binary) on a free
+//! The server under test: a separate `runledger serve` process on a free
 //! loopback port with its own data directory, and what `/proc` says about its CPU and memory.
 //!
 //! A separate process, not an in-process server, so that its CPU time and memory are its own and
@@ -31,16 +31,34 @@ fn free_addr() -> Result<SocketAddr, String> {
         .map_err(|e| format!("cannot find a free loopback port: {e}"))
 }
 
+/// The `runledger` binary to start: `given`, or the one built next to this program.
+pub fn binary(given: Option<&Path>) -> Result<PathBuf, String> {
+    let path = match given {
+        Some(path) => path.to_owned(),
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find this program's path: {e}"))?
+            .with_file_name("runledger"),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "no runledger binary at {} (build it with `cargo build --release`, or pass \
+             --server-bin)",
+            path.display()
+        ))
+    }
+}
+
 impl ServerProcess {
-    /// Starts `runledger serve` on `data_dir` with `--durability durability`, logging to `log`,
-    /// and waits until its health check answers.
+    /// Starts `exe serve` on `data_dir` with `--durability durability`, logging to `log`, and
+    /// waits until its health check answers.
     pub async fn start(
+        exe: &Path,
         data_dir: &Path,
         durability: &str,
         log: &Path,
     ) -> Result<ServerProcess, String> {
-        let exe = std::env::current_exe()
-            .map_err(|e| format!("cannot find the runledger binary to start a server: {e}"))?;
         let addr = free_addr()?;
         let log_file =
             File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;

@@ -1,5 +1,4 @@
-//! Consistency checking and repair of a data directory (`runledger check`), the data-format
-//! marker, and the check the server runs when it opens a store.
+//! Consistency checking and repair of a data directory (`runledger check`).
 //!
 //! Records (`R`, `E`) are the truth; everything else is derived from them: the scope indexes
 //! (`A`/`X`/`N`/`Q`/`P`), the experiment names (`M`), the counters (`C`). The check reads the
@@ -12,19 +11,23 @@
 //! again. It cannot invent lost records: a run whose experiment is gone stays a problem that
 //! needs a human, and a store with an undecodable record is left untouched (a rebuild would
 //! silently drop the record from every index).
-
 //!
-//! The format marker and the cheaper check the server runs at startup are in `startup.rs`.
+//! The cheaper check the server runs at startup is in `startup.rs`; the format marker in
+//! `format.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
+use super::format::{DATA_FORMAT, FORMAT_SETTING, ensure_format, read_format};
 use super::keys::{self, ScopeEntry};
-use super::startup::{DATA_FORMAT, FORMAT_SETTING, ensure_format, read_format};
-use super::{Counts, RunScope, codec, experiment_counter_key, experiment_scope_prefix, storage};
+use super::{
+    Counts, codec, experiment_counter_key, experiment_scope_prefix, run_counter_key,
+    run_index_prefix, storage,
+};
 use crate::api::{Experiment, Run};
 use crate::error::{Error, Result};
+use crate::query::Scope;
 use crate::wkt::Timestamp;
 
 const TOKEN_KEY_SETTING: &str = "page-token-key";
@@ -260,7 +263,7 @@ impl Scan {
                         self.problem(format!("run record {id:?} cannot be decoded: {e}"))
                     }
                     Ok(run) => {
-                        let archived = super::is_archived_run(&run);
+                        let archived = super::txn::is_archived_run(&run);
                         if run.run_id != id {
                             self.problem(format!(
                                 "run record under key {id:?} has run_id {:?}",
@@ -297,7 +300,7 @@ impl Scan {
                         self.experiments.insert(
                             id,
                             ExperimentFacts {
-                                archived: super::is_archived_experiment(&e),
+                                archived: super::txn::is_archived_experiment(&e),
                                 namespace: e.namespace,
                                 name: e.display_name,
                                 created: e.created_at.unwrap_or_default(),
@@ -348,10 +351,14 @@ impl Scan {
                 namespace: run.namespace.clone(),
                 ..Default::default()
             };
-            for scope in RunScope::of_run(&facts) {
+            for scope in Scope::of_run(&facts) {
+                let (Ok(prefix), Ok(counter)) = (run_index_prefix(&scope), run_counter_key(&scope))
+                else {
+                    continue;
+                };
                 out.index
-                    .insert(keys::scope_entry(&scope.index_prefix(), &run.created, id));
-                let c = out.counters.entry(scope.counter_key()).or_default();
+                    .insert(keys::scope_entry(&prefix, &run.created, id));
+                let c = out.counters.entry(counter).or_default();
                 c.total += 1;
                 c.archived += run.archived as u64;
             }

@@ -3,16 +3,17 @@
 //! flusher thread serves everyone: writers that arrive while a flush runs share the next one, so
 //! N concurrent writers cost about one fsync, not N.
 //!
-//! Change events (for WatchRuns) are queued with their sequence number and published only once
-//! durable, in commit order, so a watcher never sees a change that a crash could take back.
+//! Run changes (for WatchRuns) are queued with their write's number and published on the change
+//! feed only once durable, in commit order, so a watcher never sees a change that a crash could
+//! take back.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
-use crate::api::RunEvent;
 use crate::error::{Error, Result};
+use crate::store::feed::{Change, ChangeFeed};
 
 /// Whether a write is acknowledged before or after it is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +39,8 @@ struct Requests {
     /// Highest sequence number committed to sled (flushing now covers it).
     committed: u64,
     shutdown: bool,
-    /// Events waiting for their write to become durable.
-    pending: VecDeque<(u64, Vec<RunEvent>)>,
+    /// Changes waiting for their write to become durable.
+    pending: VecDeque<(u64, Vec<Change>)>,
 }
 
 pub struct GroupCommit {
@@ -47,35 +48,23 @@ pub struct GroupCommit {
     requests: Mutex<Requests>,
     wake: Condvar,
     flushed: watch::Sender<Flushed>,
-    events: broadcast::Sender<Arc<RunEvent>>,
+    feed: Arc<ChangeFeed>,
 }
 
 impl GroupCommit {
-    pub fn new(mode: Durability, event_buffer: usize) -> Arc<Self> {
+    /// Group commit publishing each write's changes on `feed` once durable.
+    pub fn new(mode: Durability, feed: Arc<ChangeFeed>) -> Arc<Self> {
         Arc::new(GroupCommit {
             mode,
             requests: Mutex::default(),
             wake: Condvar::new(),
             flushed: watch::Sender::new(Flushed::default()),
-            events: broadcast::Sender::new(event_buffer.max(1)),
+            feed,
         })
     }
 
-    pub fn mode(&self) -> Durability {
-        self.mode
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RunEvent>> {
-        self.events.subscribe()
-    }
-
-    /// Whether anyone listens for change events now.
-    pub fn has_subscribers(&self) -> bool {
-        self.events.receiver_count() > 0
-    }
-
     /// Called under the writer lock right after sled applied write `seq`.
-    pub fn committed(&self, seq: u64, events: Vec<RunEvent>) {
+    pub fn committed(&self, seq: u64, events: Vec<Change>) {
         match self.mode {
             Durability::Buffered { .. } => self.publish(events),
             Durability::Durable => {
@@ -176,10 +165,9 @@ impl GroupCommit {
         self.wake.notify_all();
     }
 
-    fn publish(&self, events: Vec<RunEvent>) {
-        for event in events {
-            // No receiver is fine: nobody watches.
-            let _ = self.events.send(Arc::new(event));
+    fn publish(&self, changes: Vec<Change>) {
+        if !changes.is_empty() {
+            self.feed.publish(changes);
         }
     }
 }
@@ -196,9 +184,13 @@ mod tests {
 
     use super::*;
 
+    fn feed() -> Arc<ChangeFeed> {
+        Arc::new(ChangeFeed::new(8, 8, 0))
+    }
+
     #[test]
     fn a_wait_after_shutdown_answers_at_once_instead_of_hanging() {
-        let commit = GroupCommit::new(Durability::Durable, 8);
+        let commit = GroupCommit::new(Durability::Durable, feed());
         commit.shutdown();
         commit.committed(1, Vec::new());
         let answer = commit.wait(1).now_or_never();
@@ -210,7 +202,7 @@ mod tests {
 
     #[test]
     fn buffered_writes_are_acknowledged_at_once() {
-        let commit = GroupCommit::new(Durability::Buffered { flush_every_ms: 10 }, 8);
+        let commit = GroupCommit::new(Durability::Buffered { flush_every_ms: 10 }, feed());
         commit.committed(1, Vec::new());
         assert_eq!(commit.wait(1).now_or_never(), Some(Ok(())));
     }

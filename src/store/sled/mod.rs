@@ -1,0 +1,417 @@
+//! The embedded backend: everything in one sled tree, the only code that knows sled.
+//!
+//! Keys are built so that one prefix is one scan (table in [`keys`]). A write takes the writer
+//! lock, checks every expectation of the [`Write`] against the committed records, derives every
+//! index entry and counter change from (old, new) and applies them all in one atomic sled batch
+//! ([`txn`]), so a crash at any instant leaves records, indexes and counters consistent. It is
+//! acknowledged once a flush that started after it has finished ([`commit`]: group commit).
+//! Reads never take the lock. Every sled call runs on tokio's blocking pool, never on the
+//! async worker threads, so a long scan or a slow disk cannot hold up other calls.
+
+mod check;
+mod codec;
+mod commit;
+mod encoded;
+mod format;
+pub mod keys;
+mod list;
+mod startup;
+mod txn;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[doc(hidden)]
+pub use check::edit_offline;
+pub use check::{CheckReport, RepairReport, check_data_dir, repair_data_dir};
+pub use codec::FORMAT_VERSION as RECORD_VERSION;
+pub use commit::Durability;
+pub use format::DATA_FORMAT;
+pub use startup::STARTUP_FULL_CHECK_KEYS;
+
+use commit::GroupCommit;
+
+use super::feed::ChangeFeed;
+use super::{Revision, Store, Stored, StoredRun, Subscription, Write, Written};
+use crate::api::{Experiment, run};
+use crate::error::{Error, Result};
+use crate::query::{ListQuery, Page, Scope, Tally, TallyGroup};
+
+/// Options for opening a data directory.
+#[derive(Debug, Clone)]
+pub struct DataDirOptions {
+    pub durability: Durability,
+    /// Changes buffered for watchers; a watcher further behind is stopped.
+    pub event_buffer: usize,
+    /// Changes retained for watchers that resume after a sequence number.
+    pub event_retain: usize,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for DataDirOptions {
+    fn default() -> Self {
+        DataDirOptions {
+            durability: Durability::Durable,
+            event_buffer: 1024,
+            event_retain: 1024,
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The embedded store on a data directory.
+pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    tree: sled::Tree,
+    /// Guards read-modify-write; holds the numbers of the last commit and the last change.
+    writer: Mutex<WriterState>,
+    /// The last commit's number, readable without the lock.
+    committed: AtomicU64,
+    commit: Arc<GroupCommit>,
+    feed: Arc<ChangeFeed>,
+    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct WriterState {
+    commit: u64,
+    change: u64,
+}
+
+/// The one sled tree everything lives in.
+const TREE: &str = "ledger";
+
+/// The sled settings every opener of a data dir must share (sled refuses to open a database with
+/// a different compression setting than it was created with).
+///
+/// Values are compressed (zstd) on disk: a run's pipeline_spec compresses ~20×, and without it
+/// sled 0.34's log grew to ~33 KB per 5 KB run, 33 GB at 1M runs, where its segment bookkeeping
+/// stalled reads (BENCHMARKS.md). With it: 1.5 GB at 1M runs, and reads keep answering.
+fn sled_config(dir: &Path) -> sled::Config {
+    sled::Config::new().path(dir).use_compression(true)
+}
+
+fn storage(e: sled::Error) -> Error {
+    Error::Internal(format!("storage error: {e}"))
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. Refuses a store written by a newer runledger, and
+    /// one that fails the startup check (see `startup.rs`): the error names `runledger check`.
+    pub fn open(dir: &Path, options: DataDirOptions) -> Result<Arc<SledStore>> {
+        let flush_every_ms = match options.durability {
+            Durability::Durable => None,
+            Durability::Buffered { flush_every_ms } => Some(flush_every_ms.max(1)),
+        };
+        let db = sled_config(dir)
+            .cache_capacity(options.cache_bytes)
+            .flush_every_ms(flush_every_ms)
+            .open()
+            .map_err(|e| {
+                Error::Unavailable(format!("cannot open data dir {}: {e}", dir.display()))
+            })?;
+        let tree = db.open_tree(TREE).map_err(storage)?;
+        format::ensure_format(&tree)?;
+        startup::at_startup(&tree, dir)?;
+        db.flush().map_err(storage)?;
+        let feed = Arc::new(ChangeFeed::new(
+            options.event_buffer,
+            options.event_retain,
+            0,
+        ));
+        let commit = GroupCommit::new(options.durability, feed.clone());
+        let inner = Arc::new(Inner {
+            db: db.clone(),
+            tree,
+            writer: Mutex::new(WriterState::default()),
+            committed: AtomicU64::new(0),
+            commit: commit.clone(),
+            feed,
+            flusher: Mutex::new(None),
+        });
+        if options.durability == Durability::Durable {
+            let handle = std::thread::Builder::new()
+                .name("runledger-flusher".into())
+                .spawn(move || commit.run_flusher(&db))
+                .map_err(|e| Error::internal(format!("cannot start the flusher thread: {e}")))?;
+            *lock(&inner.flusher) = Some(handle);
+        }
+        Ok(Arc::new(SledStore { inner }))
+    }
+
+    /// Runs `f` on tokio's blocking pool: sled calls block (disk reads, decompression, scans).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::internal(format!("a store task failed: {e}")))?
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SledStore {
+    async fn run(&self, run_id: &str) -> Result<Option<StoredRun>> {
+        let run_id = run_id.to_owned();
+        self.blocking(move |inner| inner.run(&run_id)).await
+    }
+
+    async fn experiment(&self, experiment_id: &str) -> Result<Option<Stored<Experiment>>> {
+        let id = experiment_id.to_owned();
+        self.blocking(move |inner| inner.experiment(&id)).await
+    }
+
+    async fn experiment_named(
+        &self,
+        namespace: &str,
+        display_name: &str,
+    ) -> Result<Option<Stored<Experiment>>> {
+        let key = keys::experiment_name(namespace, display_name);
+        self.blocking(move |inner| match inner.raw(&key)? {
+            Some(id) => inner.experiment(&utf8(&id)?),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    async fn default_experiment(&self, namespace: &str) -> Result<Option<String>> {
+        let key = keys::default_experiment(namespace);
+        self.blocking(move |inner| inner.raw(&key)?.map(|id| utf8(&id)).transpose())
+            .await
+    }
+
+    async fn list_runs(&self, query: ListQuery) -> Result<Page<StoredRun>> {
+        self.blocking(move |inner| list::runs(inner, &query)).await
+    }
+
+    async fn list_experiments(&self, query: ListQuery) -> Result<Page<Stored<Experiment>>> {
+        self.blocking(move |inner| list::experiments(inner, &query))
+            .await
+    }
+
+    async fn run_tally(&self, scope: &Scope) -> Result<Tally> {
+        let key = run_counter_key(scope)?;
+        self.blocking(move |inner| Ok(inner.counts(&key)?.tally()))
+            .await
+    }
+
+    async fn write(&self, write: Write) -> Result<Written> {
+        let (ticket, written) = self.blocking(move |inner| txn::apply(inner, write)).await?;
+        self.inner.commit.wait(ticket).await?;
+        Ok(written)
+    }
+
+    async fn settle(&self) -> Result<()> {
+        let last = self.inner.committed.load(Ordering::Acquire);
+        self.inner.commit.wait(last).await
+    }
+
+    fn subscribe(&self, after: Option<u64>) -> Result<Subscription> {
+        self.inner.feed.subscribe(after)
+    }
+
+    async fn token_key(&self) -> Result<Vec<u8>> {
+        self.blocking(Inner::token_key).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.blocking(Inner::close).await
+    }
+}
+
+impl Inner {
+    fn raw(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        self.tree.get(key).map_err(storage)
+    }
+
+    fn run(&self, run_id: &str) -> Result<Option<StoredRun>> {
+        Ok(self
+            .raw(&keys::record(keys::RUN, run_id))?
+            .map(|record| encoded::stored_run(run_id, record)))
+    }
+
+    fn experiment(&self, experiment_id: &str) -> Result<Option<Stored<Experiment>>> {
+        self.raw(&keys::record(keys::EXPERIMENT, experiment_id))?
+            .map(|record| stored_experiment(experiment_id, record))
+            .transpose()
+    }
+
+    fn counts(&self, key: &[u8]) -> Result<Counts> {
+        self.raw(key)?
+            .map_or(Ok(Counts::default()), |b| Counts::decode(&b))
+    }
+
+    /// The secret that signs page tokens; created on first use and kept in the store so tokens
+    /// stay valid across restarts.
+    fn token_key(&self) -> Result<Vec<u8>> {
+        let key = keys::setting("page-token-key");
+        if let Some(existing) = self.raw(&key)? {
+            return Ok(existing.to_vec());
+        }
+        let _guard = lock(&self.writer);
+        if let Some(existing) = self.raw(&key)? {
+            return Ok(existing.to_vec());
+        }
+        let secret: [u8; 32] = rand::random();
+        self.tree.insert(key, &secret[..]).map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        Ok(secret.to_vec())
+    }
+
+    /// Flushes everything to disk and stops the flusher.
+    fn close(&self) -> Result<()> {
+        self.stop_flusher();
+        self.db.flush().map_err(storage)?;
+        Ok(())
+    }
+
+    fn stop_flusher(&self) {
+        self.commit.shutdown();
+        if let Some(handle) = lock(&self.flusher).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_flusher();
+    }
+}
+
+/// An experiment record and its revision (the stored bytes).
+fn stored_experiment(experiment_id: &str, record: sled::IVec) -> Result<Stored<Experiment>> {
+    let value = decode_experiment(experiment_id, &record)?;
+    Ok(Stored {
+        value,
+        revision: revision(record),
+    })
+}
+
+/// A record's revision: its stored bytes (shared, not copied). Comparing them is exact, and
+/// needs nothing stored beside the record.
+fn revision(record: sled::IVec) -> Revision {
+    Revision::new(bytes::Bytes::from_owner(record))
+}
+
+fn decode_experiment(experiment_id: &str, bytes: &[u8]) -> Result<Experiment> {
+    codec::decode::<Experiment>(bytes).map_err(|e| {
+        Error::DataLoss(format!(
+            "the stored record of experiment {experiment_id:?} cannot be read: {e}"
+        ))
+    })
+}
+
+/// The creation-ordered index of a run scope.
+fn run_index_prefix(scope: &Scope) -> Result<Vec<u8>> {
+    Ok(match scope {
+        Scope::All => keys::scope_prefix(keys::ALL_RUNS, None),
+        Scope::Experiment(id) => keys::scope_prefix(keys::RUNS_BY_EXPERIMENT, Some(id)),
+        Scope::Namespace(ns) => keys::scope_prefix(keys::RUNS_BY_NAMESPACE, Some(ns)),
+        Scope::Run(_) => return Err(unindexed(scope)),
+    })
+}
+
+fn run_counter_key(scope: &Scope) -> Result<Vec<u8>> {
+    Ok(match scope {
+        Scope::All => keys::counter(b'a', None),
+        Scope::Experiment(id) => keys::counter(b'x', Some(id)),
+        Scope::Namespace(ns) => keys::counter(b'n', Some(ns)),
+        Scope::Run(_) => return Err(unindexed(scope)),
+    })
+}
+
+fn unindexed(scope: &Scope) -> Error {
+    Error::internal(format!("{scope:?} is not a scope the store indexes"))
+}
+
+/// Which experiments a scan or a counter covers: all, or one namespace's.
+fn experiment_scope_prefix(namespace: Option<&str>) -> Vec<u8> {
+    match namespace {
+        None => keys::scope_prefix(keys::ALL_EXPERIMENTS, None),
+        Some(ns) => keys::scope_prefix(keys::EXPERIMENTS_BY_NAMESPACE, Some(ns)),
+    }
+}
+
+fn experiment_counter_key(namespace: Option<&str>) -> Vec<u8> {
+    match namespace {
+        None => keys::counter(b'e', None),
+        Some(ns) => keys::counter(b'p', Some(ns)),
+    }
+}
+
+/// The namespace of an experiment scope (None: every experiment).
+fn experiment_scope(scope: &Scope) -> Result<Option<&str>> {
+    match scope {
+        Scope::All => Ok(None),
+        Scope::Namespace(ns) => Ok(Some(ns)),
+        other => Err(unindexed(other)),
+    }
+}
+
+/// How many records a scope holds, and how many of them are archived.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    total: u64,
+    archived: u64,
+}
+
+impl Counts {
+    fn decode(bytes: &[u8]) -> Result<Counts> {
+        let total = bytes
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes);
+        let archived = bytes
+            .get(8..16)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes);
+        match (total, archived) {
+            (Some(total), Some(archived)) if bytes.len() == 16 => Ok(Counts { total, archived }),
+            _ => Err(Error::internal("corrupt counter value")),
+        }
+    }
+
+    fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.total.to_be_bytes());
+        out[8..].copy_from_slice(&self.archived.to_be_bytes());
+        out
+    }
+
+    /// The counters as a tally (they do not tell run states apart).
+    fn tally(&self) -> Tally {
+        let group = |storage: run::StorageState, count| TallyGroup {
+            state: None,
+            storage_state: storage as i32,
+            count,
+        };
+        Tally {
+            groups: vec![
+                group(
+                    run::StorageState::Available,
+                    self.total.saturating_sub(self.archived),
+                ),
+                group(run::StorageState::Archived, self.archived),
+            ],
+        }
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| Error::internal("corrupt id in an index value"))
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the data it guards
+/// (sequence numbers) is still consistent, so keep going.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
