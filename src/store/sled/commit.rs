@@ -139,11 +139,13 @@ impl GroupCommit {
             };
             match db.flush() {
                 Ok(_) => {
-                    self.flushed
-                        .send_modify(|f| f.durable = f.durable.max(target));
+                    // Changes first, acknowledgements second: a client that subscribes after its
+                    // write was acknowledged must not receive that write as news.
                     for (_, batch) in events {
                         self.publish(batch);
                     }
+                    self.flushed
+                        .send_modify(|f| f.durable = f.durable.max(target));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "flushing the store failed");

@@ -194,13 +194,14 @@ fn position<R: Record>(record: &R, field: Field) -> Position {
     }
 }
 
-/// Answers `query` from `source`.
-pub(super) fn list<S: Source>(source: &S, query: &ListQuery) -> Result<Page<S::Item>> {
-    let size = query.page_size;
-    let sort = &query.sort;
-    let filter = &query.filter;
-
-    let fast_cursor = match &query.after {
+/// Where a created_at-ordered query continues in the creation index: None when the query is not
+/// one (another sort, or a cursor that is not a creation time).
+#[allow(clippy::option_option)]
+fn creation_cursor(query: &ListQuery) -> Option<Option<(Timestamp, &str)>> {
+    if query.sort.field != Field::CreatedAt {
+        return None;
+    }
+    match &query.after {
         None => Some(None),
         Some(Position {
             value: SortValue::Time(Some((seconds, nanos))),
@@ -213,9 +214,28 @@ pub(super) fn list<S: Source>(source: &S, query: &ListQuery) -> Result<Page<S::I
             id.as_str(),
         ))),
         Some(_) => None,
-    };
-    let (mut items, counted) = match fast_cursor {
-        Some(cursor) if sort.field == Field::CreatedAt => {
+    }
+}
+
+/// Whether answering `query` reads about a page of the index (and the counters for its
+/// total), rather than the whole scope.
+pub(super) fn reads_a_page(query: &ListQuery) -> bool {
+    let counted = query
+        .filter
+        .predicates
+        .iter()
+        .all(|p| p.field == Field::StorageState);
+    creation_cursor(query).is_some() && counted
+}
+
+/// Answers `query` from `source`.
+pub(super) fn list<S: Source>(source: &S, query: &ListQuery) -> Result<Page<S::Item>> {
+    let size = query.page_size;
+    let sort = &query.sort;
+    let filter = &query.filter;
+
+    let (mut items, counted) = match creation_cursor(query) {
+        Some(cursor) => {
             let direction = if sort.descending {
                 Direction::Descending
             } else {
