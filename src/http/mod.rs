@@ -7,6 +7,7 @@
 //! ids never contain `:` (run ids are `[A-Za-z0-9._-]`, experiment ids are UUIDs).
 
 mod json;
+mod watch;
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ pub fn router(ledger: Arc<Ledger>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/apis/v2beta1/healthz", get(healthz))
         .route("/apis/v2beta1/runs", get(list_runs).post(create_run))
+        .route("/apis/v2beta1/runs:watch", get(watch::watch_runs))
         .route(
             "/apis/v2beta1/runs/{tail}",
             get(get_run).delete(delete_run).post(run_action),
