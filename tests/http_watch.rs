@@ -20,18 +20,19 @@ struct SseEvent {
     data: Value,
 }
 
-/// An open event stream, read chunk by chunk.
+/// An open event stream, read chunk by chunk (bytes: a chunk may end inside a character).
 struct EventStream {
     response: reqwest::Response,
-    buffer: String,
+    buffer: Vec<u8>,
 }
 
 impl EventStream {
     /// The next event (comments skipped); None when the server ended the stream.
     async fn next(&mut self) -> Option<SseEvent> {
         loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let bytes: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let block = String::from_utf8(bytes).expect("UTF-8 events");
                 let mut event = SseEvent {
                     event: String::new(),
                     id: String::new(),
@@ -57,7 +58,7 @@ impl EventStream {
                 .await
                 .expect("an event in time")
                 .expect("stream readable")?;
-            self.buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+            self.buffer.extend_from_slice(&chunk);
         }
     }
 
@@ -85,7 +86,7 @@ impl Http {
         assert_eq!(response.status(), 200, "watch refused");
         EventStream {
             response,
-            buffer: String::new(),
+            buffer: Vec::new(),
         }
     }
 
