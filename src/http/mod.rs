@@ -55,6 +55,7 @@ pub fn router(ledger: Arc<Ledger>, max_body_bytes: usize) -> Router {
                 .delete(delete_experiment)
                 .post(experiment_action),
         )
+        .merge(crate::ui::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
