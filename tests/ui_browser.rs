@@ -25,7 +25,9 @@ fn wait_bounded(child: &mut std::process::Child, deadline: Duration) -> Option<E
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Some(status),
-            Ok(None) if start.elapsed() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Ok(None) if start.elapsed() < deadline => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
             Ok(None) | Err(_) => break,
         }
     }

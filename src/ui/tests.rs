@@ -32,7 +32,7 @@ async fn get(path: &str, if_none_match: Option<&str>) -> Response {
         .expect("infallible")
 }
 
-fn header_of<'a>(response: &'a Response, name: header::HeaderName) -> &'a str {
+fn header_of(response: &Response, name: header::HeaderName) -> &str {
     response
         .headers()
         .get(&name)
