@@ -167,6 +167,7 @@ def test_the_sdk_link_opens_the_run_and_its_state_changes_show_up_live(driver, a
     )
     assert driver.execute_script("return window.__notReloaded") == marker, "the page reloaded"
     assert len(driver.find_elements(By.CSS_SELECTOR, "ol.timeline li")) == 2
+    screenshot(driver, "desktop-run-running", full_page=True)
     assert text_of(driver, "[data-testid=run-finished]") == "—"
 
     steps = [("load", 0, 4), ("featurize", 4, 12), ("profile", 4, 9.5), ("train", 12, 95), ("evaluate", 95, 101),
@@ -266,11 +267,11 @@ def test_the_runs_list_sorts_filters_and_pages(driver, base, listed):
     wait_rows(driver, [n for n in NAMES if n != "foxtrot"], "the archived run hidden")
     driver.find_element(By.CSS_SELECTOR, "input[name=archived]").click()
     wait_for(driver, lambda b: len(row_names(b)) == 12, "archived runs shown again")
+    screenshot(driver, "desktop-runs", full_page=True)
 
     # Pages of 5, through next_page_token, and back through the kept tokens.
     Select(driver.find_element(By.CSS_SELECTOR, "select[name=size]")).select_by_value("5")
     wait_rows(driver, NAMES[:5], "page 1 of 5 runs")
-    screenshot(driver, "desktop-runs")
     driver.find_element(By.CSS_SELECTOR, ".pager button[rel=next]").click()
     wait_rows(driver, NAMES[5:10], "page 2")
     assert "Showing 6–10 of 12 runs" in text_of(driver, ".summary")
@@ -422,3 +423,84 @@ def test_sign_in_sends_the_token_with_every_call_and_the_watch(driver, base):
     finally:
         driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
         driver.execute_script("sessionStorage.clear()")
+
+
+# The SSE parser on its own, in the page: events split across chunks at awkward places (inside
+# a CRLF, inside a multi-byte character), comments, multi-line data, ids.
+PARSE_SSE = """
+const done = arguments[arguments.length - 1];
+import('/ui/watch.js').then(async ({readEvents}) => {
+  const bytes = new TextEncoder().encode(
+    ': keep-alive\\r\\n\\r\\nevent: CREATED\\r\\nid: 1\\r\\ndata: {"n":"é"}\\r\\n\\r\\n' +
+    'event: UPDATED\\nid: 2\\ndata: line one\\ndata: line two\\n\\n' +
+    'data:no space\\rid:3\\r\\r');
+  const cuts = [13, 14, 40, 41, 42, 60, bytes.length];
+  let at = 0;
+  const body = new ReadableStream({
+    pull(controller) {
+      const end = cuts.shift();
+      if (end === undefined) { controller.close(); return; }
+      controller.enqueue(bytes.slice(at, end));
+      at = end;
+    },
+  });
+  const events = [];
+  const comments = [];
+  await readEvents(body, (e) => events.push(e), (c) => comments.push(c));
+  done({events, comments});
+}).catch((e) => done({error: String(e)}));
+"""
+
+
+def test_the_sse_reader_splits_events_as_the_spec_says(driver, base):
+    driver.get(f"{base}/#/experiments")
+    result = driver.execute_async_script(PARSE_SSE)
+    assert "error" not in result, result
+    assert result["comments"] == [" keep-alive"]
+    assert result["events"] == [
+        {"type": "CREATED", "id": "1", "data": '{"n":"é"}'},
+        {"type": "UPDATED", "id": "2", "data": "line one\nline two"},
+        {"type": "message", "id": "3", "data": "no space"},
+    ]
+
+
+# The first watch stream the page opens delivers one event with id 7 and then drops; the
+# page must reconnect sending Last-Event-ID: 7, and list again.
+DROP_FIRST_WATCH = """
+(() => {
+  const realFetch = window.fetch.bind(window);
+  window.__watches = [];
+  window.__lists = 0;
+  window.fetch = (input, init) => {
+    const url = String(input instanceof Request ? input.url : input);
+    if (url.includes('/runs:watch')) {
+      const headers = new Headers((init && init.headers) || {});
+      window.__watches.push(headers.get('Last-Event-ID'));
+      if (window.__watches.length === 1) {
+        const body = 'id: 7\\nevent: UPDATED\\ndata: {"type":"UPDATED","run":{"run_id":"elsewhere"}}\\n\\n';
+        return Promise.resolve(new Response(body, {headers: {'Content-Type': 'text/event-stream'}}));
+      }
+    } else if (url.includes('/apis/v2beta1/runs/')) {
+      window.__lists += 1;
+    }
+    return realFetch(input, init);
+  };
+})();
+"""
+
+
+def test_a_dropped_watch_reconnects_with_last_event_id_and_reads_the_run_again(driver, base, api):
+    run = api.create_run("reconnecting")
+    script = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": DROP_FIRST_WATCH})
+    try:
+        driver.get(f"{base}/#/runs/details/{run['run_id']}")
+        driver.refresh()
+        wait_for(driver, lambda b: len(b.execute_script("return window.__watches || []")) >= 2, "a second watch request")
+        assert driver.execute_script("return window.__watches")[:2] == [None, "7"]
+        wait_for(driver, lambda b: b.find_element(By.ID, "live").get_attribute("data-state") == "live", "live again")
+        # Read on load, on the first stream and again on the second.
+        wait_for(driver, lambda b: b.execute_script("return window.__lists") >= 3, "the run read again after reconnecting")
+        api.report(run["run_id"], "RUNNING")
+        wait_for(driver, lambda b: badge(b) == "RUNNING", "live updates on the new stream")
+    finally:
+        driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})

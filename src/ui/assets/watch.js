@@ -51,18 +51,26 @@ export async function readEvents(body, dispatch, onComment) {
     else if (name === 'data') data.push(value);
     else if (name === 'id' && !value.includes('\0')) id = value;
   };
+  const lines = (final) => {
+    for (;;) {
+      const match = /\r\n|\r|\n/.exec(buffer);
+      if (!match) return;
+      // A CR at the very end may be the first half of a CRLF: wait for the next chunk, unless
+      // there is none.
+      if (!final && match[0] === '\r' && match.index === buffer.length - 1) return;
+      line(buffer.slice(0, match.index));
+      buffer = buffer.slice(match.index + match[0].length);
+    }
+  };
   for (;;) {
     const {value, done} = await reader.read();
     if (done) break;
     buffer += decoder.decode(value, {stream: true});
-    for (;;) {
-      const match = /\r\n|\r|\n/.exec(buffer);
-      // A CR at the very end may be the first half of a CRLF: wait for the next chunk.
-      if (!match || (match[0] === '\r' && match.index === buffer.length - 1)) break;
-      line(buffer.slice(0, match.index));
-      buffer = buffer.slice(match.index + match[0].length);
-    }
+    lines(false);
   }
+  // What is left without a final blank line is an incomplete event, discarded (as the spec says).
+  buffer += decoder.decode();
+  lines(true);
 }
 
 /**
