@@ -158,7 +158,7 @@ function draw(graph, ox, oy, states, into) {
   for (const node of graph.nodes) {
     const state = states.get(node.label) || states.get(node.name) || '';
     const kind = node.component.replace(/^comp-/, '');
-    const detail = state || kind;
+    const detail = state || (kind && kind !== node.label ? kind : 'no state yet');
     const group = s('g', {
       class: `dag-node ${node.child ? 'dag-group' : 'dag-task'} state-${(state || 'none').toLowerCase()}`,
       transform: `translate(${ox + node.x},${oy + node.y})`,

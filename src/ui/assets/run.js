@@ -3,7 +3,7 @@
 
 import {api} from './api.js';
 import {h, fill, facts} from './dom.js';
-import {archivedTag, codeName, duration, millisBetween, runDuration, stateBadge, time,
+import {archivedTag, codeName, duration, millisBetween, runDuration, sinceNow, stateBadge, time,
   valueText} from './format.js';
 import {errorNotice} from './listing.js';
 import {timeline} from './timeline.js';
@@ -37,6 +37,13 @@ function parametersTable(run) {
       h('td', {'data-label': 'Value'}, h('code', {class: 'value'}, valueText(parameters[name]))))))));
 }
 
+function taskDuration(task) {
+  const start = task.start_time || task.create_time;
+  if (!start) return '—';
+  if (task.end_time) return duration(millisBetween(start, task.end_time));
+  return task.state === 'RUNNING' ? sinceNow(start) : '—';
+}
+
 function tasksTable(run) {
   const tasks = (run.runtime_details && run.runtime_details.task_details) || [];
   if (!tasks.length) return h('p', {class: 'muted'}, 'No task details reported yet.');
@@ -49,8 +56,7 @@ function tasksTable(run) {
       h('td', {'data-label': 'State'}, stateBadge(task.state)),
       h('td', {'data-label': 'Started'}, time(task.start_time || task.create_time)),
       h('td', {'data-label': 'Ended'}, time(task.end_time)),
-      h('td', {'data-label': 'Duration', class: 'num'}, task.end_time
-        ? duration(millisBetween(task.start_time || task.create_time, task.end_time)) : '—'),
+      h('td', {'data-label': 'Duration', class: 'num'}, taskDuration(task)),
       h('td', {'data-label': 'Task id'}, task.task_id ? h('code', null, task.task_id) : '—'),
       h('td', {'data-label': 'Pod', class: 'wide'}, task.pod_name || '—'),
       h('td', {'data-label': 'Error', class: 'wide'}, task.error
