@@ -14,7 +14,7 @@ const SORT_FIELDS = [
   ['created_at', 'Created'], ['display_name', 'Name'], ['state', 'State'],
   ['finished_at', 'Finished'], ['scheduled_at', 'Scheduled'], ['run_id', 'Run id'],
   ['description', 'Description'], ['storage_state', 'Storage state'], ['namespace', 'Namespace'],
-  ['experiment_id', 'Experiment'], ['recurring_run_id', 'Recurring run id'],
+  ['experiment_id', 'Experiment id'], ['recurring_run_id', 'Recurring run id'],
   ['pipeline_id', 'Pipeline id'], ['service_account', 'Service account'],
 ];
 
@@ -22,7 +22,8 @@ const SORT_FIELDS = [
 function columns(showExperiment) {
   return [
     ['Name', 'display_name'], ['State', 'state'],
-    showExperiment ? ['Experiment', 'experiment_id'] : null,
+    // The column shows names, the API sorts by id: not a sort key here.
+    showExperiment ? ['Experiment', null] : null,
     ['Created', 'created_at'], ['Finished', 'finished_at'], ['Duration', null],
   ].filter(Boolean);
 }
@@ -122,6 +123,7 @@ export function runsList(ctx, {fixedExperiment = ''} = {}) {
     sizeBox.querySelector('select').value = String(q.size);
     for (const box of stateBoxes) box.checked = q.states.includes(box.value);
     stateSummary.textContent = q.states.length ? q.states.join(', ') : 'Any state';
+    stateSummary.setAttribute('aria-label', `States shown: ${stateSummary.textContent}`);
     hideArchived.checked = q.hideArchived;
     fillExperimentOptions();
     namespaceInput.value = q.namespace;
