@@ -5,6 +5,7 @@
 //! Modules follow the path a request takes:
 //! - [`grpc`]: the tonic adapter (convert, call the core, convert back).
 //! - [`http`]: the JSON/HTTP adapter on KFP's REST routes, over the same core.
+//! - [`ui`]: the web UI (embedded HTML/CSS/JS at `/`), a client of the JSON API and its watch.
 //! - [`server`]: wiring: gRPC services, health, reflection, the HTTP router, graceful shutdown.
 //! - [`service`]: the transport-free core, one service per resource, each call with a
 //!   [`service::Context`] (principal, clock, ids): validation, defaults, the run state machine,
@@ -55,6 +56,7 @@ pub mod query;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod ui;
 
 /// The KFP v2beta1 API types (runs, experiments, filters) and their gRPC services.
 pub use proto::kubeflow::pipelines::backend::api::v2beta1 as api;

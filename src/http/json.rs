@@ -32,6 +32,14 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// A message as the same compact proto3 JSON text `Json` replies with (whole numbers as
+/// integers); for bodies written piecewise, such as the watch stream's events.
+pub(super) fn encode<T: Serialize>(message: &T) -> serde_json::Result<String> {
+    let mut value = serde_json::to_value(message)?;
+    integral_numbers_as_integers(&mut value);
+    serde_json::to_string(&value)
+}
+
 /// Writes `3.0` as `3`, as KFP's gateway (Go protojson) does for every whole double: a
 /// `google.protobuf.Value` number is a double, which pbjson prints with a fraction, so a run
 /// parameter sent as `3` would come back as `3.0` and reach Python as a float. (Going through

@@ -7,6 +7,7 @@
 //! ids never contain `:` (run ids are `[A-Za-z0-9._-]`, experiment ids are UUIDs).
 
 mod json;
+mod watch;
 
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ pub fn router(services: Arc<Services>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/apis/v2beta1/healthz", get(healthz))
         .route("/apis/v2beta1/runs", get(list_runs).post(create_run))
+        .route("/apis/v2beta1/runs:watch", get(watch::watch_runs))
         .route(
             "/apis/v2beta1/runs/{tail}",
             get(get_run).delete(delete_run).post(run_action),
@@ -54,6 +56,7 @@ pub fn router(services: Arc<Services>, max_body_bytes: usize) -> Router {
                 .delete(delete_experiment)
                 .post(experiment_action),
         )
+        .merge(crate::ui::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
