@@ -21,8 +21,8 @@ use crate::api::experiment_service_server::ExperimentService;
 use crate::api::run_service_server::RunService;
 use crate::api::run_service_server::RunServiceServer;
 use crate::api::*;
-use crate::service::{Context, Principal, RunPage, Services};
-use crate::store::{ChangeKind, StoredRun};
+use crate::service::{Context, Principal, RunPage, Services, run_event};
+use crate::store::StoredRun;
 
 /// Serves RunService and ExperimentService over shared [`Services`].
 #[derive(Clone)]
@@ -167,18 +167,7 @@ impl RunService for GrpcApi {
         let stream = futures::stream::unfold(Some(watch), |watch| async move {
             let mut watch = watch?;
             match watch.next().await? {
-                Ok(change) => {
-                    let kind = match change.kind {
-                        ChangeKind::Created => run_event::Type::Created,
-                        ChangeKind::Updated => run_event::Type::Updated,
-                        ChangeKind::Deleted => run_event::Type::Deleted,
-                    };
-                    let event = RunEvent {
-                        r#type: kind as i32,
-                        run: Some(change.run.decode()),
-                    };
-                    Some((Ok(event), Some(watch)))
-                }
+                Ok(change) => Some((Ok(run_event(&change)), Some(watch))),
                 // The stream ends after the error (the watcher has fallen behind).
                 Err(e) => Some((Err(Status::from(e)), None)),
             }

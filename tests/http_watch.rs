@@ -1,6 +1,7 @@
 //! WatchRuns over HTTP (`GET /apis/v2beta1/runs:watch`) as Server-Sent Events, through a real
 //! server and a real HTTP client: what arrives for each change in and out of scope, the refusals
-//! before a stream starts, and the end of the stream at shutdown.
+//! before a stream starts, resuming after a dropped connection, and the end of the stream at
+//! shutdown.
 
 mod common;
 
@@ -215,7 +216,9 @@ async fn a_run_watch_hears_only_that_run() {
     assert_eq!(event.event, "UPDATED");
     assert_eq!(event.data["run"]["run_id"], "mine");
     assert_eq!(event.data["run"]["state"], "FAILED");
-    assert_eq!(event.id, "1", "events outside the scope take no id");
+    // The id is the change's place in the server's feed: the 4th change, whatever the scope.
+    assert_eq!(event.id, "4");
+    assert_eq!(event.data["sequence"], "4");
 }
 
 #[tokio::test]
@@ -314,7 +317,7 @@ async fn a_closed_watch_frees_its_slot() {
     drop(http.watch("").await);
     // The server notices the closed connection when it next writes or polls; wait for it.
     timeout(WAIT, async {
-        while server.ledger.watcher_count() > 0 {
+        while server.services.watcher_count() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -333,4 +336,103 @@ async fn the_stream_ends_when_the_server_stops() {
         .await
         .expect("the server stops with a watch open");
     assert!(stream.next().await.is_none(), "the stream ended cleanly");
+}
+
+impl Http {
+    /// Opens a watch that resumes after event `last` with `Last-Event-ID`, as EventSource does.
+    async fn resume_reply(&self, last: &str) -> reqwest::Response {
+        timeout(
+            WAIT,
+            self.client
+                .get(format!("{}/runs:watch", self.base))
+                .header("last-event-id", last)
+                .send(),
+        )
+        .await
+        .expect("headers in time")
+        .expect("HTTP request")
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_stream_resumed_with_last_event_id_loses_no_event() {
+    let server = TestServer::start().await;
+    let http = Http::new(&server);
+    let mut stream = http.watch("").await;
+    let first = http.create_run(run_body("first")).await;
+    let seen = stream.expect_next().await;
+    assert_eq!(seen.data["run"]["run_id"], json!(first));
+    drop(stream);
+
+    // While nobody listens: a create, a report and a delete.
+    let second = http.create_run(run_body("second")).await;
+    http.post(
+        &format!("/runs/{second}:reportState"),
+        json!({"state": "RUNNING"}),
+    )
+    .await;
+    let deleted = http
+        .client
+        .delete(format!("{}/runs/{first}", http.base))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 200);
+
+    let response = http.resume_reply(&seen.id).await;
+    assert_eq!(response.status(), 200);
+    let mut resumed = EventStream {
+        response,
+        buffer: Vec::new(),
+    };
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let e = resumed.expect_next().await;
+        got.push((
+            e.event,
+            e.data["run"]["run_id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    assert_eq!(
+        got,
+        [
+            ("CREATED".to_owned(), second.clone()),
+            ("UPDATED".to_owned(), second.clone()),
+            ("DELETED".to_owned(), first.clone()),
+        ]
+    );
+    // And then live changes, as on a fresh stream.
+    let third = http.create_run(run_body("third")).await;
+    let live = resumed.expect_next().await;
+    assert_eq!(live.data["run"]["run_id"], json!(third));
+    let ids: Vec<u64> = [&seen.id, &live.id]
+        .iter()
+        .map(|id| id.parse().unwrap())
+        .collect();
+    assert_eq!(ids[1], ids[0] + 4, "one sequence number per change");
+}
+
+#[tokio::test]
+async fn a_resume_point_no_longer_retained_is_a_429_saying_to_list_again() {
+    let config = Config {
+        store: runledger::store::DataDirOptions {
+            event_retain: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let server = TestServer::start_with(config).await;
+    let http = Http::new(&server);
+    for i in 0..5 {
+        http.create_run(run_body(&format!("r{i}"))).await;
+    }
+    let message = expect_error(http.resume_reply("1").await, 429, 8).await;
+    assert!(message.contains("list the runs again"), "{message}");
+    // Within the window it resumes.
+    let response = http.resume_reply("3").await;
+    assert_eq!(response.status(), 200);
+    let message = expect_error(http.resume_reply("yesterday").await, 400, 3).await;
+    assert!(message.contains("Last-Event-ID"), "{message}");
+    let message = expect_error(http.watch_reply("?resume_after=99").await, 400, 3).await;
+    assert!(message.contains("ahead"), "{message}");
 }

@@ -293,3 +293,47 @@ async fn watch_streams_end_cleanly_when_the_server_shuts_down() {
     let end = timeout(WAIT, stream.message()).await.expect("stream ends");
     assert!(matches!(end, Ok(None)), "clean end, got {end:?}");
 }
+
+#[tokio::test]
+async fn a_watcher_resumes_after_its_last_sequence_number_even_across_a_restart() {
+    let server = TestServer::start().await;
+    let mut client = server.runs().await;
+    let mut stream = watch(&server, WatchRunsRequest::default()).await;
+    create_run(&mut client, new_run("a")).await;
+    let seen = next(&mut stream).await;
+    drop(stream);
+    let b = create_run(&mut client, new_run("b")).await;
+    let c = create_run(&mut client, new_run("c")).await;
+
+    let mut resumed = watch(
+        &server,
+        WatchRunsRequest {
+            resume_after: seen.sequence,
+            ..Default::default()
+        },
+    )
+    .await;
+    for (expected, at) in [(&b, seen.sequence + 1), (&c, seen.sequence + 2)] {
+        let event = next(&mut resumed).await;
+        assert_eq!(event.run.unwrap().run_id, expected.run_id);
+        assert_eq!(event.sequence, at);
+    }
+    drop(resumed);
+
+    // After a restart the numbers go on where they were; what was retained in memory is gone,
+    // so resuming from before the restart says to list again.
+    let server = server.restart().await;
+    let mut client = server.runs().await;
+    let mut live = watch(&server, WatchRunsRequest::default()).await;
+    create_run(&mut client, new_run("d")).await;
+    assert_eq!(next(&mut live).await.sequence, seen.sequence + 3);
+    let mut runs = server.runs().await;
+    let stale = runs
+        .watch_runs(WatchRunsRequest {
+            resume_after: seen.sequence,
+            ..Default::default()
+        })
+        .await;
+    let message = expect_code(stale, Code::ResourceExhausted);
+    assert!(message.contains("list the runs again"), "{message}");
+}

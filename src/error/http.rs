@@ -95,17 +95,24 @@ struct ErrorBody<'a> {
     details: [(); 0],
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The JSON body: `{"code": <gRPC code>, "message": "...", "details": []}`.
+    pub fn body(&self) -> Vec<u8> {
         let body = ErrorBody {
             code: self.code as i32,
             message: &self.message,
             details: [],
         };
         // Serializing two plain fields cannot fail; fall back to a fixed body all the same.
-        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| {
+        serde_json::to_vec(&body).unwrap_or_else(|_| {
             br#"{"code":13,"message":"cannot encode the error","details":[]}"#.to_vec()
-        });
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let bytes = self.body();
         let mut response = json_response(self.status, bytes);
         if let Some(scheme) = self.challenge {
             response

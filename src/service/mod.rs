@@ -21,7 +21,7 @@ pub use context::{Clock, Context, IdSource, Principal, RandomIds, SystemClock};
 pub use experiments::{DEFAULT_EXPERIMENT_NAME, Experiments};
 pub use runs::{RunPage, Runs};
 pub use validate::Limits;
-pub use watch::RunWatch;
+pub use watch::{RunWatch, run_event};
 
 use crate::error::{Error, Result};
 use crate::store::Store;

@@ -2,17 +2,18 @@
 //!
 //! Every watcher reads the store's change feed (bounded: `--event-buffer`). Writers never wait
 //! for watchers; a watcher that falls more than the buffer behind is ended with
-//! RESOURCE_EXHAUSTED and should list again, then watch again.
+//! RESOURCE_EXHAUSTED and should list again, then watch again. A watcher that reconnects can
+//! resume after the last sequence number it saw, within the changes the feed retains.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::validate::check_lookup_id;
 use super::{Context, Runs};
-use crate::api::WatchRunsRequest;
+use crate::api::{RunEvent, WatchRunsRequest, run_event};
 use crate::error::{Error, Result};
 use crate::query::Scope;
-use crate::store::{Change, Subscription};
+use crate::store::{Change, ChangeKind, Subscription};
 
 /// The scope a WatchRuns request names: at most one of run, experiment, namespace.
 fn watch_scope(request: &WatchRunsRequest) -> Result<Scope> {
@@ -65,6 +66,20 @@ impl RunWatch {
     }
 }
 
+/// A change as WatchRuns sends it.
+pub fn run_event(change: &Change) -> RunEvent {
+    let kind = match change.kind {
+        ChangeKind::Created => run_event::Type::Created,
+        ChangeKind::Updated => run_event::Type::Updated,
+        ChangeKind::Deleted => run_event::Type::Deleted,
+    };
+    RunEvent {
+        r#type: kind as i32,
+        run: Some(change.run.decode()),
+        sequence: change.seq,
+    }
+}
+
 impl Drop for RunWatch {
     fn drop(&mut self) {
         self.slots.fetch_sub(1, Ordering::AcqRel);
@@ -72,10 +87,12 @@ impl Drop for RunWatch {
 }
 
 impl Runs {
-    /// Starts a watch. Changes committed from now on, in scope, arrive in commit order.
+    /// Starts a watch. Changes committed from now on (or after `request.resume_after`, while
+    /// retained), in scope, arrive in commit order.
     pub fn watch(&self, _ctx: &Context, request: &WatchRunsRequest) -> Result<RunWatch> {
         let scope = watch_scope(request)?;
-        let changes = self.core.store.subscribe(None)?;
+        let after = (request.resume_after != 0).then_some(request.resume_after);
+        let changes = self.core.store.subscribe(after)?;
         let max = self.core.limits.max_watchers;
         let taken = self.core.watchers.fetch_add(1, Ordering::AcqRel);
         if taken >= max {

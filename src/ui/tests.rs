@@ -1,27 +1,27 @@
 //! The UI's files as the HTTP router serves them: content types, revalidation, and the API's
 //! JSON 404 left alone.
 
-use std::sync::Arc;
-
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode, header};
 use axum::response::Response;
 use tower::ServiceExt;
 
 use super::ASSETS;
-use crate::service::{Ledger, Limits};
-use crate::store::{Store, StoreOptions};
+use crate::service::{Limits, Services};
+use crate::store::{self, DataDirOptions};
 
 /// The whole HTTP router over a fresh store (the directory lives as long as the router's use).
-fn router() -> (axum::Router, tempfile::TempDir) {
+async fn router() -> (axum::Router, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
-    let ledger = Arc::new(Ledger::new(store, Limits::default()).expect("ledger"));
-    (crate::http::router(ledger, 1024 * 1024), dir)
+    let store = store::open_data_dir(dir.path(), DataDirOptions::default()).expect("store");
+    let services = Services::new(store, Limits::default())
+        .await
+        .expect("services");
+    (crate::http::router(services, 1024 * 1024), dir)
 }
 
 async fn get(path: &str, if_none_match: Option<&str>) -> Response {
-    let (router, _dir) = router();
+    let (router, _dir) = router().await;
     let mut request = Request::get(path);
     if let Some(tag) = if_none_match {
         request = request.header(header::IF_NONE_MATCH, tag);

@@ -14,7 +14,7 @@
 //! | `M` | str(namespace), display_name | experiment_id: unique experiment names |
 //! | `D` | namespace | experiment_id of the namespace's default experiment |
 //! | `C` | counter scope | 16 bytes: total, archived (u64 BE each) |
-//! | `S` | setting name | setting value (`format`: data format version; `page-token-key`) |
+//! | `S` | setting name | setting value (`format`: data format version; `page-token-key`; `change-seq`: the last change's sequence number) |
 //!
 //! `str(x)` is a u16 big-endian length then the bytes, so a prefix never matches a longer
 //! namespace or id; `created` is 12 bytes that sort like the timestamp (sign-flipped seconds,

@@ -79,7 +79,6 @@ struct Inner {
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-#[derive(Default)]
 struct WriterState {
     commit: u64,
     change: u64,
@@ -100,6 +99,9 @@ fn readers() -> &'static rayon::ThreadPool {
             .expect("cannot start the store's reader threads")
     })
 }
+
+/// The setting holding the last change's sequence number (u64 BE).
+const CHANGE_SEQ: &str = "change-seq";
 
 /// The one sled tree everything lives in.
 const TREE: &str = "ledger";
@@ -137,16 +139,24 @@ impl SledStore {
         format::ensure_format(&tree)?;
         startup::at_startup(&tree, dir)?;
         db.flush().map_err(storage)?;
+        let last_change = tree
+            .get(keys::setting(CHANGE_SEQ))
+            .map_err(storage)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
         let feed = Arc::new(ChangeFeed::new(
             options.event_buffer,
             options.event_retain,
-            0,
+            last_change,
         ));
         let commit = GroupCommit::new(options.durability, feed.clone());
         let inner = Arc::new(Inner {
             db: db.clone(),
             tree,
-            writer: Mutex::new(WriterState::default()),
+            writer: Mutex::new(WriterState {
+                commit: 0,
+                change: last_change,
+            }),
             committed: AtomicU64::new(0),
             commit: commit.clone(),
             feed,

@@ -435,15 +435,21 @@ impl<'a> Txn<'a> {
                 self.put(key, &next.encode()[..]);
             }
         }
-        let batch = std::mem::take(&mut self.batch);
-        self.inner.tree.apply_batch(batch).map_err(storage)?;
-        self.guard.commit += 1;
-        let seq = self.guard.commit;
         let mut changes = std::mem::take(&mut self.changes);
         for change in &mut changes {
             self.guard.change += 1;
             change.seq = self.guard.change;
         }
+        if !changes.is_empty() {
+            // Sequence numbers keep growing across restarts, so a watcher's resume point from
+            // before one is never mistaken for a later change.
+            let last = self.guard.change;
+            self.put(keys::setting(super::CHANGE_SEQ), &last.to_be_bytes()[..]);
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.inner.tree.apply_batch(batch).map_err(storage)?;
+        self.guard.commit += 1;
+        let seq = self.guard.commit;
         self.inner.committed.store(seq, Ordering::Release);
         self.inner.commit.committed(seq, changes);
         Ok(seq)
