@@ -705,6 +705,31 @@ mod cases {
         }
     }
 
+    pub async fn namespaces_are_those_holding_runs(store: Arc<dyn Store>) {
+        assert!(store.namespaces().await.unwrap().is_empty());
+        listing_data(&store).await;
+        assert_eq!(store.namespaces().await.unwrap(), ["ns", "other"]);
+        let page = store
+            .list_runs(ListQuery {
+                scope: Scope::Namespace("other".into()),
+                sort: Sort::default(),
+                filter: Filter::default(),
+                after: None,
+                page_size: 100,
+            })
+            .await
+            .unwrap();
+        let mut ops = Vec::new();
+        for r in &page.items {
+            ops.push(Op::DeleteRun {
+                run_id: r.run_id().to_owned(),
+                replaces: r.revision().clone(),
+            });
+        }
+        write(&store, ops).await.unwrap();
+        assert_eq!(store.namespaces().await.unwrap(), ["ns"]);
+    }
+
     pub async fn the_change_feed_carries_every_change_in_commit_order(store: Arc<dyn Store>) {
         with_experiment(&store).await;
         let mut feed = store.subscribe(None).unwrap();
@@ -826,6 +851,7 @@ every_backend!(
     changes_between_pages_never_skip_or_repeat_an_unchanged_run,
     experiments_list_by_every_key_and_namespace,
     tallies_count_each_scope_by_storage_state,
+    namespaces_are_those_holding_runs,
     the_change_feed_carries_every_change_in_commit_order,
     settle_returns_and_the_token_key_is_stable,
 );

@@ -50,6 +50,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_experiments(&self, query: ListQuery) -> Result<Page<Stored<Experiment>>>;
     /// How many runs a scope holds, by state and storage state.
     async fn run_tally(&self, scope: &Scope) -> Result<Tally>;
+    /// Every namespace that holds runs, in order.
+    async fn namespaces(&self) -> Result<Vec<String>>;
     /// Applies every op of `write` atomically, or none (a failed expectation: Conflict).
     /// Returns once the write is durable, as the store's durability mode defines it, with the
     /// stored form of every run the write put, in op order.

@@ -154,6 +154,13 @@ pub fn counter(kind: u8, part: Option<&str>) -> Vec<u8> {
     key
 }
 
+/// The namespace or id of a counter key, after its `C kind` bytes.
+pub fn parse_counter_part(rest: &[u8]) -> Option<String> {
+    let len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+    let part = std::str::from_utf8(rest.get(2..)?).ok()?;
+    (part.len() == len).then(|| part.to_owned())
+}
+
 pub fn setting(name: &str) -> Vec<u8> {
     record(SETTING, name)
 }

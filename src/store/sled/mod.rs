@@ -259,6 +259,10 @@ impl Store for SledStore {
             .await
     }
 
+    async fn namespaces(&self) -> Result<Vec<String>> {
+        self.read(Inner::namespaces).await
+    }
+
     async fn write(&self, write: Write) -> Result<Written> {
         let (ticket, written) = self.blocking(move |inner| txn::apply(inner, write)).await?;
         self.inner.commit.wait(ticket).await?;
@@ -298,6 +302,20 @@ impl Inner {
         self.raw(&keys::record(keys::EXPERIMENT, experiment_id))?
             .map(|record| stored_experiment(experiment_id, record))
             .transpose()
+    }
+
+    /// The namespaces with a run counter (a counter goes when its last run does).
+    fn namespaces(&self) -> Result<Vec<String>> {
+        let prefix = keys::counter(b'n', None);
+        self.tree
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|key| {
+                let key = key.map_err(storage)?;
+                keys::parse_counter_part(&key[prefix.len()..])
+                    .ok_or_else(|| Error::internal("corrupt namespace counter key"))
+            })
+            .collect()
     }
 
     fn counts(&self, key: &[u8]) -> Result<Counts> {
