@@ -25,9 +25,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .compile_well_known_types(true)
         // Well-known types with proto3 JSON support; Timestamp is ours so that JSON shows the
-        // RFC 3339 `Z` form KFP clients expect (pbjson-types prints `+00:00`).
+        // RFC 3339 `Z` form KFP clients expect (pbjson-types prints `+00:00`), and Struct (the
+        // pipeline spec) is ours so that it stays the bytes the client sent (src/wkt).
         .extern_path(".google.protobuf", "::pbjson_types")
         .extern_path(".google.protobuf.Timestamp", "crate::wkt::Timestamp")
+        .extern_path(".google.protobuf.Struct", "crate::wkt::StructBytes")
         .compile_fds(compiler.file_descriptor_set())?;
 
     let descriptors = fs::read(&descriptor_path)?;
@@ -36,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .preserve_proto_field_names()
         .extern_path(".google.protobuf", "::pbjson_types")
         .extern_path(".google.protobuf.Timestamp", "crate::wkt::Timestamp")
+        .extern_path(".google.protobuf.Struct", "crate::wkt::StructBytes")
         .build(&[".kubeflow.pipelines.backend.api.v2beta1", ".google.rpc"])?;
     Ok(())
 }

@@ -96,7 +96,7 @@ fn create_request(run: Run) -> CreateRunRequest {
 fn with_spec(spec: Struct) -> Run {
     Run {
         display_name: "spec".into(),
-        pipeline_source: Some(run::PipelineSource::PipelineSpec(spec)),
+        pipeline_source: Some(run::PipelineSource::PipelineSpec(spec.into())),
         ..Default::default()
     }
 }
@@ -206,7 +206,7 @@ async fn a_moderately_nested_pipeline_spec_is_kept_intact() {
         .into_inner();
     assert_eq!(
         fetched.pipeline_source,
-        Some(run::PipelineSource::PipelineSpec(spec))
+        Some(run::PipelineSource::PipelineSpec(spec.into()))
     );
 }
 

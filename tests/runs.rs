@@ -104,7 +104,7 @@ async fn each_pipeline_source_is_accepted() {
         serde_json::from_str(r#"{"pipelineInfo": {"name": "p"}, "n": [1, null]}"#).unwrap();
     let sources = [
         run::PipelineSource::PipelineId("p-1".into()),
-        run::PipelineSource::PipelineSpec(spec),
+        run::PipelineSource::PipelineSpec(spec.into()),
         run::PipelineSource::PipelineVersionReference(PipelineVersionReference {
             pipeline_id: "p-1".into(),
             pipeline_version_id: "v-1".into(),

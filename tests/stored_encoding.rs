@@ -17,7 +17,7 @@ fn run_with_spec(name: &str) -> Run {
     .expect("a JSON object is a Struct");
     Run {
         display_name: name.to_owned(),
-        pipeline_source: Some(run::PipelineSource::PipelineSpec(spec)),
+        pipeline_source: Some(run::PipelineSource::PipelineSpec(spec.into())),
         runtime_config: Some(RuntimeConfig {
             pipeline_root: "gs://bucket/root".into(),
             ..Default::default()

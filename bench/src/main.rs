@@ -358,7 +358,7 @@ struct BaseData {
 async fn load_over_grpc(
     bench: &Bench,
     target: &Target,
-    spec: &pbjson_types::Struct,
+    spec: &runledger::wkt::StructBytes,
 ) -> Result<BaseData, String> {
     let experiment_id = create_experiment(target, "bench").await?;
     let total = bench.args.base_runs;
@@ -402,7 +402,7 @@ async fn load_over_grpc(
 
 async fn run_main(
     bench: &Bench,
-    spec: &pbjson_types::Struct,
+    spec: &runledger::wkt::StructBytes,
     temp: &Path,
     report: &mut Report,
 ) -> Result<(), String> {
@@ -551,7 +551,7 @@ async fn watch(
     bench: &Bench,
     target: &Target,
     experiment_id: &str,
-    spec: &pbjson_types::Struct,
+    spec: &runledger::wkt::StructBytes,
 ) -> Result<ScenarioResult, String> {
     let watchers = bench.args.watchers;
     let writers = bench.args.watch_writers.max(1);
@@ -666,7 +666,7 @@ async fn watch(
 
 async fn run_scale(
     bench: &Bench,
-    spec: &pbjson_types::Struct,
+    spec: &runledger::wkt::StructBytes,
     temp: &Path,
     runs: usize,
 ) -> Result<ScaleResult, String> {

@@ -6,9 +6,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pbjson_types::Struct;
 use runledger::api::{Experiment, experiment};
 use runledger::store::{self, DataDirOptions, Durability, Op, Write};
+use runledger::wkt::StructBytes;
 use runledger::wkt::Timestamp;
 
 use super::workload::stored_run;
@@ -33,7 +33,7 @@ pub async fn load(
     dir: &Path,
     name: &str,
     runs: usize,
-    spec: &Struct,
+    spec: &StructBytes,
     mut progress: impl FnMut(usize, f64) + Send + 'static,
 ) -> Result<Loaded, String> {
     let started = Instant::now();

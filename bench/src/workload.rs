@@ -10,6 +10,7 @@ use prost::Message;
 use prost::bytes::{Buf, BufMut, Bytes};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use runledger::wkt::StructBytes;
 use serde_json::json;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
@@ -25,7 +26,7 @@ use runledger::wkt::Timestamp;
 /// A compiled KFP pipeline (IR YAML as JSON: pipelineInfo, root DAG, components, executors) of
 /// about `target_bytes` bytes of protobuf: a chain of tasks, each with its component and
 /// container executor, grown until it is large enough.
-pub fn pipeline_spec(target_bytes: usize) -> Struct {
+pub fn pipeline_spec(target_bytes: usize) -> StructBytes {
     let mut tasks = serde_json::Map::new();
     let mut components = serde_json::Map::new();
     let mut executors = serde_json::Map::new();
@@ -86,7 +87,7 @@ pub fn pipeline_spec(target_bytes: usize) -> Struct {
             break;
         }
     }
-    spec
+    StructBytes::from(spec)
 }
 
 fn parameters() -> RuntimeConfig {
@@ -106,7 +107,7 @@ fn parameters() -> RuntimeConfig {
 }
 
 /// What a client sends in CreateRun.
-pub fn new_run(experiment_id: &str, spec: &Struct, n: u64) -> Run {
+pub fn new_run(experiment_id: &str, spec: &StructBytes, n: u64) -> Run {
     Run {
         experiment_id: experiment_id.to_owned(),
         display_name: format!("bench run {n}"),
@@ -123,7 +124,7 @@ pub fn new_run(experiment_id: &str, spec: &Struct, n: u64) -> Run {
 pub fn stored_run(
     experiment_id: &str,
     namespace: &str,
-    spec: &Struct,
+    spec: &StructBytes,
     n: u64,
     created: Timestamp,
     finished: bool,
@@ -205,7 +206,7 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub fn create(experiment_id: &str, spec: &Struct) -> Workload {
+    pub fn create(experiment_id: &str, spec: &StructBytes) -> Workload {
         Workload::Create {
             request: create_request(experiment_id, spec),
         }
@@ -218,7 +219,7 @@ impl Workload {
     }
 }
 
-pub fn create_request(experiment_id: &str, spec: &Struct) -> Bytes {
+pub fn create_request(experiment_id: &str, spec: &StructBytes) -> Bytes {
     CreateRunRequest {
         run: Some(new_run(experiment_id, spec, 0)),
         ..Default::default()

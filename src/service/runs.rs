@@ -188,7 +188,14 @@ impl Runs {
         }
         let source_given = match &run.pipeline_source {
             Some(run::PipelineSource::PipelineId(id)) => !id.is_empty(),
-            Some(run::PipelineSource::PipelineSpec(_)) => true,
+            Some(run::PipelineSource::PipelineSpec(spec)) => {
+                spec.validate().map_err(|e| {
+                    Error::invalid(format!(
+                        "run.pipeline_spec is not a valid google.protobuf.Struct: {e}"
+                    ))
+                })?;
+                true
+            }
             Some(run::PipelineSource::PipelineVersionReference(r)) => {
                 !r.pipeline_id.is_empty() || !r.pipeline_version_id.is_empty()
             }
