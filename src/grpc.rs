@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::task::{self, Poll};
 
 use futures::Stream;
-use prost::bytes::BufMut;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{Body, BoxFuture, Service, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
@@ -368,7 +367,7 @@ trait WriteProtobuf {
 
 impl WriteProtobuf for StoredRun {
     fn write_protobuf(&self, out: &mut EncodeBuf<'_>) {
-        out.put_slice(self.protobuf());
+        StoredRun::write_protobuf(self, out);
     }
 }
 
@@ -377,10 +376,9 @@ impl WriteProtobuf for RunPage {
     fn write_protobuf(&self, out: &mut EncodeBuf<'_>) {
         use prost::encoding::{WireType, encode_key, encode_varint, int32, string};
         for run in &self.runs {
-            let bytes = run.protobuf();
             encode_key(1, WireType::LengthDelimited, out);
-            encode_varint(bytes.len() as u64, out);
-            out.put_slice(bytes);
+            encode_varint(run.encoded_len() as u64, out);
+            run.write_protobuf(out);
         }
         if self.total_size != 0 {
             int32::encode(2, &self.total_size, out);

@@ -171,6 +171,7 @@ mod tests {
                 format!("r{seq}"),
                 Revision::new(bytes::Bytes::new()),
                 bytes::Bytes::new(),
+                None,
             ),
             experiment_id: String::new(),
             namespace: String::new(),

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 pub use self::sled::{CheckReport, DataDirOptions, Durability, RepairReport};
 pub use feed::{Change, ChangeKind, Subscription};
-pub use record::{Revision, Stored, StoredRun};
+pub use record::{Revision, SpecBlob, Stored, StoredRun, split_spec};
 
 use crate::api::{Experiment, Run};
 use crate::error::Result;

@@ -1,10 +1,12 @@
 //! Records as a backend hands them out: with the revision a compare-and-set write names, and
 //! for runs, the protobuf encoding to send as is.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use prost::Message;
+use prost::encoding::WireType;
 
-use crate::api::Run;
+use crate::api::{Run, run};
+use crate::wkt::StructBytes;
 
 /// The stored state of one record, as the backend that read it identifies it. A write that
 /// names a revision replaces exactly that state or fails with Conflict. Opaque: each backend
@@ -35,23 +37,39 @@ pub struct Stored<T> {
     pub revision: Revision,
 }
 
-/// A stored run: its protobuf encoding, which is exactly what GetRun and ListRuns put on the
-/// wire, so the gRPC adapter copies these bytes instead of decoding a run only to encode it
-/// again. Decoded only where the run itself is needed (a rule, the JSON adapter).
+/// A stored run: its protobuf encoding, which is what GetRun and ListRuns put on the wire, so
+/// the gRPC adapter writes these bytes instead of decoding a run only to encode it again.
+/// Decoded only where the run itself is needed (a rule, the JSON adapter).
+///
+/// The encoding may come in two parts: the record (the Run without its pipeline spec) and the
+/// spec's bytes, when the backend keeps specs apart (once per distinct spec, see
+/// [`split_spec`]). Protobuf allows a message's fields in any order, so the record followed by
+/// field 7 is the whole run.
 #[derive(Debug, Clone)]
 pub struct StoredRun {
     run_id: String,
     revision: Revision,
-    protobuf: Bytes,
+    record: Bytes,
+    spec: Option<Bytes>,
 }
 
+/// The field number of Run.pipeline_spec.
+const PIPELINE_SPEC_FIELD: u32 = 7;
+
 impl StoredRun {
-    /// A run stored as `protobuf` (its encoding) at `revision`.
-    pub fn new(run_id: String, revision: Revision, protobuf: Bytes) -> StoredRun {
+    /// A run stored as `record` (its encoding, without the spec when `spec` is given) at
+    /// `revision`; `spec` is a google.protobuf.Struct's encoding.
+    pub fn new(
+        run_id: String,
+        revision: Revision,
+        record: Bytes,
+        spec: Option<Bytes>,
+    ) -> StoredRun {
         StoredRun {
             run_id,
             revision,
-            protobuf,
+            record,
+            spec,
         }
     }
 
@@ -63,15 +81,78 @@ impl StoredRun {
         &self.revision
     }
 
-    /// The run's protobuf encoding.
-    pub fn protobuf(&self) -> &[u8] {
-        &self.protobuf
+    /// The record's bytes: the run's encoding, without the spec when it is kept apart.
+    pub fn record(&self) -> &[u8] {
+        &self.record
+    }
+
+    /// The length of the run's whole protobuf encoding.
+    pub fn encoded_len(&self) -> usize {
+        self.record.len()
+            + self.spec.as_ref().map_or(0, |spec| {
+                prost::encoding::key_len(PIPELINE_SPEC_FIELD)
+                    + prost::encoding::encoded_len_varint(spec.len() as u64)
+                    + spec.len()
+            })
+    }
+
+    /// Writes the run's whole protobuf encoding.
+    pub fn write_protobuf(&self, out: &mut impl BufMut) {
+        out.put_slice(&self.record);
+        if let Some(spec) = &self.spec {
+            prost::encoding::encode_key(PIPELINE_SPEC_FIELD, WireType::LengthDelimited, out);
+            prost::encoding::encode_varint(spec.len() as u64, out);
+            out.put_slice(spec);
+        }
     }
 
     /// The whole run. A record that cannot be decoded becomes a run whose `error` (DATA_LOSS)
     /// says so, so one damaged record does not make a whole scope unreadable.
     pub fn decode(&self) -> Run {
-        Run::decode(self.protobuf.clone()).unwrap_or_else(|e| damaged_run(&self.run_id, e))
+        let mut run =
+            Run::decode(self.record.clone()).unwrap_or_else(|e| damaged_run(&self.run_id, e));
+        if let Some(spec) = &self.spec {
+            run.pipeline_source = Some(run::PipelineSource::PipelineSpec(
+                StructBytes::from_protobuf(spec.clone()),
+            ));
+        }
+        run
+    }
+}
+
+/// A pipeline spec as backends keep it apart: its bytes and their SHA-256, the key under which
+/// identical specs (every run of one pipeline) are stored once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecBlob {
+    pub digest: [u8; 32],
+    pub bytes: Bytes,
+}
+
+impl SpecBlob {
+    pub fn of(bytes: Bytes) -> SpecBlob {
+        use sha2::Digest;
+        SpecBlob {
+            digest: sha2::Sha256::digest(&bytes).into(),
+            bytes,
+        }
+    }
+}
+
+/// A run's record without its inline pipeline spec, and the spec (None: the run names a
+/// pipeline instead). The record plus the spec, as [`StoredRun`] writes them, encode the run.
+pub fn split_spec(run: &Run) -> (Vec<u8>, Option<SpecBlob>) {
+    match &run.pipeline_source {
+        Some(run::PipelineSource::PipelineSpec(spec)) => {
+            let without = Run {
+                pipeline_source: None,
+                ..run.clone()
+            };
+            (
+                without.encode_to_vec(),
+                Some(SpecBlob::of(spec.protobuf().clone())),
+            )
+        }
+        _ => (run.encode_to_vec(), None),
     }
 }
 
@@ -85,5 +166,59 @@ pub fn damaged_run(run_id: &str, e: impl std::fmt::Display) -> Run {
             details: Vec::new(),
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_with_spec() -> Run {
+        let spec: pbjson_types::Struct =
+            serde_json::from_value(serde_json::json!({"root": {"dag": {"tasks": {}}}})).unwrap();
+        Run {
+            run_id: "r".into(),
+            display_name: "n".into(),
+            pipeline_source: Some(run::PipelineSource::PipelineSpec(spec.into())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_record_and_its_spec_apart_encode_the_whole_run() {
+        let run = run_with_spec();
+        let (record, spec) = split_spec(&run);
+        let spec = spec.expect("a spec");
+        let stored = StoredRun::new(
+            "r".into(),
+            Revision::new(Bytes::new()),
+            record.into(),
+            Some(spec.bytes.clone()),
+        );
+        assert_eq!(stored.decode(), run);
+        let mut wire = Vec::new();
+        stored.write_protobuf(&mut wire);
+        assert_eq!(wire.len(), stored.encoded_len());
+        assert_eq!(Run::decode(&wire[..]).unwrap(), run);
+        // Identical specs share a digest; another spec has another.
+        assert_eq!(split_spec(&run).1.unwrap().digest, spec.digest);
+        let other = Run {
+            pipeline_source: Some(run::PipelineSource::PipelineSpec(
+                pbjson_types::Struct::default().into(),
+            )),
+            ..run.clone()
+        };
+        assert_ne!(split_spec(&other).1.unwrap().digest, spec.digest);
+    }
+
+    #[test]
+    fn a_run_without_a_spec_is_one_record() {
+        let run = Run {
+            pipeline_source: Some(run::PipelineSource::PipelineId("p".into())),
+            ..run_with_spec()
+        };
+        let (record, spec) = split_spec(&run);
+        assert!(spec.is_none());
+        assert_eq!(Run::decode(&record[..]).unwrap(), run);
     }
 }

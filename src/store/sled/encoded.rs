@@ -18,10 +18,15 @@ pub(super) fn stored_run(run_id: &str, record: sled::IVec) -> StoredRun {
     let revision = revision(record.clone());
     if record.first() == Some(&codec::FORMAT_VERSION) {
         let protobuf = bytes::Bytes::from_owner(record).slice(1..);
-        return StoredRun::new(run_id.to_owned(), revision, protobuf);
+        return StoredRun::new(run_id.to_owned(), revision, protobuf, None);
     }
     let run = codec::decode::<Run>(&record).unwrap_or_else(|e| damaged_run(run_id, e));
-    StoredRun::new(run_id.to_owned(), revision, run.encode_to_vec().into())
+    StoredRun::new(
+        run_id.to_owned(),
+        revision,
+        run.encode_to_vec().into(),
+        None,
+    )
 }
 
 /// The fields of a stored run that listing filters and sorts on (the Run tags without the
@@ -70,10 +75,7 @@ impl ListedRun {
     pub(super) fn from_record(run_id: &str, record: sled::IVec) -> ListedRun {
         let current = record.first() == Some(&codec::FORMAT_VERSION);
         let stored = stored_run(run_id, record);
-        let summary = match RunSummary::decode(stored.protobuf())
-            .ok()
-            .filter(|_| current)
-        {
+        let summary = match RunSummary::decode(stored.record()).ok().filter(|_| current) {
             Some(s) => {
                 // In a oneof the last field read wins; the pipeline spec is not needed here.
                 let pipeline_source = match (s.pipeline_id, s.pipeline_version_reference) {
