@@ -1,7 +1,7 @@
-//! The bad-input battery over gRPC: malformed protobuf, invalid UTF-8, huge and deeply nested
-//! pipeline specs, absurd filters, garbage page tokens, unknown enum numbers, odd run ids and
-//! over-limit messages. Each gets a clear error code, and the server still answers a normal
-//! request afterwards. (The HTTP side of the battery comes with the HTTP API.)
+//! The bad-input battery, over gRPC and JSON/HTTP: malformed protobuf, invalid UTF-8, huge and
+//! deeply nested pipeline specs, absurd filters, garbage page tokens, unknown enum numbers, odd
+//! run ids and over-limit messages. Each gets a clear error code, and the server still answers a
+//! normal request afterwards.
 
 mod common;
 
@@ -501,16 +501,11 @@ async fn http_bad(
     path: &str,
     body: Vec<u8>,
 ) -> (u16, serde_json::Value) {
-    let response = reqwest::Client::new()
-        .request(method, format!("{}{path}", server.http_url()))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("the server answers");
-    let status = response.status().as_u16();
-    let body: serde_json::Value = response.json().await.expect("a JSON error body");
-    (status, body)
+    let reply = common::rest::Http::new(server)
+        .send_raw(method, path, body)
+        .await;
+    assert_eq!(reply.content_type, "application/json", "{}", reply.text);
+    (reply.status.as_u16(), reply.json)
 }
 
 #[tokio::test]

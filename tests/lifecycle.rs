@@ -1,4 +1,4 @@
-//! The run state machine through gRPC: ReportRunState, TerminateRun, RetryRun (SPEC §5).
+//! The run state machine through gRPC: ReportRunState, TerminateRun, RetryRun.
 
 mod common;
 
@@ -20,7 +20,8 @@ fn is_terminal(s: RuntimeState) -> bool {
     matches!(s, Succeeded | Skipped | Failed | Canceled)
 }
 
-/// The transitions SPEC §5 allows, written out independently of the server's table.
+/// The transitions the lifecycle allows (README, "The run lifecycle"), written out independently
+/// of the server's table.
 fn allowed(from: RuntimeState, to: RuntimeState) -> bool {
     match from {
         Pending => to != Pending,

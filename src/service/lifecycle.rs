@@ -1,4 +1,4 @@
-//! The run state machine (SPEC §5), as one table.
+//! The run state machine, as one table.
 //!
 //! ```text
 //! PENDING ──► RUNNING ──► SUCCEEDED | FAILED | SKIPPED

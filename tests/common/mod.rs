@@ -206,3 +206,4 @@ pub fn expect_code<T: std::fmt::Debug>(
         }
     }
 }
+pub mod rest;
