@@ -120,3 +120,6 @@ fn contended(what: &str) -> Error {
         "{what} changed {MAX_ATTEMPTS} times while this call was being applied; try again"
     ))
 }
+
+#[cfg(test)]
+mod tests;
