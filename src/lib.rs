@@ -6,6 +6,7 @@
 //! - [`grpc`]: the tonic adapter (convert, call the core, convert back).
 //! - [`http`]: the JSON/HTTP adapter on KFP's REST routes, over the same core.
 //! - [`ui`]: the web UI (embedded HTML/CSS/JS at `/`), a client of the JSON API and its watch.
+//! - [`transport`]: connections: the peer (address, client certificate name) of each request.
 //! - [`server`]: wiring: gRPC services, health, reflection, the HTTP router, graceful shutdown.
 //! - [`service`]: the transport-free core, one service per resource, each call with a
 //!   [`service::Context`] (principal, clock, ids): validation, defaults, the run state machine,
@@ -56,6 +57,7 @@ pub mod query;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod transport;
 pub mod ui;
 
 /// The KFP v2beta1 API types (runs, experiments, filters) and their gRPC services.

@@ -125,7 +125,7 @@ pub async fn run(
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
             }),
-            http_router,
+            http_router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .with_graceful_shutdown(signal(stopping.clone()))
         .await
