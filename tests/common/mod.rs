@@ -46,6 +46,11 @@ impl TestServer {
         Self::start_in(&dir, config, Some(temp)).await
     }
 
+    /// Starts a server on an existing data directory, which `temp` keeps alive.
+    pub async fn start_on(dir: &Path, temp: Arc<tempfile::TempDir>) -> TestServer {
+        Self::start_in(dir, Config::default(), Some(temp)).await
+    }
+
     async fn start_in(
         dir: &Path,
         config: Config,
