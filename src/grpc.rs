@@ -36,18 +36,22 @@ impl GrpcApi {
 
     /// The context of a call: its principal is what the transport established for the request
     /// (anonymous when nobody did).
-    fn context<T>(&self, request: &Request<T>) -> Context {
+    fn context<T>(&self, request: &Request<T>) -> Result<Context, Status> {
         context_of(&self.services, request)
     }
 }
 
-fn context_of<T>(services: &Services, request: &Request<T>) -> Context {
+/// UNAUTHENTICATED when the identifying layer rejected the request's credentials.
+fn context_of<T>(services: &Services, request: &Request<T>) -> Result<Context, Status> {
+    if let Some(crate::auth::Rejected(e)) = request.extensions().get() {
+        return Err(Status::from(e.clone()));
+    }
     let principal = request
         .extensions()
         .get::<Principal>()
         .cloned()
         .unwrap_or_default();
-    services.context(principal)
+    Ok(services.context(principal))
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -67,13 +71,13 @@ fn decoded(result: crate::error::Result<StoredRun>) -> Reply<Run> {
 #[tonic::async_trait]
 impl RunService for GrpcApi {
     async fn create_run(&self, request: Request<CreateRunRequest>) -> Reply<Run> {
-        let ctx = self.context(&request);
+        let ctx = self.context(&request)?;
         let run = request.into_inner().run.unwrap_or_default();
         decoded(self.services.runs.create(&ctx, run).await)
     }
 
     async fn get_run(&self, request: Request<GetRunRequest>) -> Reply<Run> {
-        let ctx = self.context(&request);
+        let ctx = self.context(&request)?;
         decoded(
             self.services
                 .runs
@@ -83,7 +87,7 @@ impl RunService for GrpcApi {
     }
 
     async fn list_runs(&self, request: Request<ListRunsRequest>) -> Reply<ListRunsResponse> {
-        let ctx = self.context(&request);
+        let ctx = self.context(&request)?;
         let page = self.services.runs.list(&ctx, request.get_ref()).await;
         reply(page.map(|page| ListRunsResponse {
             runs: page.runs.iter().map(StoredRun::decode).collect(),
@@ -93,7 +97,7 @@ impl RunService for GrpcApi {
     }
 
     async fn archive_run(&self, request: Request<ArchiveRunRequest>) -> Reply<pbjson_types::Empty> {
-        let ctx = self.context(&request);
+        let ctx = self.context(&request)?;
         empty(
             self.services
                 .runs
@@ -106,7 +110,7 @@ impl RunService for GrpcApi {
         &self,
         request: Request<UnarchiveRunRequest>,
     ) -> Reply<pbjson_types::Empty> {
-        let ctx = self.context(&request);
+        let ctx = self.context(&request)?;
         empty(
             self.services
                 .runs
@@ -116,7 +120,7 @@ impl RunService for GrpcApi {
     }
 
     async fn delete_run(&self, request: Request<DeleteRunRequest>) -> Reply<pbjson_types::Empty> {
-        let ctx = self.context(&request);
+        let ctx = self.context(&request)?;
         empty(
             self.services
                 .runs
@@ -129,7 +133,7 @@ impl RunService for GrpcApi {
         &self,
         request: Request<TerminateRunRequest>,
     ) -> Reply<pbjson_types::Empty> {
-        let ctx = self.context(&request);
+        let ctx = self.context(&request)?;
         empty(
             self.services
                 .runs
@@ -139,7 +143,7 @@ impl RunService for GrpcApi {
     }
 
     async fn retry_run(&self, request: Request<RetryRunRequest>) -> Reply<pbjson_types::Empty> {
-        let ctx = self.context(&request);
+        let ctx = self.context(&request)?;
         empty(
             self.services
                 .runs
@@ -149,7 +153,7 @@ impl RunService for GrpcApi {
     }
 
     async fn report_run_state(&self, request: Request<ReportRunStateRequest>) -> Reply<Run> {
-        let ctx = self.context(&request);
+        let ctx = self.context(&request)?;
         decoded(
             self.services
                 .runs
@@ -161,8 +165,8 @@ impl RunService for GrpcApi {
     type WatchRunsStream = Pin<Box<dyn Stream<Item = Result<RunEvent, Status>> + Send>>;
 
     async fn watch_runs(&self, request: Request<WatchRunsRequest>) -> Reply<Self::WatchRunsStream> {
-        let ctx = self.context(&request);
-        let watch = self.services.runs.watch(&ctx, request.get_ref())?;
+        let ctx = self.context(&request)?;
+        let watch = self.services.runs.watch(&ctx, request.get_ref()).await?;
         let stream = futures::stream::unfold(Some(watch), |watch| async move {
             let mut watch = watch?;
             match watch.next().await? {
@@ -181,13 +185,13 @@ impl ExperimentService for GrpcApi {
         &self,
         request: Request<CreateExperimentRequest>,
     ) -> Reply<Experiment> {
-        let ctx = self.context(&request);
+        let ctx = self.context(&request)?;
         let experiment = request.into_inner().experiment.unwrap_or_default();
         reply(self.services.experiments.create(&ctx, experiment).await)
     }
 
     async fn get_experiment(&self, request: Request<GetExperimentRequest>) -> Reply<Experiment> {
-        let ctx = self.context(&request);
+        let ctx = self.context(&request)?;
         let id = &request.get_ref().experiment_id;
         reply(self.services.experiments.get(&ctx, id).await)
     }
@@ -196,7 +200,7 @@ impl ExperimentService for GrpcApi {
         &self,
         request: Request<ListExperimentsRequest>,
     ) -> Reply<ListExperimentsResponse> {
-        let ctx = self.context(&request);
+        let ctx = self.context(&request)?;
         reply(
             self.services
                 .experiments
@@ -209,7 +213,7 @@ impl ExperimentService for GrpcApi {
         &self,
         request: Request<ArchiveExperimentRequest>,
     ) -> Reply<pbjson_types::Empty> {
-        let ctx = self.context(&request);
+        let ctx = self.context(&request)?;
         let id = &request.get_ref().experiment_id;
         empty(self.services.experiments.archive(&ctx, id).await)
     }
@@ -218,7 +222,7 @@ impl ExperimentService for GrpcApi {
         &self,
         request: Request<UnarchiveExperimentRequest>,
     ) -> Reply<pbjson_types::Empty> {
-        let ctx = self.context(&request);
+        let ctx = self.context(&request)?;
         let id = &request.get_ref().experiment_id;
         empty(self.services.experiments.unarchive(&ctx, id).await)
     }
@@ -227,7 +231,7 @@ impl ExperimentService for GrpcApi {
         &self,
         request: Request<DeleteExperimentRequest>,
     ) -> Reply<pbjson_types::Empty> {
-        let ctx = self.context(&request);
+        let ctx = self.context(&request)?;
         let id = &request.get_ref().experiment_id;
         empty(self.services.experiments.delete(&ctx, id).await)
     }
@@ -354,7 +358,10 @@ where
     type Future = BoxFuture<Response<Resp>, Status>;
 
     fn call(&mut self, request: Request<Req>) -> Self::Future {
-        let ctx = context_of(&self.services, &request);
+        let ctx = match context_of(&self.services, &request) {
+            Ok(ctx) => ctx,
+            Err(status) => return Box::pin(async move { Err(status) }),
+        };
         let answer = (self.handle)(self.services.clone(), ctx, request.into_inner());
         Box::pin(async move { reply(answer.await) })
     }

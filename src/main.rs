@@ -24,13 +24,27 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the gRPC and JSON/HTTP APIs on a data directory.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write the protobuf descriptor set of the API (with its google.api.http routes), for a
     /// gateway such as Envoy's gRPC-JSON transcoder or grpc-gateway.
     Descriptor(DescriptorArgs),
     /// Check a data directory offline (stop the server first): every index entry, name and
     /// counter must agree with the records and every value must decode. Exits 1 on any problem.
     Check(CheckArgs),
+    /// Authentication helpers: hash a token, check an --auth-config file.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Read a token on standard input and print its SHA-256 (hex), for `token_sha256`.
+    HashToken,
+    /// Validate an auth config file and print its principals and grants (exit 1 if invalid).
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -114,6 +128,11 @@ struct ServeArgs {
     /// Change events buffered for WatchRuns; a watcher further behind is stopped.
     #[arg(long, env = "RUNLEDGER_EVENT_BUFFER", default_value_t = DataDirOptions::default().event_buffer)]
     event_buffer: usize,
+    /// Authentication and per-namespace authorization (TOML: principals, trusted_header,
+    /// grants; see README "Securing runledger"). Without it every caller may do everything.
+    /// SIGHUP reloads it.
+    #[arg(long, env = "RUNLEDGER_AUTH_CONFIG")]
+    auth_config: Option<PathBuf>,
     /// sled page cache size, in MiB.
     #[arg(long, env = "RUNLEDGER_CACHE_MB", default_value_t = 256)]
     cache_mb: u64,
@@ -122,9 +141,10 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args).map(|()| true),
+        Command::Serve(args) => serve(*args).map(|()| true),
         Command::Descriptor(args) => descriptor(args).map(|()| true),
         Command::Check(args) => check(args),
+        Command::Auth(command) => auth(command),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -159,6 +179,28 @@ fn check(args: CheckArgs) -> Result<bool, String> {
         let report = store::check_data_dir(dir).map_err(|e| e.to_string())?;
         print!("{}: {report}", dir.display());
         Ok(report.is_consistent())
+    }
+}
+
+fn auth(command: AuthCommand) -> Result<bool, String> {
+    match command {
+        AuthCommand::HashToken => {
+            let mut token = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut token)
+                .map_err(|e| format!("cannot read the token from standard input: {e}"))?;
+            // `echo token | ...` adds a newline that is not part of the token.
+            let token = token.trim_end_matches(['\n', '\r']);
+            if token.is_empty() {
+                return Err("no token on standard input".into());
+            }
+            println!("{}", runledger::auth::hash_token(token));
+            Ok(true)
+        }
+        AuthCommand::CheckConfig { file } => {
+            let auth = runledger::auth::Auth::load(&file)?;
+            print!("{}: ok\n{}", file.display(), auth.summary());
+            Ok(true)
+        }
     }
 }
 
@@ -221,9 +263,19 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             durability = ?durability,
             "runledger listening"
         );
+        let auth = match &args.auth_config {
+            Some(path) => Some(std::sync::Arc::new(runledger::auth::Auth::load(path)?)),
+            None => None,
+        };
+        let mut reload_hooks: Vec<Box<dyn Fn() + Send + Sync>> = Vec::new();
+        if let Some(auth) = auth.clone() {
+            reload_hooks.push(Box::new(move || auth.reload_and_log()));
+        }
+        on_reload_signal(reload_hooks);
         let options = ServerOptions {
             max_message_bytes: args.max_message_bytes,
             max_http_body_bytes: args.max_http_body_bytes,
+            auth,
         };
         server::run(
             services,
@@ -234,6 +286,33 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())
     })
+}
+
+/// Runs every hook on each SIGHUP (reloading configuration; a hook logs its own outcome).
+fn on_reload_signal(hooks: Vec<Box<dyn Fn() + Send + Sync>>) {
+    #[cfg(unix)]
+    {
+        if hooks.is_empty() {
+            return;
+        }
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; configuration reload is off");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                for hook in &hooks {
+                    hook();
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(hooks);
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -27,6 +27,8 @@ pub struct ServerOptions {
     pub max_message_bytes: usize,
     /// Largest HTTP request body accepted, in bytes (larger: 413).
     pub max_http_body_bytes: usize,
+    /// Authentication (`--auth-config`); None: off, every caller is anonymous and allowed.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 impl Default for ServerOptions {
@@ -34,6 +36,7 @@ impl Default for ServerOptions {
         ServerOptions {
             max_message_bytes: 16 * 1024 * 1024,
             max_http_body_bytes: 16 * 1024 * 1024,
+            auth: None,
         }
     }
 }
@@ -67,6 +70,11 @@ pub async fn run(
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    if options.auth.is_some() {
+        services.require_principals();
+    }
+    // Identifies every request on both ports (one layer, applied to each server once).
+    let identify = crate::auth::IdentifyLayer::new(options.auth.clone());
     let api = GrpcApi::new(services.clone());
     let limit = options.max_message_bytes;
     let runs = RunServiceServer::new(api.clone())
@@ -117,6 +125,7 @@ pub async fn run(
     // The JSON API is served on the gRPC port too (one port is enough behind a load balancer);
     // tonic routes gRPC paths to its services and everything else to the JSON router.
     let json_on_grpc_port = tonic::service::Routes::from(http_router.clone());
+    let http_router = http_router.layer(identify.clone());
     let http = async {
         let result = axum::serve(
             axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
@@ -144,6 +153,7 @@ pub async fn run(
             .layer(tower::util::MapResponseLayer::new(
                 crate::error::grpc::fix_bad_request_codes,
             ))
+            .layer(identify)
             .add_routes(json_on_grpc_port)
             .add_service(runs)
             .add_service(experiments)

@@ -96,12 +96,16 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 struct Caller(Context);
 
 impl FromRequestParts<HttpState> for Caller {
-    type Rejection = std::convert::Infallible;
+    /// 401 with `WWW-Authenticate: Bearer` when the identifying layer rejected the credentials.
+    type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &HttpState,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(crate::auth::Rejected(e)) = parts.extensions.get() {
+            return Err(ApiError::from(e.clone()));
+        }
         let principal = parts
             .extensions
             .get::<Principal>()
@@ -123,9 +127,9 @@ struct Healthz {
 }
 
 /// What the kfp SDK calls when a client is built; `multi_user` must be a JSON boolean.
-async fn healthz() -> Json<Healthz> {
+async fn healthz(State(state): State<HttpState>) -> Json<Healthz> {
     Json(Healthz {
-        multi_user: false,
+        multi_user: state.services.multi_user(),
         commit_sha: option_env!("RUNLEDGER_COMMIT_SHA").unwrap_or("unknown"),
         tag_name: env!("CARGO_PKG_VERSION"),
     })

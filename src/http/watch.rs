@@ -51,7 +51,7 @@ pub(super) async fn watch_runs(
             })?;
     }
     // Subscribe before answering: once a client has the response headers, no change is missed.
-    let watch = state.services.runs.watch(&ctx, &request)?;
+    let watch = state.services.runs.watch(&ctx, &request).await?;
     let mut response = Sse::new(events(watch))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response();

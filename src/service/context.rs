@@ -11,6 +11,8 @@ pub enum Principal {
     /// Nobody in particular: authentication is off.
     #[default]
     Anonymous,
+    /// An authenticated caller with its grants (see [`super::access`]).
+    User(Arc<super::access::Identity>),
 }
 
 /// The time source of the core.

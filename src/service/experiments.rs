@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::access::{Verb, audited};
 use super::validate::{MAX_ID_BYTES, check_lookup_id, check_text};
 use super::{Context, Core, MAX_ATTEMPTS, contended, unless_conflict};
 use crate::api::{Experiment, ListExperimentsRequest, ListExperimentsResponse, experiment};
@@ -107,6 +108,22 @@ impl Experiments {
             false,
             MAX_ID_BYTES,
         )?;
+        self.core.allow_in_namespace(
+            ctx,
+            Verb::CreateExperiment,
+            &input.display_name,
+            &input.namespace,
+        )?;
+        let namespace = input.namespace.clone();
+        let result = self.create_allowed(ctx, input).await;
+        let id = result
+            .as_ref()
+            .map_or("", |e| e.experiment_id.as_str())
+            .to_owned();
+        audited(ctx, Verb::CreateExperiment, &id, &namespace, result)
+    }
+
+    async fn create_allowed(&self, ctx: &Context, input: Experiment) -> Result<Experiment> {
         let created = Experiment {
             experiment_id: ctx.new_id(),
             display_name: input.display_name,
@@ -140,19 +157,30 @@ impl Experiments {
         Err(contended("the experiment's name"))
     }
 
-    pub async fn get(&self, _ctx: &Context, experiment_id: &str) -> Result<Experiment> {
-        Ok(self.core.experiment(experiment_id).await?.value)
+    pub async fn get(&self, ctx: &Context, experiment_id: &str) -> Result<Experiment> {
+        let experiment = self.core.experiment(experiment_id).await?.value;
+        self.core.allow_on_record(
+            ctx,
+            Verb::GetExperiment,
+            experiment_id,
+            &experiment.namespace,
+            || not_found(experiment_id),
+        )?;
+        Ok(experiment)
     }
 
     pub async fn list(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         request: &ListExperimentsRequest,
     ) -> Result<ListExperimentsResponse> {
         check_text("namespace", &request.namespace, false, MAX_ID_BYTES)?;
         let scope = if request.namespace.is_empty() {
+            self.core.allow_everywhere(ctx, Verb::ListExperiments)?;
             Scope::All
         } else {
+            self.core
+                .allow_in_namespace(ctx, Verb::ListExperiments, "", &request.namespace)?;
             Scope::Namespace(request.namespace.clone())
         };
         let query = ListQuery::parse::<Experiment>(
@@ -176,10 +204,33 @@ impl Experiments {
 
     /// Reads the experiment, lets `plan` decide the ops (None: nothing to write) and writes them,
     /// against the latest record until the write is not outraced.
-    async fn change(&self, experiment_id: &str, change: Change) -> Result<()> {
+    async fn change(&self, ctx: &Context, experiment_id: &str, change: Change) -> Result<()> {
+        let mut namespace = None;
+        let result = self
+            .change_allowed(ctx, experiment_id, change, &mut namespace)
+            .await;
+        match namespace {
+            Some(ns) => audited(ctx, change.verb(), experiment_id, &ns, result),
+            None => result,
+        }
+    }
+
+    async fn change_allowed(
+        &self,
+        ctx: &Context,
+        experiment_id: &str,
+        change: Change,
+        namespace: &mut Option<String>,
+    ) -> Result<()> {
         let store = &self.core.store;
         for _ in 0..MAX_ATTEMPTS {
             let current = self.core.experiment(experiment_id).await?;
+            let ns = &current.value.namespace;
+            self.core
+                .allow_on_record(ctx, change.verb(), experiment_id, ns, || {
+                    not_found(experiment_id)
+                })?;
+            *namespace = Some(ns.clone());
             let Some(ops) = change.ops(&self.core, &current).await? else {
                 // Nothing to write, but the answer confirms a state that must be durable too.
                 return store.settle().await;
@@ -192,19 +243,19 @@ impl Experiments {
     }
 
     /// Archives the experiment and all its runs in one atomic write.
-    pub async fn archive(&self, _ctx: &Context, experiment_id: &str) -> Result<()> {
-        self.change(experiment_id, Change::Archive).await
+    pub async fn archive(&self, ctx: &Context, experiment_id: &str) -> Result<()> {
+        self.change(ctx, experiment_id, Change::Archive).await
     }
 
     /// Makes the experiment available again; its runs keep their storage state.
-    pub async fn unarchive(&self, _ctx: &Context, experiment_id: &str) -> Result<()> {
-        self.change(experiment_id, Change::Unarchive).await
+    pub async fn unarchive(&self, ctx: &Context, experiment_id: &str) -> Result<()> {
+        self.change(ctx, experiment_id, Change::Unarchive).await
     }
 
     /// Deletes the experiment and all its runs in one atomic write. A namespace's default
     /// experiment cannot be deleted.
-    pub async fn delete(&self, _ctx: &Context, experiment_id: &str) -> Result<()> {
-        self.change(experiment_id, Change::Delete).await
+    pub async fn delete(&self, ctx: &Context, experiment_id: &str) -> Result<()> {
+        self.change(ctx, experiment_id, Change::Delete).await
     }
 }
 
@@ -217,6 +268,14 @@ enum Change {
 }
 
 impl Change {
+    fn verb(self) -> Verb {
+        match self {
+            Change::Archive => Verb::ArchiveExperiment,
+            Change::Unarchive => Verb::UnarchiveExperiment,
+            Change::Delete => Verb::DeleteExperiment,
+        }
+    }
+
     /// What the change writes, given the experiment's current record (None: nothing).
     async fn ops(self, core: &Core, current: &Stored<Experiment>) -> Result<Option<Vec<Op>>> {
         let e = &current.value;

@@ -7,6 +7,7 @@
 //! (compare-and-set, see [`crate::store`]); a write that lost a race is retried against the
 //! latest state, up to [`MAX_ATTEMPTS`] times.
 
+pub mod access;
 mod context;
 mod experiments;
 pub mod lifecycle;
@@ -15,7 +16,7 @@ mod validate;
 mod watch;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 pub use context::{Clock, Context, IdSource, Principal, RandomIds, SystemClock};
 pub use experiments::{DEFAULT_EXPERIMENT_NAME, Experiments};
@@ -48,6 +49,8 @@ struct Core {
     closing: tokio::sync::watch::Sender<bool>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
+    /// Set when authentication is on: every call must then name an authenticated principal.
+    multi_user: AtomicBool,
 }
 
 impl Services {
@@ -72,6 +75,7 @@ impl Services {
             closing: tokio::sync::watch::Sender::new(false),
             clock,
             ids,
+            multi_user: AtomicBool::new(false),
         });
         Ok(Arc::new(Services {
             runs: Runs::new(core.clone()),
@@ -87,6 +91,19 @@ impl Services {
             clock: self.core.clock.clone(),
             ids: self.core.ids.clone(),
         }
+    }
+
+    /// Turns authorization on: from now on a call without an authenticated principal is
+    /// UNAUTHENTICATED and every call is checked against its principal's grants.
+    pub fn require_principals(&self) {
+        self.core
+            .multi_user
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether authentication is on (what `/apis/v2beta1/healthz` reports as `multi_user`).
+    pub fn multi_user(&self) -> bool {
+        self.core.multi_user()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

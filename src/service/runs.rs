@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::access::{Verb, audited};
 use super::lifecycle;
 use super::validate::{self, MAX_ID_BYTES, check_lookup_id, check_text};
 use super::{Context, Core, MAX_ATTEMPTS, contended, unless_conflict};
@@ -85,6 +86,31 @@ impl Runs {
 
     pub async fn create(&self, ctx: &Context, input: Run) -> Result<StoredRun> {
         self.check_new_run(&input)?;
+        // A run goes to its experiment's namespace, or to the given one's default experiment.
+        let namespace = if input.experiment_id.is_empty() {
+            self.core
+                .allow_in_namespace(ctx, Verb::CreateRun, &input.run_id, &input.namespace)?;
+            input.namespace.clone()
+        } else {
+            let experiment = self.core.experiment(&input.experiment_id).await?.value;
+            self.core.allow_on_record(
+                ctx,
+                Verb::CreateRun,
+                &input.experiment_id,
+                &experiment.namespace,
+                || Error::NotFound(format!("experiment {:?} not found", input.experiment_id)),
+            )?;
+            experiment.namespace
+        };
+        let requested = input.run_id.clone();
+        let result = self.create_allowed(ctx, input).await;
+        let run_id = result
+            .as_ref()
+            .map_or(requested.as_str(), |run| run.run_id());
+        audited(ctx, Verb::CreateRun, run_id, &namespace, result.clone())
+    }
+
+    async fn create_allowed(&self, ctx: &Context, input: Run) -> Result<StoredRun> {
         let now = ctx.now();
         let run_id = if input.run_id.is_empty() {
             ctx.new_id()
@@ -220,23 +246,47 @@ impl Runs {
         Ok(())
     }
 
-    pub async fn get(&self, _ctx: &Context, run_id: &str) -> Result<StoredRun> {
+    pub async fn get(&self, ctx: &Context, run_id: &str) -> Result<StoredRun> {
         check_lookup_id("run_id", run_id)?;
-        self.core
+        let stored = self
+            .core
             .store
             .run(run_id)
             .await?
-            .ok_or_else(|| run_not_found(run_id))
+            .ok_or_else(|| run_not_found(run_id))?;
+        if self.core.multi_user() {
+            self.allow_on_run(ctx, Verb::GetRun, &stored)?;
+        }
+        Ok(stored)
     }
 
-    pub async fn list(&self, _ctx: &Context, request: &ListRunsRequest) -> Result<RunPage> {
+    /// Allows `verb` on a stored run (NOT_FOUND, as if missing, when the caller cannot read
+    /// it). Returns its namespace.
+    fn allow_on_run(&self, ctx: &Context, verb: Verb, stored: &StoredRun) -> Result<String> {
+        let namespace = stored.namespace();
+        self.core
+            .allow_on_record(ctx, verb, stored.run_id(), &namespace, || {
+                run_not_found(stored.run_id())
+            })?;
+        Ok(namespace)
+    }
+
+    pub async fn list(&self, ctx: &Context, request: &ListRunsRequest) -> Result<RunPage> {
         let scope = if !request.experiment_id.is_empty() {
-            self.core.experiment(&request.experiment_id).await?;
+            let id = &request.experiment_id;
+            let experiment = self.core.experiment(id).await?.value;
+            self.core
+                .allow_on_record(ctx, Verb::ListRuns, id, &experiment.namespace, || {
+                    Error::NotFound(format!("experiment {id:?} not found"))
+                })?;
             Scope::Experiment(request.experiment_id.clone())
         } else if !request.namespace.is_empty() {
             check_text("namespace", &request.namespace, false, MAX_ID_BYTES)?;
+            self.core
+                .allow_in_namespace(ctx, Verb::ListRuns, "", &request.namespace)?;
             Scope::Namespace(request.namespace.clone())
         } else {
+            self.core.allow_everywhere(ctx, Verb::ListRuns)?;
             Scope::All
         };
         let key = &self.core.token_key;
@@ -264,16 +314,38 @@ impl Runs {
     /// got there first.
     async fn update(
         &self,
+        ctx: &Context,
+        verb: Verb,
         run_id: &str,
-        mut change: impl FnMut(&mut Run) -> Result<bool>,
+        change: impl FnMut(&mut Run) -> Result<bool>,
     ) -> Result<StoredRun> {
         check_lookup_id("run_id", run_id)?;
+        let mut namespace = None;
+        let result = self
+            .update_allowed(ctx, verb, run_id, &mut namespace, change)
+            .await;
+        match namespace {
+            // Audited once allowed; a denial was audited where it was decided.
+            Some(ns) => audited(ctx, verb, run_id, &ns, result),
+            None => result,
+        }
+    }
+
+    async fn update_allowed(
+        &self,
+        ctx: &Context,
+        verb: Verb,
+        run_id: &str,
+        namespace: &mut Option<String>,
+        mut change: impl FnMut(&mut Run) -> Result<bool>,
+    ) -> Result<StoredRun> {
         let store = &self.core.store;
         for _ in 0..MAX_ATTEMPTS {
             let stored = store
                 .run(run_id)
                 .await?
                 .ok_or_else(|| run_not_found(run_id))?;
+            *namespace = Some(self.allow_on_run(ctx, verb, &stored)?);
             let mut run = stored.decode();
             if !change(&mut run)? {
                 // Nothing to write, but the answer acknowledges a state that another caller's
@@ -292,8 +364,8 @@ impl Runs {
         Err(contended(&format!("run {run_id:?}")))
     }
 
-    pub async fn archive(&self, _ctx: &Context, run_id: &str) -> Result<()> {
-        self.update(run_id, |run| {
+    pub async fn archive(&self, ctx: &Context, run_id: &str) -> Result<()> {
+        self.update(ctx, Verb::ArchiveRun, run_id, |run| {
             let archived = run::StorageState::Archived as i32;
             let changed = run.storage_state != archived;
             run.storage_state = archived;
@@ -304,8 +376,22 @@ impl Runs {
     }
 
     /// Makes the run available again, unless its experiment is archived.
-    pub async fn unarchive(&self, _ctx: &Context, run_id: &str) -> Result<()> {
+    pub async fn unarchive(&self, ctx: &Context, run_id: &str) -> Result<()> {
         check_lookup_id("run_id", run_id)?;
+        let mut namespace = None;
+        let result = self.unarchive_allowed(ctx, run_id, &mut namespace).await;
+        match namespace {
+            Some(ns) => audited(ctx, Verb::UnarchiveRun, run_id, &ns, result),
+            None => result,
+        }
+    }
+
+    async fn unarchive_allowed(
+        &self,
+        ctx: &Context,
+        run_id: &str,
+        namespace: &mut Option<String>,
+    ) -> Result<()> {
         let store = &self.core.store;
         let available = run::StorageState::Available as i32;
         for _ in 0..MAX_ATTEMPTS {
@@ -313,6 +399,7 @@ impl Runs {
                 .run(run_id)
                 .await?
                 .ok_or_else(|| run_not_found(run_id))?;
+            *namespace = Some(self.allow_on_run(ctx, Verb::UnarchiveRun, &stored)?);
             let mut run = stored.decode();
             if run.storage_state == available {
                 return store.settle().await;
@@ -347,14 +434,29 @@ impl Runs {
         Err(contended(&format!("run {run_id:?}")))
     }
 
-    pub async fn delete(&self, _ctx: &Context, run_id: &str) -> Result<()> {
+    pub async fn delete(&self, ctx: &Context, run_id: &str) -> Result<()> {
         check_lookup_id("run_id", run_id)?;
+        let mut namespace = None;
+        let result = self.delete_allowed(ctx, run_id, &mut namespace).await;
+        match namespace {
+            Some(ns) => audited(ctx, Verb::DeleteRun, run_id, &ns, result),
+            None => result,
+        }
+    }
+
+    async fn delete_allowed(
+        &self,
+        ctx: &Context,
+        run_id: &str,
+        namespace: &mut Option<String>,
+    ) -> Result<()> {
         let store = &self.core.store;
         for _ in 0..MAX_ATTEMPTS {
             let stored = store
                 .run(run_id)
                 .await?
                 .ok_or_else(|| run_not_found(run_id))?;
+            *namespace = Some(self.allow_on_run(ctx, Verb::DeleteRun, &stored)?);
             let write = Write::new(vec![Op::DeleteRun {
                 run_id: run_id.to_owned(),
                 replaces: stored.revision().clone(),
@@ -379,7 +481,7 @@ impl Runs {
         };
         validate::check_timestamp("update_time", &request.update_time)?;
         let at = request.update_time.unwrap_or_else(|| ctx.now());
-        self.update(&request.run_id, |run| {
+        self.update(ctx, Verb::ReportRunState, &request.run_id, |run| {
             let current = current_state(run);
             if let Some(expected) = expected
                 && expected != current
@@ -425,7 +527,7 @@ impl Runs {
 
     pub async fn terminate(&self, ctx: &Context, run_id: &str) -> Result<()> {
         let now = ctx.now();
-        self.update(run_id, |run| {
+        self.update(ctx, Verb::TerminateRun, run_id, |run| {
             let current = current_state(run);
             let target = lifecycle::terminate_target(current).ok_or_else(|| {
                 Error::FailedPrecondition(format!(
@@ -446,7 +548,7 @@ impl Runs {
 
     pub async fn retry(&self, ctx: &Context, run_id: &str) -> Result<()> {
         let now = ctx.now();
-        self.update(run_id, |run| {
+        self.update(ctx, Verb::RetryRun, run_id, |run| {
             if !lifecycle::can_retry(current_state(run)) {
                 return Err(Error::FailedPrecondition(format!(
                     "run {:?} is {}; only FAILED or CANCELED runs can be retried",

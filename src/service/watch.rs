@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::access::Verb;
 use super::validate::check_lookup_id;
 use super::{Context, Runs};
 use crate::api::{RunEvent, WatchRunsRequest, run_event};
@@ -43,6 +44,10 @@ fn watch_scope(request: &WatchRunsRequest) -> Result<Scope> {
 /// One watcher's subscription; dropping it frees its slot.
 pub struct RunWatch {
     scope: Scope,
+    /// Only changes in namespaces the watcher may read pass (checked per change, so a scope
+    /// can never carry another namespace's runs).
+    ctx: Context,
+    core: Arc<super::Core>,
     changes: Subscription,
     closing: tokio::sync::watch::Receiver<bool>,
     slots: Arc<AtomicUsize>,
@@ -58,7 +63,12 @@ impl RunWatch {
                 _ = self.closing.wait_for(|closing| *closing) => return None,
             };
             match received {
-                Ok(change) if change.is_in(&self.scope) => return Some(Ok(change)),
+                Ok(change)
+                    if change.is_in(&self.scope)
+                        && self.core.can_read(&self.ctx, &change.namespace) =>
+                {
+                    return Some(Ok(change));
+                }
                 Ok(_) => continue,
                 Err(e) => return Some(Err(e)),
             }
@@ -87,10 +97,35 @@ impl Drop for RunWatch {
 }
 
 impl Runs {
+    /// With authentication on, a watched run or experiment must exist and be readable (its
+    /// namespace decides); a namespace needs a grant on it, everything a `*` grant.
+    async fn allow_watch(&self, ctx: &Context, scope: &Scope) -> Result<()> {
+        if !self.core.multi_user() {
+            return Ok(());
+        }
+        let core = &self.core;
+        match scope {
+            Scope::All => core.allow_everywhere(ctx, Verb::WatchRuns),
+            Scope::Namespace(ns) => core.allow_in_namespace(ctx, Verb::WatchRuns, "", ns),
+            Scope::Run(id) => {
+                let missing = || Error::NotFound(format!("run {id:?} not found"));
+                let stored = core.store.run(id).await?.ok_or_else(missing)?;
+                core.allow_on_record(ctx, Verb::WatchRuns, id, &stored.namespace(), missing)
+            }
+            Scope::Experiment(id) => {
+                let experiment = core.experiment(id).await?.value;
+                core.allow_on_record(ctx, Verb::WatchRuns, id, &experiment.namespace, || {
+                    Error::NotFound(format!("experiment {id:?} not found"))
+                })
+            }
+        }
+    }
+
     /// Starts a watch. Changes committed from now on (or after `request.resume_after`, while
     /// retained), in scope, arrive in commit order.
-    pub fn watch(&self, _ctx: &Context, request: &WatchRunsRequest) -> Result<RunWatch> {
+    pub async fn watch(&self, ctx: &Context, request: &WatchRunsRequest) -> Result<RunWatch> {
         let scope = watch_scope(request)?;
+        self.allow_watch(ctx, &scope).await?;
         let after = (request.resume_after != 0).then_some(request.resume_after);
         let changes = self.core.store.subscribe(after)?;
         let max = self.core.limits.max_watchers;
@@ -103,6 +138,8 @@ impl Runs {
         }
         Ok(RunWatch {
             scope,
+            ctx: ctx.clone(),
+            core: self.core.clone(),
             changes,
             closing: self.core.closing.subscribe(),
             slots: self.core.watchers.clone(),

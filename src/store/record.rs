@@ -106,6 +106,20 @@ impl StoredRun {
         }
     }
 
+    /// The run's namespace, read without decoding the rest of the record (authorization needs
+    /// it on every call that names a run). A record that cannot be read has none: "".
+    pub fn namespace(&self) -> String {
+        /// Only Run.namespace (field 21); prost skips every other field.
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct RunNamespace {
+            #[prost(string, tag = "21")]
+            namespace: String,
+        }
+        RunNamespace::decode(self.record.clone())
+            .map(|r| r.namespace)
+            .unwrap_or_default()
+    }
+
     /// The whole run. A record that cannot be decoded becomes a run whose `error` (DATA_LOSS)
     /// says so, so one damaged record does not make a whole scope unreadable.
     pub fn decode(&self) -> Run {
