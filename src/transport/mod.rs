@@ -4,6 +4,8 @@
 //! (tonic's connect info on the gRPC port, axum's on the HTTP port); [`peer`] reads it back in one
 //! shape, whichever port and middleware stack the request came through.
 
+pub mod tls;
+
 use std::net::SocketAddr;
 
 /// The other end of the connection a request arrived on.
