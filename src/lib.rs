@@ -6,6 +6,8 @@
 //! - [`grpc`]: the tonic adapter (convert, call the core, convert back).
 //! - [`http`]: the JSON/HTTP adapter on KFP's REST routes, over the same core.
 //! - [`ui`]: the web UI (embedded HTML/CSS/JS at `/`), a client of the JSON API and its watch.
+//! - [`metrics`]: Prometheus metrics (`GET /metrics`), fed by a gRPC layer, an HTTP middleware
+//!   and the store's observer interface.
 //! - [`transport`]: connections: the peer (address, client certificate name) of each request.
 //! - [`server`]: wiring: gRPC services, health, reflection, the HTTP router, graceful shutdown.
 //! - [`service`]: the transport-free core, one service per resource, each call with a
@@ -53,6 +55,7 @@ pub mod proto {
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod query;
 pub mod server;
 pub mod service;

@@ -1,0 +1,69 @@
+//! HTTP request metrics: one axum middleware around the whole router, labelled by route
+//! template (`/apis/v2beta1/runs/{tail}`, never the raw path, so labels stay few). The template
+//! is only known after routing, so [`remember_route`] (a route layer) copies axum's
+//! `MatchedPath` into the response for [`track`] to read; a request no route matched is labelled
+//! `unmatched`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::{HttpLabels, HttpRoute, Metrics};
+
+/// The route template a response answered, carried from the route layer to [`track`].
+#[derive(Clone)]
+struct Route(String);
+
+/// Route layer: records which template matched.
+pub async fn remember_route(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(Route(route));
+    }
+    response
+}
+
+/// Outer middleware: counts every request (404s included), its latency and in-flight calls.
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    // gRPC calls on the gRPC port reach this router only when no gRPC service knows their path;
+    // they are the gRPC layer's to count.
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    metrics.http_in_flight.inc();
+    let response = next.run(request).await;
+    metrics.http_in_flight.dec();
+    let route = response
+        .extensions()
+        .get::<Route>()
+        .map_or_else(|| "unmatched".to_owned(), |r| r.0.clone());
+    metrics
+        .http_duration
+        .get_or_create(&HttpRoute {
+            route: route.clone(),
+            method: method.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route,
+            method,
+            status: response.status().as_u16().to_string(),
+        })
+        .inc();
+    response
+}
+
+/// `router` with every request counted.
+pub fn instrument(router: axum::Router, metrics: Arc<Metrics>) -> axum::Router {
+    router
+        .route_layer(axum::middleware::from_fn(remember_route))
+        .layer(axum::middleware::from_fn_with_state(metrics, track))
+}
