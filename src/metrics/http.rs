@@ -1,5 +1,5 @@
 //! HTTP request metrics: one axum middleware around the whole router, labelled by route
-//! template (`/apis/v2beta1/runs/{tail}`, never the raw path, so labels stay few). The template
+//! template (`/apis/v2beta1/runs/:tail`, never the raw path, so labels stay few). The template
 //! is only known after routing, so [`remember_route`] (a route layer) copies axum's
 //! `MatchedPath` into the response for [`track`] to read; a request no route matched is labelled
 //! `unmatched`.
@@ -22,12 +22,18 @@ pub async fn remember_route(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+        .map(|p| colon_params(p.as_str()));
     let mut response = next.run(request).await;
     if let Some(route) = route {
         response.extensions_mut().insert(Route(route));
     }
     response
+}
+
+/// `/runs/{tail}` as `/runs/:tail`: braces inside label values are valid exposition, but
+/// common scrapers and parsers (prometheus-parse among them) cut the label set at the first `}`.
+fn colon_params(template: &str) -> String {
+    template.replace('{', ":").replace('}', "")
 }
 
 /// Outer middleware: counts every request (404s included), its latency and in-flight calls.
