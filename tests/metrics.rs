@@ -304,3 +304,34 @@ async fn metrics_are_served_on_the_grpc_port_too_and_grpc_calls_are_not_counted_
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_unknown_grpc_method_is_counted_once_under_one_label() {
+    let server = TestServer::start().await;
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    for path in ["/no.such.Service/Method", "/no.such.Service/Other"] {
+        grpc.ready().await.expect("ready");
+        let codec = tonic_prost::ProstCodec::<pbjson_types::Empty, pbjson_types::Empty>::default();
+        let status = grpc
+            .unary(
+                tonic::Request::new(pbjson_types::Empty {}),
+                http::uri::PathAndQuery::from_static(path),
+                codec,
+            )
+            .await
+            .expect_err("unknown method");
+        assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    }
+    let m = Metrics::scrape(&server.http_url()).await;
+    let calls = "runledger_grpc_requests_total";
+    assert_eq!(
+        m.sum(calls, &[("method", "other"), ("code", "UNIMPLEMENTED")]),
+        2.0
+    );
+    assert_eq!(m.sum(calls, &[]), 2.0, "no series per made-up method name");
+    assert_eq!(
+        m.sum("runledger_http_requests_total", &[]),
+        0.0,
+        "the JSON router answered them, but as gRPC they are not HTTP requests"
+    );
+}

@@ -156,10 +156,16 @@ impl Call {
             .grpc_duration
             .get_or_create(&method)
             .observe(self.started.elapsed().as_secs_f64());
+        // A method no service serves is one series, not one per name a client makes up.
+        let label = if code == "UNIMPLEMENTED" {
+            "other".to_owned()
+        } else {
+            self.method.clone()
+        };
         self.metrics
             .grpc_requests
             .get_or_create(&GrpcLabels {
-                method: self.method.clone(),
+                method: label,
                 code: code.to_owned(),
             })
             .inc();

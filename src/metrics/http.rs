@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::{HttpLabels, HttpRoute, Metrics};
 
@@ -40,11 +42,29 @@ fn colon_params(template: &str) -> String {
 pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     // gRPC calls on the gRPC port reach this router only when no gRPC service knows their path;
     // they are the gRPC layer's to count.
-    let method = request.method().as_str().to_owned();
+    let grpc = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        return next.run(request).await;
+    }
+    // Extension methods are one series, not one per name a client makes up.
+    let method = match *request.method() {
+        Method::GET
+        | Method::HEAD
+        | Method::POST
+        | Method::PUT
+        | Method::PATCH
+        | Method::DELETE
+        | Method::OPTIONS => request.method().as_str().to_owned(),
+        _ => "other".to_owned(),
+    };
     let started = Instant::now();
-    metrics.http_in_flight.inc();
+    let in_flight = InFlight::enter(&metrics.http_in_flight);
     let response = next.run(request).await;
-    metrics.http_in_flight.dec();
+    drop(in_flight);
     let route = response
         .extensions()
         .get::<Route>()
@@ -72,4 +92,21 @@ pub fn instrument(router: axum::Router, metrics: Arc<Metrics>) -> axum::Router {
     router
         .route_layer(axum::middleware::from_fn(remember_route))
         .layer(axum::middleware::from_fn_with_state(metrics, track))
+}
+
+/// Counts a request in flight until dropped: also when the client goes away mid-request and
+/// the handler is cancelled.
+struct InFlight<'a>(&'a Gauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a Gauge) -> InFlight<'a> {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
