@@ -238,4 +238,37 @@ mod tests {
         let first = sub.next().now_or_never().flatten().unwrap();
         assert!(matches!(first, Err(Error::ResourceExhausted(_))));
     }
+
+    #[derive(Default)]
+    struct Lagged(std::sync::Mutex<Vec<u64>>);
+
+    impl crate::store::StoreObserver for Lagged {
+        fn flushed(&self, _writes: u64, _seconds: f64) {}
+        fn watcher_lagged(&self, changes: u64) {
+            self.0.lock().unwrap().push(changes);
+        }
+    }
+
+    #[test]
+    fn the_observer_learns_how_many_changes_a_lagging_watcher_missed() {
+        let feed = ChangeFeed::new(2, 0, 0);
+        let observer = Arc::new(Lagged::default());
+        assert!(feed.observer().set(observer.clone()));
+        assert!(
+            !feed.observer().set(Arc::new(Lagged::default())),
+            "set once"
+        );
+        let mut behind = feed.subscribe(None).unwrap();
+        let mut keeping_up = feed.subscribe(None).unwrap();
+        for seq in 1..=5 {
+            feed.publish([change(seq)]);
+            assert_eq!(seqs(&mut keeping_up), vec![seq]);
+        }
+        // The buffer holds the last 2 of 5: the slow one missed 3, the other none.
+        assert!(matches!(
+            behind.next().now_or_never().flatten(),
+            Some(Err(Error::ResourceExhausted(_)))
+        ));
+        assert_eq!(*observer.0.lock().unwrap(), vec![3]);
+    }
 }
