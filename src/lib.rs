@@ -8,6 +8,8 @@
 //! - [`ui`]: the web UI (embedded HTML/CSS/JS at `/`), a client of the JSON API and its watch.
 //! - [`auth`]: identity: bearer tokens, the trusted proxy header, client certificates ->
 //!   the principal of each request (what it may do is [`service::access`]).
+//! - [`metrics`]: Prometheus metrics (`GET /metrics`), fed by a gRPC layer, an HTTP middleware
+//!   and the store's observer interface.
 //! - [`transport`]: connections: the peer (address, client certificate name) of each request.
 //! - [`server`]: wiring: gRPC services, health, reflection, the HTTP router, graceful shutdown.
 //! - [`service`]: the transport-free core, one service per resource, each call with a
@@ -56,6 +58,7 @@ pub mod auth;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod query;
 pub mod server;
 pub mod service;

@@ -121,7 +121,15 @@ pub async fn run(
         let _ = stopping.wait_for(|stop| *stop).await;
     };
 
-    let http_router = crate::http::router(services.clone(), options.max_http_body_bytes);
+    let metrics = crate::metrics::Metrics::new();
+    if !services.store().observe(metrics.clone()) {
+        tracing::debug!("the store reports no commit or watcher events to the metrics");
+    }
+    let http_router = crate::metrics::instrument(
+        crate::http::router(services.clone(), options.max_http_body_bytes)
+            .merge(crate::metrics::router(metrics.clone(), services.clone())),
+        metrics.clone(),
+    );
     // The JSON API is served on the gRPC port too (one port is enough behind a load balancer);
     // tonic routes gRPC paths to its services and everything else to the JSON router.
     let json_on_grpc_port = tonic::service::Routes::from(http_router.clone());
@@ -150,6 +158,8 @@ pub async fn run(
             // HTTP/1.1 for JSON clients; gRPC still negotiates HTTP/2.
             .accept_http1(true)
             .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
+            // Outermost, so it sees the status codes as finally sent.
+            .layer(crate::metrics::GrpcMetricsLayer::new(metrics.clone()))
             .layer(tower::util::MapResponseLayer::new(
                 crate::error::grpc::fix_bad_request_codes,
             ))

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::StoredRun;
+use super::{ObserverSlot, StoredRun};
 use crate::error::{Error, Result};
 use crate::query::Scope;
 
@@ -44,6 +44,7 @@ pub struct ChangeFeed {
     state: Mutex<Retained>,
     live: broadcast::Sender<Arc<Change>>,
     retain: usize,
+    observer: ObserverSlot,
 }
 
 struct Retained {
@@ -63,6 +64,7 @@ impl ChangeFeed {
             }),
             live: broadcast::Sender::new(buffer.max(1)),
             retain,
+            observer: ObserverSlot::default(),
         }
     }
 
@@ -82,6 +84,11 @@ impl ChangeFeed {
             // No receiver is fine: nobody watches.
             let _ = self.live.send(change);
         }
+    }
+
+    /// Where the feed (and its backend) reports lagging watchers.
+    pub fn observer(&self) -> &ObserverSlot {
+        &self.observer
     }
 
     /// Sequence number of the last change published.
@@ -119,7 +126,11 @@ impl ChangeFeed {
                     .collect()
             }
         };
-        Ok(Subscription { replay, live })
+        Ok(Subscription {
+            replay,
+            live,
+            observer: self.observer.clone(),
+        })
     }
 
     /// Number of live subscribers.
@@ -132,6 +143,7 @@ impl ChangeFeed {
 pub struct Subscription {
     replay: VecDeque<Arc<Change>>,
     live: broadcast::Receiver<Arc<Change>>,
+    observer: ObserverSlot,
 }
 
 impl Subscription {
@@ -143,10 +155,15 @@ impl Subscription {
         }
         match self.live.recv().await {
             Ok(change) => Some(Ok(change)),
-            Err(RecvError::Lagged(missed)) => Some(Err(Error::ResourceExhausted(format!(
-                "this watcher fell {missed} events behind and was stopped; list the runs again, \
+            Err(RecvError::Lagged(missed)) => {
+                if let Some(observer) = self.observer.get() {
+                    observer.watcher_lagged(missed);
+                }
+                Some(Err(Error::ResourceExhausted(format!(
+                    "this watcher fell {missed} events behind and was stopped; list the runs again, \
                  then watch again"
-            )))),
+                ))))
+            }
             Err(RecvError::Closed) => None,
         }
     }
@@ -220,5 +237,38 @@ mod tests {
         feed.publish((1..=5).map(change));
         let first = sub.next().now_or_never().flatten().unwrap();
         assert!(matches!(first, Err(Error::ResourceExhausted(_))));
+    }
+
+    #[derive(Default)]
+    struct Lagged(std::sync::Mutex<Vec<u64>>);
+
+    impl crate::store::StoreObserver for Lagged {
+        fn flushed(&self, _writes: u64, _seconds: f64) {}
+        fn watcher_lagged(&self, changes: u64) {
+            self.0.lock().unwrap().push(changes);
+        }
+    }
+
+    #[test]
+    fn the_observer_learns_how_many_changes_a_lagging_watcher_missed() {
+        let feed = ChangeFeed::new(2, 0, 0);
+        let observer = Arc::new(Lagged::default());
+        assert!(feed.observer().set(observer.clone()));
+        assert!(
+            !feed.observer().set(Arc::new(Lagged::default())),
+            "set once"
+        );
+        let mut behind = feed.subscribe(None).unwrap();
+        let mut keeping_up = feed.subscribe(None).unwrap();
+        for seq in 1..=5 {
+            feed.publish([change(seq)]);
+            assert_eq!(seqs(&mut keeping_up), vec![seq]);
+        }
+        // The buffer holds the last 2 of 5: the slow one missed 3, the other none.
+        assert!(matches!(
+            behind.next().now_or_never().flatten(),
+            Some(Err(Error::ResourceExhausted(_)))
+        ));
+        assert_eq!(*observer.0.lock().unwrap(), vec![3]);
     }
 }

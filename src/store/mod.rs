@@ -17,6 +17,7 @@
 //! suite every backend must pass.
 
 pub mod feed;
+mod observe;
 mod record;
 pub mod sled;
 
@@ -25,6 +26,7 @@ use std::sync::Arc;
 
 pub use self::sled::{CheckReport, DataDirOptions, Durability, RepairReport};
 pub use feed::{Change, ChangeKind, Subscription};
+pub use observe::{ObserverSlot, StoreObserver};
 pub use record::{Revision, SpecBlob, Stored, StoredRun, split_spec};
 
 use crate::api::{Experiment, Run};
@@ -67,6 +69,15 @@ pub trait Store: Send + Sync + 'static {
     async fn token_key(&self) -> Result<Vec<u8>>;
     /// Makes everything durable and stops background work; for shutdown. Later calls fail.
     async fn close(&self) -> Result<()>;
+    /// Reports the backend's group commits and lagging watchers to `observer` from now on
+    /// (the first observer set stays; false if one was set before). Default: nothing to report.
+    fn observe(&self, _observer: Arc<dyn StoreObserver>) -> bool {
+        false
+    }
+    /// Bytes the store takes on disk, if the backend knows it cheaply.
+    async fn size_on_disk(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// Changes applied together, atomically.

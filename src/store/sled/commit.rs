@@ -137,7 +137,13 @@ impl GroupCommit {
                 let events: Vec<_> = requests.pending.drain(..split).collect();
                 (target, events)
             };
-            match db.flush() {
+            let started = std::time::Instant::now();
+            let flushed = db.flush();
+            if let Some(observer) = self.feed.observer().get() {
+                let writes = target.saturating_sub(self.handled());
+                observer.flushed(writes, started.elapsed().as_secs_f64());
+            }
+            match flushed {
                 Ok(_) => {
                     // Changes first, acknowledgements second: a client that subscribes after its
                     // write was acknowledged must not receive that write as news.

@@ -278,6 +278,14 @@ impl Store for SledStore {
         self.inner.feed.subscribe(after)
     }
 
+    fn observe(&self, observer: Arc<dyn crate::store::StoreObserver>) -> bool {
+        self.inner.feed.observer().set(observer)
+    }
+
+    async fn size_on_disk(&self) -> Result<Option<u64>> {
+        self.inner.db.size_on_disk().map(Some).map_err(storage)
+    }
+
     async fn token_key(&self) -> Result<Vec<u8>> {
         self.blocking(Inner::token_key).await
     }
