@@ -10,6 +10,7 @@
 //!   the principal of each request (what it may do is [`service::access`]).
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`), fed by a gRPC layer, an HTTP middleware
 //!   and the store's observer interface.
+//! - [`cli`]: the command-line client (`runledger runs|experiments ...`) over the gRPC API.
 //! - [`transport`]: connections: the peer (address, client certificate name) of each request.
 //! - [`server`]: wiring: gRPC services, health, reflection, the HTTP router, graceful shutdown.
 //! - [`service`]: the transport-free core, one service per resource, each call with a
@@ -55,6 +56,7 @@ pub mod proto {
 }
 
 pub mod auth;
+pub mod cli;
 pub mod error;
 pub mod grpc;
 pub mod http;

@@ -31,6 +31,10 @@ enum Command {
     /// Check a data directory offline (stop the server first): every index entry, name and
     /// counter must agree with the records and every value must decode. Exits 1 on any problem.
     Check(CheckArgs),
+    /// Client: list, create, watch and change runs on a server (over gRPC).
+    Runs(runledger::cli::RunsArgs),
+    /// Client: list, create and change experiments on a server (over gRPC).
+    Experiments(runledger::cli::ExperimentsArgs),
     /// Authentication helpers: hash a token, check an --auth-config file.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -139,12 +143,25 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 (not clap's 2): the client's documented codes are 0, 1, 3 and 4.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let result = match cli.command {
         Command::Serve(args) => serve(*args).map(|()| true),
         Command::Descriptor(args) => descriptor(args).map(|()| true),
         Command::Check(args) => check(args),
         Command::Auth(command) => auth(command),
+        Command::Runs(args) => return runledger::cli::runs(args),
+        Command::Experiments(args) => return runledger::cli::experiments(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -34,7 +34,7 @@ impl<T: Serialize> IntoResponse for Json<T> {
 
 /// A message as the same compact proto3 JSON text `Json` replies with (whole numbers as
 /// integers); for bodies written piecewise, such as the watch stream's events.
-pub(super) fn encode<T: Serialize>(message: &T) -> serde_json::Result<String> {
+pub fn encode<T: Serialize>(message: &T) -> serde_json::Result<String> {
     let mut value = serde_json::to_value(message)?;
     integral_numbers_as_integers(&mut value);
     serde_json::to_string(&value)

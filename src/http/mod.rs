@@ -9,6 +9,9 @@
 mod json;
 mod watch;
 
+/// A message as the compact proto3 JSON the REST API replies with (also used by the CLI).
+pub use json::encode as proto_json;
+
 use std::sync::Arc;
 
 use axum::Router;
