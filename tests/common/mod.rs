@@ -211,4 +211,6 @@ pub fn expect_code<T: std::fmt::Debug>(
         }
     }
 }
+pub mod pki;
+pub mod process;
 pub mod rest;
