@@ -302,6 +302,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         let grpc_addr = grpc.local_addr().map_err(|e| e.to_string())?;
         let http_addr = http.local_addr().map_err(|e| e.to_string())?;
         // Before the line that says where it listens, which tests and scripts wait for.
+        if let Some(tls) = &tls {
+            tls.log_in_force("TLS on both ports");
+        }
         if tls.is_none() {
             for (flag, addr) in [("--grpc-addr", grpc_addr), ("--http-addr", http_addr)] {
                 if runledger::transport::beyond_loopback(addr) {

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
@@ -73,14 +72,10 @@ fn grpcurl() -> Option<PathBuf> {
     static INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     match INSTALLED.get_or_init(install) {
         Ok(path) => Some(path.clone()),
-        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true and grpcurl cannot be installed: {why}")
-        }
         Err(why) => {
-            // Straight to stderr: the test harness captures eprintln! output of passing tests.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n******** SKIPPED: the grpcurl test: cannot install {PACKAGE}: {why} ********\n"
+            common::skip_unless_ci(
+                "the grpcurl test",
+                &format!("cannot install {PACKAGE}: {why}"),
             );
             None
         }

@@ -5,7 +5,7 @@
 set -euo pipefail
 dir="$1"
 if ! command -v openssl >/dev/null; then
-    echo "make-cert: openssl not found (apt-get install -y openssl, or bash .ci/install-openssl.sh)" >&2
+    echo "make-cert: openssl not found (apt-get install -y openssl, or bash .ci/apt-install.sh openssl)" >&2
     exit 1
 fi
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \

@@ -349,26 +349,22 @@ fn tls_config(args: &ClientArgs, https: bool) -> Result<Option<ClientTlsConfig>,
             ))),
         };
     }
-    let mut config = ClientTlsConfig::new();
-    config = match &args.ca_cert {
-        Some(path) => {
-            let pem = read_pem(path, "--ca-cert")?;
-            crate::transport::tls::parse_certs(&pem)
-                .map_err(|e| CliError::usage(format!("--ca-cert {}: {e}", path.display())))?;
-            config.ca_certificate(Certificate::from_pem(pem))
-        }
-        None => config.with_native_roots(),
+    use crate::transport::tls::{parse_certs, parse_key};
+    let mut config = match &args.ca_cert {
+        Some(path) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_pem(
+            path,
+            "--ca-cert",
+            parse_certs,
+        )?)),
+        None => ClientTlsConfig::new().with_native_roots(),
     };
     match (&args.client_cert, &args.client_key) {
         (None, None) => {}
         (Some(cert), Some(key)) => {
-            let cert_pem = read_pem(cert, "--client-cert")?;
-            crate::transport::tls::parse_certs(&cert_pem)
-                .map_err(|e| CliError::usage(format!("--client-cert {}: {e}", cert.display())))?;
-            let key_pem = read_pem(key, "--client-key")?;
-            crate::transport::tls::parse_key(&key_pem)
-                .map_err(|e| CliError::usage(format!("--client-key {}: {e}", key.display())))?;
-            config = config.identity(Identity::from_pem(cert_pem, key_pem));
+            config = config.identity(Identity::from_pem(
+                read_pem(cert, "--client-cert", parse_certs)?,
+                read_pem(key, "--client-key", parse_key)?,
+            ));
         }
         (Some(_), None) => return Err(CliError::usage("--client-cert needs --client-key")),
         (None, Some(_)) => return Err(CliError::usage("--client-key needs --client-cert")),
@@ -376,9 +372,17 @@ fn tls_config(args: &ClientArgs, https: bool) -> Result<Option<ClientTlsConfig>,
     Ok(Some(config))
 }
 
-fn read_pem(path: &std::path::Path, flag: &str) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path)
-        .map_err(|e| CliError::usage(format!("cannot read {flag} {}: {e}", path.display())))
+/// Reads the PEM file given by `flag` and checks that `parse` finds in it what it should; the
+/// error names the flag and the file.
+fn read_pem<T>(
+    path: &std::path::Path,
+    flag: &str,
+    parse: fn(&[u8]) -> Result<T, String>,
+) -> Result<Vec<u8>, CliError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| CliError::usage(format!("cannot read {flag} {}: {e}", path.display())))?;
+    parse(&pem).map_err(|e| CliError::usage(format!("{flag} {}: {e}", path.display())))?;
+    Ok(pem)
 }
 
 fn bearer(args: &ClientArgs) -> Result<Bearer, CliError> {

@@ -85,6 +85,13 @@ impl TlsFiles {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
+
+    /// When the leaf certificate expires, for the log; None if it cannot be read.
+    fn expiry(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let leaf = read_certs(&self.cert).ok()?.into_iter().next()?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        chrono::DateTime::from_timestamp(parsed.validity().not_after.timestamp(), 0)
+    }
 }
 
 /// The TLS configuration in force on both listeners, and the files it came from.
@@ -135,27 +142,30 @@ impl Tls {
     /// [`Tls::reload`], logging the outcome (for the SIGHUP handler).
     pub fn reload_and_log(&self) {
         match self.reload() {
-            Ok(()) => tracing::info!(
-                cert = %self.files.cert.display(),
-                expires = %self.files.expiry().unwrap_or_default(),
-                "TLS certificate reloaded; new connections use it"
-            ),
+            Ok(()) => self.log_in_force("TLS certificate reloaded; new connections use it"),
             Err(e) => tracing::error!(
                 error = %e,
                 "TLS certificate not reloaded; the previous one stays in force"
             ),
         }
     }
-}
 
-impl TlsFiles {
-    /// When the leaf certificate expires (RFC 3339), for the log; None if it cannot be read.
-    pub fn expiry(&self) -> Option<String> {
-        let leaf = read_certs(&self.cert).ok()?.into_iter().next()?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-        let not_after = parsed.validity().not_after.timestamp();
-        chrono::DateTime::from_timestamp(not_after, 0)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    /// Logs `message` at info with the certificate file, when it expires and the client CA.
+    pub fn log_in_force(&self, message: &str) {
+        let client_ca = match &self.files.client_ca {
+            Some(path) => path.display().to_string(),
+            None => "none".into(),
+        };
+        let expiry = self.files.expiry();
+        let expires = expiry.map_or("unknown".into(), |t| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        });
+        tracing::info!(cert = %self.files.cert.display(), %expires, %client_ca, "{message}");
+        // rustls serves an expired certificate; clients then refuse it with errors that do not
+        // say so as plainly.
+        if expiry.is_some_and(|t| t < chrono::Utc::now()) {
+            tracing::warn!(cert = %self.files.cert.display(), %expires, "the TLS certificate has expired");
+        }
     }
 }
 

@@ -76,16 +76,40 @@ impl Pki {
         )
     }
 
+    /// A server certificate for 127.0.0.1 that expired in 2020.
+    pub fn expired_server(&self) -> CertFiles {
+        self.issue_with(
+            "expired",
+            vec!["127.0.0.1".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            |params| {
+                params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+                params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+            },
+        )
+    }
+
     /// A client certificate whose subject CN is `cn`.
     pub fn client(&self, cn: &str) -> CertFiles {
         self.issue(cn, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
     }
 
     fn issue(&self, cn: &str, names: Vec<String>, usage: ExtendedKeyUsagePurpose) -> CertFiles {
+        self.issue_with(cn, names, usage, |_| {})
+    }
+
+    fn issue_with(
+        &self,
+        cn: &str,
+        names: Vec<String>,
+        usage: ExtendedKeyUsagePurpose,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> CertFiles {
         let key = KeyPair::generate().expect("key");
         let mut params = CertificateParams::new(names).expect("params");
         params.distinguished_name.push(DnType::CommonName, cn);
         params.extended_key_usages = vec![usage];
+        adjust(&mut params);
         let cert = params
             .signed_by(&key, &self.ca, &self.ca_key)
             .expect("sign");
