@@ -31,6 +31,10 @@ enum Command {
     /// Check a data directory offline (stop the server first): every index entry, name and
     /// counter must agree with the records and every value must decode. Exits 1 on any problem.
     Check(CheckArgs),
+    /// Migrate a data directory offline to this build's data format (stop the server first).
+    /// The server also migrates at startup; a migration that was interrupted resumes where it
+    /// stopped.
+    Migrate(MigrateArgs),
     /// Client: list, create, watch and change runs on a server (over gRPC).
     Runs(runledger::cli::RunsArgs),
     /// Client: list, create and change experiments on a server (over gRPC).
@@ -67,6 +71,19 @@ struct CheckArgs {
     /// again.
     #[arg(long)]
     repair: bool,
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// Directory of the embedded database.
+    #[arg(long, env = "RUNLEDGER_DATA_DIR", default_value = "./runledger-data")]
+    data_dir: PathBuf,
+    /// Runs converted per atomic batch (each batch records the migration's progress with it).
+    #[arg(long, default_value_t = store::sled::migrate::CHUNK)]
+    chunk_runs: usize,
+    /// For crash tests: abort once this many batches are on disk, as a kill would.
+    #[arg(long, hide = true)]
+    abort_after_chunks: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -159,6 +176,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args).map(|()| true),
         Command::Descriptor(args) => descriptor(args).map(|()| true),
         Command::Check(args) => check(args),
+        Command::Migrate(args) => migrate(args),
         Command::Auth(command) => auth(command),
         Command::Runs(args) => return runledger::cli::runs(args),
         Command::Experiments(args) => return runledger::cli::experiments(args),
@@ -197,6 +215,16 @@ fn check(args: CheckArgs) -> Result<bool, String> {
         print!("{}: {report}", dir.display());
         Ok(report.is_consistent())
     }
+}
+
+fn migrate(args: MigrateArgs) -> Result<bool, String> {
+    let options = store::MigrateOptions {
+        chunk: args.chunk_runs,
+        abort_after_chunks: args.abort_after_chunks,
+    };
+    let report = store::migrate_data_dir(&args.data_dir, &options).map_err(|e| e.to_string())?;
+    println!("{}: {report}", args.data_dir.display());
+    Ok(true)
 }
 
 fn auth(command: AuthCommand) -> Result<bool, String> {

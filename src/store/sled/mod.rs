@@ -16,6 +16,8 @@ mod encoded;
 mod format;
 pub mod keys;
 mod list;
+pub mod migrate;
+pub mod specs;
 mod startup;
 mod txn;
 
@@ -29,15 +31,18 @@ pub use check::{CheckReport, RepairReport, check_data_dir, repair_data_dir};
 pub use codec::FORMAT_VERSION as RECORD_VERSION;
 pub use commit::Durability;
 pub use format::DATA_FORMAT;
+pub use migrate::{MigrateOptions, MigrationReport, migrate_data_dir};
 pub use startup::STARTUP_FULL_CHECK_KEYS;
 
 use commit::GroupCommit;
 
 use super::feed::ChangeFeed;
 use super::{Revision, Store, Stored, StoredRun, Subscription, Write, Written};
-use crate::api::{Experiment, run};
+use crate::api::Experiment;
 use crate::error::{Error, Result};
 use crate::query::{ListQuery, Page, Scope, Tally, TallyGroup};
+use crate::wkt::Timestamp;
+use std::collections::BTreeMap;
 
 /// Options for opening a data directory.
 #[derive(Debug, Clone)]
@@ -137,6 +142,7 @@ impl SledStore {
             })?;
         let tree = db.open_tree(TREE).map_err(storage)?;
         format::ensure_format(&tree)?;
+        migrate::migrate(&db, &tree, &migrate::MigrateOptions::default())?;
         startup::at_startup(&tree, dir)?;
         db.flush().map_err(storage)?;
         let last_change = tree
@@ -236,7 +242,7 @@ impl Store for SledStore {
     }
 
     async fn list_runs(&self, query: ListQuery) -> Result<Page<StoredRun>> {
-        if list::reads_a_page(&query) {
+        if list::reads_a_page(&query, true) {
             self.read(move |inner| list::runs(inner, &query)).await
         } else {
             self.blocking(move |inner| list::runs(inner, &query)).await
@@ -244,7 +250,7 @@ impl Store for SledStore {
     }
 
     async fn list_experiments(&self, query: ListQuery) -> Result<Page<Stored<Experiment>>> {
-        if list::reads_a_page(&query) {
+        if list::reads_a_page(&query, false) {
             self.read(move |inner| list::experiments(inner, &query))
                 .await
         } else {
@@ -255,7 +261,7 @@ impl Store for SledStore {
 
     async fn run_tally(&self, scope: &Scope) -> Result<Tally> {
         let key = run_counter_key(scope)?;
-        self.read(move |inner| Ok(inner.counts(&key)?.tally()))
+        self.read(move |inner| Ok(inner.counts(&key)?.tally(true)))
             .await
     }
 
@@ -295,20 +301,43 @@ impl Store for SledStore {
     }
 }
 
+/// Reads by key: the committed tree, or a write's view of it (its own changes first).
+pub trait KeyRead {
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>>;
+}
+
+/// Changes queued in a write's atomic batch.
+pub trait KeyWrite: KeyRead {
+    fn put(&mut self, key: Vec<u8>, value: sled::IVec);
+    fn remove(&mut self, key: Vec<u8>);
+}
+
+impl KeyRead for sled::Tree {
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        sled::Tree::get(self, key).map_err(storage)
+    }
+}
+
+impl KeyRead for Inner {
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        self.raw(key)
+    }
+}
+
 impl Inner {
     fn raw(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
         self.tree.get(key).map_err(storage)
     }
 
     fn run(&self, run_id: &str) -> Result<Option<StoredRun>> {
-        Ok(self
-            .raw(&keys::record(keys::RUN, run_id))?
-            .map(|record| encoded::stored_run(run_id, record)))
+        self.raw(&keys::record(keys::RUN, run_id))?
+            .map(|record| encoded::stored_run(self, run_id, record))
+            .transpose()
     }
 
     fn experiment(&self, experiment_id: &str) -> Result<Option<Stored<Experiment>>> {
         self.raw(&keys::record(keys::EXPERIMENT, experiment_id))?
-            .map(|record| stored_experiment(experiment_id, record))
+            .map(|record| stored_experiment(self, experiment_id, record))
             .transpose()
     }
 
@@ -369,13 +398,33 @@ impl Drop for Inner {
     }
 }
 
-/// An experiment record and its revision (the stored bytes).
-fn stored_experiment(experiment_id: &str, record: sled::IVec) -> Result<Stored<Experiment>> {
-    let value = decode_experiment(experiment_id, &record)?;
+/// An experiment record and its revision (the stored bytes), with its last_run_created_at
+/// (kept under its own key, so that a new run does not rewrite the record).
+fn stored_experiment(
+    kv: &impl KeyRead,
+    experiment_id: &str,
+    record: sled::IVec,
+) -> Result<Stored<Experiment>> {
+    let mut value = decode_experiment(experiment_id, &record)?;
+    value.last_run_created_at = last_run_created_at(kv, experiment_id)?;
     Ok(Stored {
         value,
         revision: revision(record),
     })
+}
+
+/// The experiment's last_run_created_at (key `L`), None when it has no run yet.
+fn last_run_created_at(kv: &impl KeyRead, experiment_id: &str) -> Result<Option<Timestamp>> {
+    kv.get(&keys::record(keys::LAST_RUN_CREATED, experiment_id))?
+        .map(|v| {
+            keys::decode_time(&v).ok_or_else(|| {
+                Error::internal(format!(
+                    "the last_run_created_at of experiment {experiment_id:?} cannot be decoded: \
+                     run `runledger check --repair`"
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// A record's revision: its stored bytes (shared, not copied). Comparing them is exact, and
@@ -439,51 +488,91 @@ fn experiment_scope(scope: &Scope) -> Result<Option<&str>> {
     }
 }
 
-/// How many records a scope holds, and how many of them are archived.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Counts {
-    total: u64,
-    archived: u64,
-}
+/// How many records a scope holds per (state, storage_state) group (experiments: state 0).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Counts(BTreeMap<(i32, i32), u64>);
+
+/// The first byte of an encoded [`Counts`] (format 1's counters were 16 bytes: total, archived).
+const COUNTS_VERSION: u8 = 2;
 
 impl Counts {
     fn decode(bytes: &[u8]) -> Result<Counts> {
-        let total = bytes
-            .get(..8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes);
-        let archived = bytes
-            .get(8..16)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes);
-        match (total, archived) {
-            (Some(total), Some(archived)) if bytes.len() == 16 => Ok(Counts { total, archived }),
-            _ => Err(Error::internal("corrupt counter value")),
+        let corrupt = || Error::internal("corrupt counter value");
+        let Some((&COUNTS_VERSION, mut rest)) = bytes.split_first() else {
+            return Err(corrupt());
+        };
+        let mut groups = BTreeMap::new();
+        while !rest.is_empty() {
+            let state = keys::decode_i32(rest).ok_or_else(corrupt)?;
+            let storage =
+                keys::decode_i32(rest.get(4..).ok_or_else(corrupt)?).ok_or_else(corrupt)?;
+            let count = rest
+                .get(8..16)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(corrupt)?;
+            groups.insert((state, storage), count);
+            rest = &rest[16..];
         }
+        Ok(Counts(groups))
     }
 
-    fn encode(&self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        out[..8].copy_from_slice(&self.total.to_be_bytes());
-        out[8..].copy_from_slice(&self.archived.to_be_bytes());
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + 16 * self.0.len());
+        out.push(COUNTS_VERSION);
+        for (&(state, storage), count) in &self.0 {
+            out.extend_from_slice(&keys::encode_i32(state));
+            out.extend_from_slice(&keys::encode_i32(storage));
+            out.extend_from_slice(&count.to_be_bytes());
+        }
         out
     }
 
-    /// The counters as a tally (they do not tell run states apart).
-    fn tally(&self) -> Tally {
-        let group = |storage: run::StorageState, count| TallyGroup {
-            state: None,
-            storage_state: storage as i32,
-            count,
-        };
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// For messages: the total, then each group as (state, storage_state) numbers.
+    fn describe(&self) -> String {
+        let total: u64 = self.0.values().sum();
+        let groups: Vec<String> = self
+            .0
+            .iter()
+            .map(|((state, storage), count)| format!("({state}, {storage}): {count}"))
+            .collect();
+        format!("{total} [{}]", groups.join(", "))
+    }
+
+    /// Adds `delta` to a group; a group that reaches 0 goes.
+    fn add(&mut self, group: (i32, i32), delta: i64) -> Result<()> {
+        let current = self.0.get(&group).copied().unwrap_or(0);
+        let next = current.checked_add_signed(delta).ok_or_else(|| {
+            Error::internal(
+                "a counter would go below zero: the store's counters are inconsistent (run \
+                 `runledger check`)",
+            )
+        })?;
+        if next == 0 {
+            self.0.remove(&group);
+        } else {
+            self.0.insert(group, next);
+        }
+        Ok(())
+    }
+
+    /// The counters as a tally; `states`: whether the groups tell run states apart (runs) or
+    /// not (experiments).
+    fn tally(&self, states: bool) -> Tally {
         Tally {
-            groups: vec![
-                group(
-                    run::StorageState::Available,
-                    self.total.saturating_sub(self.archived),
-                ),
-                group(run::StorageState::Archived, self.archived),
-            ],
+            groups: self
+                .0
+                .iter()
+                .map(|(&(state, storage_state), &count)| TallyGroup {
+                    state: states.then_some(state),
+                    storage_state,
+                    count,
+                })
+                .collect(),
         }
     }
 }
