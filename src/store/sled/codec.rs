@@ -26,6 +26,14 @@ pub fn encode<M: Message>(record: &M) -> Vec<u8> {
     out
 }
 
+/// A record already encoded (version 1).
+pub fn encode_plain(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + body.len());
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(body);
+    out
+}
+
 /// A record (already encoded, without its spec) that references the spec blob `digest`.
 pub fn encode_referencing(body: &[u8], digest: &Digest) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + digest.len() + body.len());

@@ -257,6 +257,7 @@ fn index_range<'a>(
     after: Option<&[u8]>,
 ) -> Box<dyn Iterator<Item = Result<Vec<u8>>> + 'a> {
     use std::ops::Bound;
+    super::assert_off_runtime();
     let with = |suffix: &[u8]| [prefix, suffix].concat();
     let end = match prefix_end(prefix) {
         Some(end) => Bound::Excluded(end),

@@ -6,8 +6,8 @@
 //! ([`txn`]), so a crash at any instant leaves records, indexes and counters consistent. It is
 //! acknowledged once a flush that started after it has finished ([`commit`]: group commit).
 //! Reads never take the lock. No sled call runs on the async worker threads: reads by key go to a
-//! pool of reader threads, scans and writes to a pool that grows with demand, so a long scan or a
-//! slow disk cannot hold up other calls (or Health/Check).
+//! pool of reader threads, scans to a pool that grows with demand, writes to the writer thread,
+//! so a long scan or a slow disk cannot hold up other calls (or Health/Check).
 
 mod check;
 mod codec;
@@ -70,6 +70,59 @@ impl Default for DataDirOptions {
 /// The embedded store on a data directory.
 pub struct SledStore {
     inner: Arc<Inner>,
+    writer: Writer,
+}
+
+/// The writer thread: it applies writes one after another, in the order they were queued.
+/// Concurrent writers queue instead of each taking a thread of the blocking pool to wait for the
+/// writer lock there (64 concurrent creates kept ~64 threads waking and sleeping on the lock).
+struct Writer {
+    queue: Mutex<Option<std::sync::mpsc::Sender<WriteJob>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+type WriteJob = (Write, tokio::sync::oneshot::Sender<Result<(u64, Written)>>);
+
+impl Writer {
+    fn start(inner: Arc<Inner>) -> Result<Writer> {
+        let (queue, jobs) = std::sync::mpsc::channel::<WriteJob>();
+        let thread = std::thread::Builder::new()
+            .name("runledger-writer".into())
+            .spawn(move || {
+                // Ends when the store is dropped (its sender with it).
+                while let Ok((write, answer)) = jobs.recv() {
+                    // The caller may have gone: the write stands, as any committed write.
+                    let _ = answer.send(txn::apply(&inner, write));
+                }
+            })
+            .map_err(|e| Error::internal(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer {
+            queue: Mutex::new(Some(queue)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    async fn apply(&self, write: Write) -> Result<(u64, Written)> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        lock(&self.queue)
+            .as_ref()
+            .and_then(|queue| queue.send((write, answer)).ok())
+            .ok_or_else(|| Error::internal("the store's writer has stopped"))?;
+        answered
+            .await
+            .map_err(|_| Error::internal("a store write was dropped without an answer"))?
+    }
+}
+
+impl Drop for SledStore {
+    /// Stops the writer thread and waits for it, so that the database is released when the
+    /// store is (a reopen in the same process must not find it locked).
+    fn drop(&mut self) {
+        lock(&self.writer.queue).take();
+        if let Some(thread) = lock(&self.writer.thread).take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 struct Inner {
@@ -114,11 +167,16 @@ const TREE: &str = "ledger";
 /// The sled settings every opener of a data dir must share (sled refuses to open a database with
 /// a different compression setting than it was created with).
 ///
-/// Values are compressed (zstd) on disk: a run's pipeline_spec compresses ~20×, and without it
-/// sled 0.34's log grew to ~33 KB per 5 KB run, 33 GB at 1M runs, where its segment bookkeeping
-/// stalled reads (BENCHMARKS.md). With it: 1.5 GB at 1M runs, and reads keep answering.
+/// Values are compressed (zstd) on disk: without it sled 0.34's log grew to ~33 KB per 5 KB run
+/// (33 GB at 1M runs) where its segment bookkeeping stalled reads (BENCHMARKS.md). sled
+/// compresses each page update on its own, with a new zstd context each time: at level 1 (not
+/// sled's default 5) that costs a fraction of the CPU and compresses these small updates
+/// nearly as well. The level is not part of the stored format (any level decompresses).
 fn sled_config(dir: &Path) -> sled::Config {
-    sled::Config::new().path(dir).use_compression(true)
+    sled::Config::new()
+        .path(dir)
+        .use_compression(true)
+        .compression_factor(1)
 }
 
 fn storage(e: sled::Error) -> Error {
@@ -175,7 +233,8 @@ impl SledStore {
                 .map_err(|e| Error::internal(format!("cannot start the flusher thread: {e}")))?;
             *lock(&inner.flusher) = Some(handle);
         }
-        Ok(Arc::new(SledStore { inner }))
+        let writer = Writer::start(inner.clone())?;
+        Ok(Arc::new(SledStore { inner, writer }))
     }
 
     /// Runs `f`, work of unbounded length (a scan, a write that waits for the writer lock), on
@@ -270,7 +329,7 @@ impl Store for SledStore {
     }
 
     async fn write(&self, write: Write) -> Result<Written> {
-        let (ticket, written) = self.blocking(move |inner| txn::apply(inner, write)).await?;
+        let (ticket, written) = self.writer.apply(write).await?;
         self.inner.commit.wait(ticket).await?;
         Ok(written)
     }
@@ -289,7 +348,8 @@ impl Store for SledStore {
     }
 
     async fn size_on_disk(&self) -> Result<Option<u64>> {
-        self.inner.db.size_on_disk().map(Some).map_err(storage)
+        self.blocking(|inner| inner.db.size_on_disk().map(Some).map_err(storage))
+            .await
     }
 
     async fn token_key(&self) -> Result<Vec<u8>> {
@@ -324,8 +384,19 @@ impl KeyRead for Inner {
     }
 }
 
+/// Every sled call of a running store goes through [`Inner`] on a reader or blocking-pool
+/// thread, never on an async worker thread, where it would hold up every other request (a page
+/// read from a slow disk, decompression, a long scan). Debug builds (every test) check it.
+fn assert_off_runtime() {
+    debug_assert!(
+        tokio::runtime::Handle::try_current().is_err(),
+        "a store call on an async runtime thread"
+    );
+}
+
 impl Inner {
     fn raw(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        assert_off_runtime();
         self.tree.get(key).map_err(storage)
     }
 
@@ -343,6 +414,7 @@ impl Inner {
 
     /// The namespaces with a run counter (a counter goes when its last run does).
     fn namespaces(&self) -> Result<Vec<String>> {
+        assert_off_runtime();
         let prefix = keys::counter(b'n', None);
         self.tree
             .scan_prefix(&prefix)

@@ -27,6 +27,7 @@ use crate::store::{Expectation, Op, Revision, StoredRun, Write, Written, split_s
 /// Applies `write` atomically; returns the commit's number (to wait for its durability) and what
 /// it stored. A write whose expectations fail changes nothing and is a Conflict.
 pub(super) fn apply(inner: &Inner, write: Write) -> Result<(u64, Written)> {
+    super::assert_off_runtime();
     let mut txn = Txn::new(inner, lock(&inner.writer));
     let mut written = Written::default();
     for op in write.ops {
@@ -281,12 +282,7 @@ impl<'a> Txn<'a> {
         }
         let value = match &spec {
             Some((digest, _)) => codec::encode_referencing(&body, digest),
-            None => {
-                let mut value = Vec::with_capacity(1 + body.len());
-                value.push(codec::FORMAT_VERSION);
-                value.extend_from_slice(&body);
-                value
-            }
+            None => codec::encode_plain(&body),
         };
         let record = self.put(keys::record(keys::RUN, &new.run_id), value);
         let offset = codec::body_offset(&record).unwrap_or(1);
