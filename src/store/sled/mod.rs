@@ -89,6 +89,7 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("runledger-writer".into())
             .spawn(move || {
+                yield_cpu_to_the_runtime();
                 // Ends when the store is dropped (its sender with it).
                 while let Ok((write, answer)) = jobs.recv() {
                     // The caller may have gone: the write stands, as any committed write.
@@ -151,12 +152,38 @@ fn readers() -> &'static rayon::ThreadPool {
         rayon::ThreadPoolBuilder::new()
             .num_threads((cores * 2).max(4))
             .thread_name(|i| format!("runledger-read-{i}"))
+            .start_handler(|_| yield_cpu_to_the_runtime())
             .build()
             // Building fails only if a thread cannot be spawned, at the first read: the process
             // cannot serve without threads.
             .expect("cannot start the store's reader threads")
     })
 }
+
+/// Lowers the calling thread's CPU priority (nice +10), once per thread: store threads (readers,
+/// the scan pool, the writer) yield the CPU to the async runtime's threads when both want it,
+/// so under a saturating list load Health/Check and the transport keep answering promptly and
+/// the store work waits instead. Only the CPU share changes; nothing waits on a lower-priority
+/// thread while holding a lock the runtime needs.
+fn yield_cpu_to_the_runtime() {
+    thread_local! {
+        static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    LOWERED.with(|lowered| {
+        if !lowered.replace(true) {
+            #[cfg(target_os = "linux")]
+            // SAFETY: plain syscalls on this thread's own id; a failure only leaves the priority
+            // as it was.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, STORE_NICE);
+            }
+        }
+    });
+}
+
+/// The nice value of store threads (see [`yield_cpu_to_the_runtime`]).
+const STORE_NICE: libc::c_int = 10;
 
 /// The setting holding the last change's sequence number (u64 BE).
 const CHANGE_SEQ: &str = "change-seq";
@@ -246,7 +273,11 @@ impl SledStore {
         f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = self.inner.clone();
-        blocking::unblock(move || f(&inner)).await
+        blocking::unblock(move || {
+            yield_cpu_to_the_runtime();
+            f(&inner)
+        })
+        .await
     }
 
     /// Runs `f`, a read by key (a cache lookup, a page read and its decompression), on the
