@@ -311,8 +311,10 @@ fn merge_ranges<'a>(
         .iter()
         .map(|p| index_range(inner, p, direction, after.as_deref()))
         .collect();
-    if ranges.len() == 1 {
-        return ranges.pop().expect("one range");
+    if ranges.len() == 1
+        && let Some(only) = ranges.pop()
+    {
+        return only;
     }
     let mut heads: Vec<_> = ranges.iter_mut().map(|r| r.next()).collect();
     Box::new(std::iter::from_fn(move || {
