@@ -292,8 +292,13 @@ impl SledStore {
         let inner = self.inner.clone();
         let (answer, answered) = tokio::sync::oneshot::channel();
         readers().spawn(move || {
+            let result = f(&inner);
+            // Let go of the store before answering: once the last caller has its answer and
+            // drops the store, the data dir must be free (a reopen in the same process would
+            // otherwise race this thread, which runs at a lower priority, for sled's lock).
+            drop(inner);
             // The caller may have gone (its request was cancelled): nothing to tell.
-            let _ = answer.send(f(&inner));
+            let _ = answer.send(result);
         });
         answered
             .await
