@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
+use super::catalog_check::{self, CatalogScan};
 use super::format::{DATA_FORMAT, FORMAT_SETTING, ensure_format, read_format};
 use super::keys::{self, ScopeEntry};
 use super::{
@@ -40,6 +41,9 @@ const LOCK_ATTEMPTS: u32 = 40;
 pub struct CheckReport {
     pub runs: u64,
     pub experiments: u64,
+    pub pipelines: u64,
+    pub pipeline_versions: u64,
+    pub recurring_runs: u64,
     /// Index entries (`A X N Q P M D`).
     pub index_entries: u64,
     pub counters: u64,
@@ -61,6 +65,13 @@ impl fmt::Display for CheckReport {
             "{} runs, {} experiments, {} index entries, {} counters, {} settings",
             self.runs, self.experiments, self.index_entries, self.counters, self.settings
         )?;
+        if self.pipelines + self.pipeline_versions + self.recurring_runs > 0 {
+            writeln!(
+                f,
+                "{} pipelines, {} pipeline versions, {} recurring runs",
+                self.pipelines, self.pipeline_versions, self.recurring_runs
+            )?;
+        }
         if self.problems.is_empty() {
             return writeln!(f, "consistent: no problems found");
         }
@@ -193,6 +204,8 @@ pub(super) struct Scan {
     names: BTreeMap<Vec<u8>, Vec<u8>>,
     defaults: BTreeMap<Vec<u8>, Vec<u8>>,
     counters: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Pipelines, versions, recurring runs and leases (catalog_check.rs).
+    catalog: CatalogScan,
 }
 
 /// What the records say the derived entries must be.
@@ -241,6 +254,10 @@ impl Scan {
             let (key, value) = entry.map_err(storage)?;
             scan.visit(&key, &value);
         }
+        scan.report.pipelines = scan.catalog.pipelines;
+        scan.report.pipeline_versions = scan.catalog.versions;
+        scan.report.recurring_runs = scan.catalog.recurring_runs;
+        scan.undecodable += scan.catalog.undecodable;
         scan.compare();
         Ok(scan)
     }
@@ -338,8 +355,18 @@ impl Scan {
                     ));
                 }
             }
+            kind if catalog_check::handles(kind) => {
+                if self.catalog.visit(key, value) {
+                    self.report.index_entries += 1;
+                }
+            }
             _ => self.problem(format!("unknown key {:?}", show(key))),
         }
+    }
+
+    /// The namespace of an experiment the scan found.
+    fn experiment_namespace(&self, id: &str) -> Option<String> {
+        self.experiments.get(id).map(|e| e.namespace.clone())
     }
 
     fn expected(&self) -> (Expected, Vec<String>) {
@@ -387,11 +414,16 @@ impl Scan {
                 out.names.insert(name_key, id.clone());
             }
         }
+        self.catalog.expect_counters(&mut out.counters);
         (out, problems)
     }
 
     fn compare(&mut self) {
         let (expected, mut problems) = self.expected();
+        problems.extend(
+            self.catalog
+                .problems(&|id: &str| self.experiment_namespace(id)),
+        );
 
         for (id, run) in &self.runs {
             match self.experiments.get(&run.experiment_id) {
@@ -512,6 +544,15 @@ impl Scan {
     fn repair_plan(&self, tree: &sled::Tree) -> Result<RepairPlan> {
         let (expected, _) = self.expected();
         let mut plan = RepairPlan::default();
+        let (remove, insert) = self
+            .catalog
+            .repair(&|id: &str| self.experiment_namespace(id));
+        for key in remove {
+            plan.remove(&key);
+        }
+        for (key, value) in insert {
+            plan.insert(&key, value);
+        }
         for key in self.index.keys() {
             if !expected.index.contains(key) {
                 plan.remove(key);

@@ -15,6 +15,22 @@
 //! | `D` | namespace | experiment_id of the namespace's default experiment |
 //! | `C` | counter scope | 16 bytes: total, archived (u64 BE each) |
 //! | `S` | setting name | setting value (`format`: data format version; `page-token-key`; `change-seq`: the last change's sequence number) |
+//! | `I` | pipeline_id | pipeline record |
+//! | `K` | str(namespace), name | pipeline_id: unique pipeline names |
+//! | `W` | str(namespace), created, pipeline_id | (empty): pipelines of a namespace |
+//! | `V` | pipeline_version_id | pipeline version record (with its spec) |
+//! | `O` | str(pipeline_id), name | pipeline_version_id: unique version names |
+//! | `U` | str(pipeline_id), created, pipeline_version_id | (empty): versions of a pipeline |
+//! | `J` | recurring_run_id | recurring run record (with its schedule state) |
+//! | `G` | created, recurring_run_id | (empty): every recurring run |
+//! | `H` | str(experiment_id), created, recurring_run_id | (empty): recurring runs of an experiment |
+//! | `Y` | str(namespace), created, recurring_run_id | (empty): recurring runs of a namespace |
+//! | `L` | lease name | holder (str), then the expiry (12 time bytes) |
+//!
+//! Counter scopes (`C` then a kind byte): `a`/`x`/`n` runs everywhere / of an experiment / of a
+//! namespace, `e`/`p` experiments everywhere / of a namespace, `w` pipelines of a namespace, `u`
+//! versions of a pipeline, `g`/`h`/`y` recurring runs everywhere / of an experiment / of a
+//! namespace (the pipeline and recurring run counters never count anything archived).
 //!
 //! `str(x)` is a u16 big-endian length then the bytes, so a prefix never matches a longer
 //! namespace or id; `created` is 12 bytes that sort like the timestamp (sign-flipped seconds,
@@ -33,6 +49,17 @@ pub const EXPERIMENT_NAME: u8 = b'M';
 pub const DEFAULT_EXPERIMENT: u8 = b'D';
 pub const COUNTER: u8 = b'C';
 pub const SETTING: u8 = b'S';
+pub const PIPELINE: u8 = b'I';
+pub const PIPELINE_NAME: u8 = b'K';
+pub const PIPELINES_BY_NAMESPACE: u8 = b'W';
+pub const PIPELINE_VERSION: u8 = b'V';
+pub const PIPELINE_VERSION_NAME: u8 = b'O';
+pub const VERSIONS_BY_PIPELINE: u8 = b'U';
+pub const RECURRING_RUN: u8 = b'J';
+pub const ALL_RECURRING_RUNS: u8 = b'G';
+pub const RECURRING_RUNS_BY_EXPERIMENT: u8 = b'H';
+pub const RECURRING_RUNS_BY_NAMESPACE: u8 = b'Y';
+pub const LEASE: u8 = b'L';
 
 /// Longest namespace or id that fits a key's u16 length prefix.
 pub const MAX_KEY_PART: usize = u16::MAX as usize;

@@ -30,14 +30,14 @@ pub(super) fn apply(inner: &Inner, write: Write) -> Result<(u64, Written)> {
     Ok((seq, written))
 }
 
-fn conflict(what: String) -> Error {
+pub(super) fn conflict(what: String) -> Error {
     Error::Conflict(format!("{what}; nothing was written"))
 }
 
 /// A write in progress. Reads see the transaction's own changes; nothing is visible to others
-/// until [`Txn::commit`].
-struct Txn<'a> {
-    inner: &'a Inner,
+/// until [`Txn::commit`]. Pipelines, versions and recurring runs are applied in `catalog.rs`.
+pub(super) struct Txn<'a> {
+    pub(super) inner: &'a Inner,
     guard: MutexGuard<'a, WriterState>,
     batch: sled::Batch,
     overlay: HashMap<Vec<u8>, Option<sled::IVec>>,
@@ -58,14 +58,14 @@ impl<'a> Txn<'a> {
         }
     }
 
-    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+    pub(super) fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
         match self.overlay.get(key) {
             Some(value) => Ok(value.clone()),
             None => self.inner.raw(key),
         }
     }
 
-    fn put(&mut self, key: Vec<u8>, value: impl Into<sled::IVec>) -> sled::IVec {
+    pub(super) fn put(&mut self, key: Vec<u8>, value: impl Into<sled::IVec>) -> sled::IVec {
         // One shared buffer for the batch and the overlay (a run record is kilobytes).
         let value = value.into();
         self.batch.insert(key.clone(), value.clone());
@@ -73,12 +73,12 @@ impl<'a> Txn<'a> {
         value
     }
 
-    fn remove(&mut self, key: Vec<u8>) {
+    pub(super) fn remove(&mut self, key: Vec<u8>) {
         self.batch.remove(key.clone());
         self.overlay.insert(key, None);
     }
 
-    fn count(&mut self, key: Vec<u8>, total: i64, archived: i64) {
+    pub(super) fn count(&mut self, key: Vec<u8>, total: i64, archived: i64) {
         let entry = self.counters.entry(key).or_default();
         entry.0 += total;
         entry.1 += archived;
@@ -86,7 +86,7 @@ impl<'a> Txn<'a> {
 
     /// The record under `key` if it is exactly `expected` (None: absent), else a Conflict
     /// naming `what`.
-    fn expect(
+    pub(super) fn expect(
         &self,
         key: &[u8],
         expected: Option<&Revision>,
@@ -202,6 +202,8 @@ impl<'a> Txn<'a> {
                 self.put(key, experiment_id.into_bytes());
             }
             Op::Expect(expectation) => self.check(expectation)?,
+            // Pipelines, versions and recurring runs (catalog.rs).
+            other => self.apply_catalog(other)?,
         }
         Ok(())
     }
@@ -234,6 +236,8 @@ impl<'a> Txn<'a> {
                     )));
                 }
             }
+            // Pipelines and versions (catalog.rs).
+            other => self.check_catalog(other)?,
         }
         Ok(())
     }
