@@ -231,7 +231,7 @@ impl Experiments {
                     not_found(experiment_id)
                 })?;
             *namespace = Some(ns.clone());
-            let Some(ops) = change.ops(&self.core, &current).await? else {
+            let Some(ops) = change.ops(&self.core, &current, ctx.now()).await? else {
                 // Nothing to write, but the answer confirms a state that must be durable too.
                 return store.settle().await;
             };
@@ -276,8 +276,15 @@ impl Change {
         }
     }
 
-    /// What the change writes, given the experiment's current record (None: nothing).
-    async fn ops(self, core: &Core, current: &Stored<Experiment>) -> Result<Option<Vec<Op>>> {
+    /// What the change writes, given the experiment's current record (None: nothing). Archiving
+    /// also archives its runs and disables its recurring runs (as KFP does); deleting deletes
+    /// both.
+    async fn ops(
+        self,
+        core: &Core,
+        current: &Stored<Experiment>,
+        now: crate::wkt::Timestamp,
+    ) -> Result<Option<Vec<Op>>> {
         let e = &current.value;
         let with_storage_state = |state: experiment::StorageState| Op::PutExperiment {
             experiment: Experiment {
@@ -290,6 +297,10 @@ impl Change {
             Change::Archive => Some(vec![
                 Op::ArchiveRunsOf {
                     experiment_id: e.experiment_id.clone(),
+                },
+                Op::DisableRecurringRunsOf {
+                    experiment_id: e.experiment_id.clone(),
+                    at: now,
                 },
                 with_storage_state(experiment::StorageState::Archived),
             ]),
@@ -313,6 +324,9 @@ impl Change {
                         namespace: e.namespace.clone(),
                         experiment_id: default,
                     }),
+                    Op::DeleteRecurringRunsOf {
+                        experiment_id: e.experiment_id.clone(),
+                    },
                     Op::DeleteExperiment {
                         experiment_id: e.experiment_id.clone(),
                         replaces: current.revision.clone(),
