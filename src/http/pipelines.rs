@@ -49,7 +49,9 @@ pub(super) fn routes() -> Router<HttpState> {
         )
         .route(
             "/apis/v2beta1/pipelines/{pipeline_id}/versions/{pipeline_version_id}",
-            get(get_version).delete(delete_version).patch(update_version),
+            get(get_version)
+                .delete(delete_version)
+                .patch(update_version),
         )
 }
 
@@ -117,7 +119,13 @@ async fn get_pipeline(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Pipeline>, ApiError> {
     let request: GetPipelineRequest = json::with_path_id(query.as_deref(), None, &pipeline_id)?;
-    reply(state.services.pipelines.get(&ctx, &request.pipeline_id).await)
+    reply(
+        state
+            .services
+            .pipelines
+            .get(&ctx, &request.pipeline_id)
+            .await,
+    )
 }
 
 async fn get_pipeline_by_name(
@@ -173,7 +181,11 @@ async fn update_pipeline(
 ) -> Result<Json<Pipeline>, ApiError> {
     let _query: UpdatePipelineRequest = json::from_query(query.as_deref())?;
     let mut pipeline: Pipeline = json::decode_body(&body, "Pipeline")?;
-    set_path_id("pipeline.pipeline_id", &mut pipeline.pipeline_id, &pipeline_id)?;
+    set_path_id(
+        "pipeline.pipeline_id",
+        &mut pipeline.pipeline_id,
+        &pipeline_id,
+    )?;
     reply(
         state
             .services
@@ -221,7 +233,11 @@ async fn get_version(
 ) -> Result<Json<PipelineVersion>, ApiError> {
     let mut r: GetPipelineVersionRequest = json::from_query(query.as_deref())?;
     set_path_id("pipeline_id", &mut r.pipeline_id, &pipeline_id)?;
-    set_path_id("pipeline_version_id", &mut r.pipeline_version_id, &version_id)?;
+    set_path_id(
+        "pipeline_version_id",
+        &mut r.pipeline_version_id,
+        &version_id,
+    )?;
     reply(
         state
             .services
@@ -239,7 +255,11 @@ async fn delete_version(
 ) -> Result<Response, ApiError> {
     let mut r: DeletePipelineVersionRequest = json::from_query(query.as_deref())?;
     set_path_id("pipeline_id", &mut r.pipeline_id, &pipeline_id)?;
-    set_path_id("pipeline_version_id", &mut r.pipeline_version_id, &version_id)?;
+    set_path_id(
+        "pipeline_version_id",
+        &mut r.pipeline_version_id,
+        &version_id,
+    )?;
     empty_reply(
         state
             .services
@@ -258,7 +278,11 @@ async fn update_version(
 ) -> Result<Json<PipelineVersion>, ApiError> {
     let _query: UpdatePipelineVersionRequest = json::from_query(query.as_deref())?;
     let mut version: PipelineVersion = json::decode_body(&body, "PipelineVersion")?;
-    set_path_id("pipeline_version.pipeline_id", &mut version.pipeline_id, &pipeline_id)?;
+    set_path_id(
+        "pipeline_version.pipeline_id",
+        &mut version.pipeline_id,
+        &pipeline_id,
+    )?;
     set_path_id(
         "pipeline_version.pipeline_version_id",
         &mut version.pipeline_version_id,

@@ -106,7 +106,11 @@ async fn recurring_run_action(
         }
         "disable" => {
             let request: DisableRecurringRunRequest = json::with_path_id(query, body, id)?;
-            empty_reply(recurring_runs.disable(&ctx, &request.recurring_run_id).await)
+            empty_reply(
+                recurring_runs
+                    .disable(&ctx, &request.recurring_run_id)
+                    .await,
+            )
         }
         other => Err(ApiError::not_found(format!(
             "no recurring run action {other:?}: expected enable or disable"

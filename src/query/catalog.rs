@@ -6,8 +6,7 @@ use crate::api::{Pipeline, PipelineVersion, RecurringRun, recurring_run};
 use crate::wkt::Timestamp;
 
 /// RecurringRun.Status names, by number (2 is unused, as in KFP).
-pub const RECURRING_RUN_STATUS_NAMES: &[&str] =
-    &["STATUS_UNSPECIFIED", "ENABLED", "2", "DISABLED"];
+pub const RECURRING_RUN_STATUS_NAMES: &[&str] = &["STATUS_UNSPECIFIED", "ENABLED", "2", "DISABLED"];
 
 impl Record for Pipeline {
     const KIND: &'static str = "pipeline";

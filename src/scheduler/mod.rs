@@ -80,7 +80,12 @@ impl Scheduler {
             let page = store.list_recurring_runs(query.clone()).await?;
             for record in &page.items {
                 let id = record.value.id();
-                let next = match self.services.recurring_runs.schedule_due(&self.ctx, id).await {
+                let next = match self
+                    .services
+                    .recurring_runs
+                    .schedule_due(&self.ctx, id)
+                    .await
+                {
                     Ok(next) => next,
                     Err(e) => {
                         tracing::warn!(recurring_run = id, error = %e, "scheduler: cannot schedule a recurring run; trying again soon");

@@ -158,15 +158,13 @@ impl std::str::FromStr for Cron {
 }
 
 fn descriptor(text: &str) -> Result<Cron, String> {
-    let at = |second: u32, minute: u32, hour: u32, dom: Option<u32>, month: Option<u32>| {
-        Fields {
-            second: 1 << second,
-            minute: 1 << minute,
-            hour: 1 << hour,
-            day_of_month: dom.map_or(all(&DAYS_OF_MONTH), |d| 1 << d),
-            month: month.map_or(all(&MONTHS), |m| 1 << m),
-            day_of_week: all(&DAYS_OF_WEEK),
-        }
+    let at = |second: u32, minute: u32, hour: u32, dom: Option<u32>, month: Option<u32>| Fields {
+        second: 1 << second,
+        minute: 1 << minute,
+        hour: 1 << hour,
+        day_of_month: dom.map_or(all(&DAYS_OF_MONTH), |d| 1 << d),
+        month: month.map_or(all(&MONTHS), |m| 1 << m),
+        day_of_week: all(&DAYS_OF_WEEK),
     };
     let fields = match text {
         "@yearly" | "@annually" => at(0, 0, 0, Some(1), Some(1)),
@@ -203,7 +201,9 @@ fn all(bounds: &Bounds) -> u64 {
 }
 
 fn bits(min: u32, max: u32, step: u32) -> u64 {
-    (min..=max).step_by(step as usize).fold(0, |b, v| b | 1 << v)
+    (min..=max)
+        .step_by(step as usize)
+        .fold(0, |b, v| b | 1 << v)
 }
 
 fn field(text: &str, bounds: &Bounds) -> Result<u64, String> {
@@ -493,13 +493,12 @@ mod tests {
     #[test]
     fn lists_ranges_and_steps() {
         let cron = Cron::parse("0 5/20,1-2 */6 * JAN,jul *").unwrap();
-        let times: Vec<String> = std::iter::successors(Some(at("2026-06-30T23:59:59Z")), |t| {
-            cron.next_after(*t)
-        })
-        .skip(1)
-        .take(6)
-        .map(|t| t.to_string())
-        .collect();
+        let times: Vec<String> =
+            std::iter::successors(Some(at("2026-06-30T23:59:59Z")), |t| cron.next_after(*t))
+                .skip(1)
+                .take(6)
+                .map(|t| t.to_string())
+                .collect();
         assert_eq!(
             times,
             [
@@ -577,8 +576,14 @@ mod tests {
             ("", "empty"),
             ("* * * *", "found 4"),
             ("* * * * * * *", "found 7"),
-            ("60 * * * * *", "second field \"60\": 60 is above the maximum 59"),
-            ("* * * 0 * *", "day-of-month field \"0\": 0 is below the minimum 1"),
+            (
+                "60 * * * * *",
+                "second field \"60\": 60 is above the maximum 59",
+            ),
+            (
+                "* * * 0 * *",
+                "day-of-month field \"0\": 0 is below the minimum 1",
+            ),
             ("* * * * 13 *", "above the maximum 12"),
             ("* * * * * 7", "day-of-week"),
             ("* * 5-2 * * *", "ends before it starts"),

@@ -106,8 +106,9 @@ pub fn check_struct(spec: &StructBytes) -> Result<CheckedSpec> {
 
 fn check_value(value: &Value) -> Result<CheckedSpec> {
     let pipeline_name = pipeline_name(value)?;
-    let tree: pbjson_types::Struct = serde_json::from_value(value.clone())
-        .map_err(|e| Error::invalid(format!("the pipeline spec cannot be kept as a Struct: {e}")))?;
+    let tree: pbjson_types::Struct = serde_json::from_value(value.clone()).map_err(|e| {
+        Error::invalid(format!("the pipeline spec cannot be kept as a Struct: {e}"))
+    })?;
     let spec = StructBytes::from(&tree);
     spec.validate()
         .map_err(|e| Error::invalid(format!("the pipeline spec is too deep to keep: {e}")))?;
@@ -132,7 +133,9 @@ fn pipeline_name(value: &Value) -> Result<String> {
         _ => value,
     };
     let Value::Object(fields) = spec else {
-        return Err(invalid("pipeline_spec must be a mapping of PipelineSpec fields"));
+        return Err(invalid(
+            "pipeline_spec must be a mapping of PipelineSpec fields",
+        ));
     };
     for key in fields.keys() {
         if !SPEC_FIELDS.iter().any(|(a, b)| key == a || key == b) {
@@ -233,9 +236,15 @@ sdkVersion: kfp-2.17.3
         let checked = read_package(package.as_bytes()).unwrap();
         let json = serde_json::to_value(&checked.spec).unwrap();
         assert_eq!(json["pipeline_spec"]["pipelineInfo"]["name"], "my-pipeline");
-        assert_eq!(json["platform_spec"]["platforms"]["kubernetes"], serde_json::json!({}));
+        assert_eq!(
+            json["platform_spec"]["platforms"]["kubernetes"],
+            serde_json::json!({})
+        );
         // And such a spec, sent back through the API, passes again.
-        assert_eq!(check_struct(&checked.spec).unwrap().pipeline_name, "my-pipeline");
+        assert_eq!(
+            check_struct(&checked.spec).unwrap().pipeline_name,
+            "my-pipeline"
+        );
     }
 
     #[test]
@@ -249,11 +258,23 @@ sdkVersion: kfp-2.17.3
             (b"- 1\n- 2\n", "mapping of PipelineSpec fields"),
             (b"root: {}\n", "pipelineInfo.name is missing"),
             (b"pipelineInfo: {name: p}\n", "root"),
-            (b"pipelineInfo: {name: My_Pipeline}\nroot: {}\n", "not a valid pipeline name"),
+            (
+                b"pipelineInfo: {name: My_Pipeline}\nroot: {}\n",
+                "not a valid pipeline name",
+            ),
             (b"pipelineInfo: {name: 7}\nroot: {}\n", "must be a string"),
-            (b"pipelineInfo: {name: p}\nroot: []\n", "root must be a mapping"),
-            (b"pipelineInfo: {name: p}\nroot: {}\nextra: 1\n", "unknown field \"extra\""),
-            (b"pipelineInfo: {name: p}\nroot: {}\n---\n- x\n", "platform spec"),
+            (
+                b"pipelineInfo: {name: p}\nroot: []\n",
+                "root must be a mapping",
+            ),
+            (
+                b"pipelineInfo: {name: p}\nroot: {}\nextra: 1\n",
+                "unknown field \"extra\"",
+            ),
+            (
+                b"pipelineInfo: {name: p}\nroot: {}\n---\n- x\n",
+                "platform spec",
+            ),
         ] {
             let err = read_package(package).expect_err(needle);
             assert!(err.message().contains(needle), "{needle}: {err}");

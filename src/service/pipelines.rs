@@ -168,7 +168,13 @@ impl Core {
         Ok(())
     }
 
-    fn check_names(&self, what: &str, name: &str, display_name: &str, description: &str) -> Result<()> {
+    fn check_names(
+        &self,
+        what: &str,
+        name: &str,
+        display_name: &str,
+        description: &str,
+    ) -> Result<()> {
         let limits = &self.limits;
         check_text(&format!("{what}.name"), name, true, limits.max_name_bytes)?;
         check_text(
@@ -515,7 +521,12 @@ impl Pipelines {
     }
 
     /// The pipeline named `name` in `namespace` ("" = the shared pipelines).
-    pub async fn get_by_name(&self, ctx: &Context, namespace: &str, name: &str) -> Result<Pipeline> {
+    pub async fn get_by_name(
+        &self,
+        ctx: &Context,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Pipeline> {
         check_text("name", name, true, self.core.limits.max_name_bytes)?;
         check_text("namespace", namespace, false, MAX_ID_BYTES)?;
         let missing = || {
@@ -623,7 +634,12 @@ impl Pipelines {
 
     /// Replaces a pipeline's display_name (when given) and tags (when given, or when
     /// `clear_tags`: then with none).
-    pub async fn update(&self, ctx: &Context, input: Pipeline, clear_tags: bool) -> Result<Pipeline> {
+    pub async fn update(
+        &self,
+        ctx: &Context,
+        input: Pipeline,
+        clear_tags: bool,
+    ) -> Result<Pipeline> {
         let id = input.pipeline_id.clone();
         check_lookup_id("pipeline.pipeline_id", &id)?;
         self.check_update("pipeline", &input.display_name, &input.tags)?;
@@ -726,7 +742,11 @@ impl Pipelines {
             key,
             &self.core.limits.query,
         )?;
-        let page = self.core.store.list_pipeline_versions(query.clone()).await?;
+        let page = self
+            .core
+            .store
+            .list_pipeline_versions(query.clone())
+            .await?;
         Ok(ListPipelineVersionsResponse {
             next_page_token: query.next_page_token(&page, key),
             total_size: i32::try_from(page.total_size).unwrap_or(i32::MAX),

@@ -136,7 +136,10 @@ impl RecurringRuns {
             ));
         }
         let timetable = Timetable::of(r).map_err(Error::invalid)?;
-        for (field, value) in [("start_time", timetable.start()), ("end_time", timetable.end())] {
+        for (field, value) in [
+            ("start_time", timetable.start()),
+            ("end_time", timetable.end()),
+        ] {
             validate::check_timestamp(&format!("recurring_run.trigger.{field}"), &value)?;
         }
         if let (Some(start), Some(end)) = (timetable.start(), timetable.end())
@@ -348,7 +351,9 @@ impl RecurringRuns {
 
     async fn set_enabled(&self, ctx: &Context, verb: Verb, id: &str, enabled: bool) -> Result<()> {
         let mut namespace = None;
-        let result = self.set_enabled_allowed(ctx, verb, id, enabled, &mut namespace).await;
+        let result = self
+            .set_enabled_allowed(ctx, verb, id, enabled, &mut namespace)
+            .await;
         match namespace {
             Some(ns) => audited(ctx, verb, id, &ns, result),
             None => result,
@@ -596,7 +601,8 @@ fn state_of(stored: &StoredRun) -> RuntimeState {
 /// the time, so that every attempt to create it names the same run.
 pub fn scheduled_run_id(recurring_run_id: &str, at: Timestamp) -> String {
     /// runledger's namespace for scheduled run ids (a fixed, random UUID).
-    const SCHEDULED_RUNS: uuid::Uuid = uuid::Uuid::from_u128(0x3f0d_5c1e_8b7a_4e2f_9d61_2a4c_7e93_b805);
+    const SCHEDULED_RUNS: uuid::Uuid =
+        uuid::Uuid::from_u128(0x3f0d_5c1e_8b7a_4e2f_9d61_2a4c_7e93_b805);
     let name = format!("{recurring_run_id}/{}.{:09}", at.seconds, at.nanos);
     uuid::Uuid::new_v5(&SCHEDULED_RUNS, name.as_bytes()).to_string()
 }

@@ -118,7 +118,10 @@ impl Store for Racing {
     async fn close(&self) -> crate::error::Result<()> {
         self.inner.close().await
     }
-    async fn pipeline(&self, id: &str) -> crate::error::Result<Option<Stored<crate::api::Pipeline>>> {
+    async fn pipeline(
+        &self,
+        id: &str,
+    ) -> crate::error::Result<Option<Stored<crate::api::Pipeline>>> {
         self.inner.pipeline(id).await
     }
     async fn pipeline_named(

@@ -36,11 +36,10 @@ enum Kind {
 impl Timetable {
     /// The timetable of `r`; the error names the field that is wrong.
     pub fn of(r: &RecurringRun) -> Result<Timetable, String> {
-        let trigger = r
-            .trigger
-            .as_ref()
-            .and_then(|t| t.trigger.as_ref())
-            .ok_or("recurring_run.trigger is required: give cron_schedule or periodic_schedule")?;
+        let trigger =
+            r.trigger.as_ref().and_then(|t| t.trigger.as_ref()).ok_or(
+                "recurring_run.trigger is required: give cron_schedule or periodic_schedule",
+            )?;
         let (kind, start, end) = match trigger {
             trigger::Trigger::CronSchedule(c) => {
                 let cron = Cron::parse(&c.cron)
@@ -318,7 +317,10 @@ mod tests {
         for (r, needle) in [
             (RecurringRun::default(), "trigger is required"),
             (periodic(0, None, None), "at least 1, not 0"),
-            (cron("61 * * * * *", None, None), "cron_schedule.cron: second field"),
+            (
+                cron("61 * * * * *", None, None),
+                "cron_schedule.cron: second field",
+            ),
         ] {
             let err = Timetable::of(&r).expect_err(needle);
             assert!(err.contains(needle), "{err}");

@@ -107,13 +107,19 @@ pub trait Store: Send + Sync + 'static {
         pipeline_id: &str,
     ) -> Result<Option<Stored<PipelineVersion>>>;
     /// One page of a pipeline's versions (scope Pipeline).
-    async fn list_pipeline_versions(&self, query: ListQuery)
-    -> Result<Page<Stored<PipelineVersion>>>;
-    async fn recurring_run(&self, recurring_run_id: &str)
-    -> Result<Option<Stored<RecurringRunRecord>>>;
+    async fn list_pipeline_versions(
+        &self,
+        query: ListQuery,
+    ) -> Result<Page<Stored<PipelineVersion>>>;
+    async fn recurring_run(
+        &self,
+        recurring_run_id: &str,
+    ) -> Result<Option<Stored<RecurringRunRecord>>>;
     /// One page of recurring runs (scope All, Namespace or Experiment).
-    async fn list_recurring_runs(&self, query: ListQuery)
-    -> Result<Page<Stored<RecurringRunRecord>>>;
+    async fn list_recurring_runs(
+        &self,
+        query: ListQuery,
+    ) -> Result<Page<Stored<RecurringRunRecord>>>;
     /// Takes or renews the lease `name` for `holder` until `until`, unless another holder's
     /// lease is still valid at `now`: then false, and nothing changes. Only the lease's holder
     /// (the one scheduler of a store) acts; a backend that several processes share makes this

@@ -29,7 +29,10 @@ pub(super) fn stored<T: CatalogRecord>(id: &str, record: sled::IVec) -> Stored<T
             id,
             crate::proto::google::rpc::Status {
                 code: tonic::Code::DataLoss as i32,
-                message: format!("the stored record of {} {id:?} cannot be read: {e}", T::KIND),
+                message: format!(
+                    "the stored record of {} {id:?} cannot be read: {e}",
+                    T::KIND
+                ),
                 details: Vec::new(),
             },
         )
@@ -178,9 +181,7 @@ impl Txn<'_> {
         match expectation {
             Expectation::PipelineExists(id) => {
                 if self.get(&keys::record(keys::PIPELINE, &id))?.is_none() {
-                    return Err(super::txn::conflict(format!(
-                        "pipeline {id:?} was deleted"
-                    )));
+                    return Err(super::txn::conflict(format!("pipeline {id:?} was deleted")));
                 }
             }
             Expectation::PipelineVersionExists(id) => {

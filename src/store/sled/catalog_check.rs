@@ -29,6 +29,12 @@ pub(super) struct CatalogScan {
     problems: Vec<String>,
 }
 
+/// What repairing the derived entries takes: keys to remove, entries to (re)write.
+pub(super) struct Repair {
+    pub(super) remove: Vec<Vec<u8>>,
+    pub(super) insert: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
 /// Whether `kind` (a key's first byte) is one of these kinds'.
 pub(super) fn handles(kind: u8) -> bool {
     matches!(
@@ -61,7 +67,8 @@ impl CatalogScan {
             }
             keys::PIPELINE_VERSION => {
                 self.versions += 1;
-                if let Some(v) = self.record::<PipelineVersion>(&id, value, |v| &v.pipeline_version_id)
+                if let Some(v) =
+                    self.record::<PipelineVersion>(&id, value, |v| &v.pipeline_version_id)
                 {
                     self.decoded_versions.insert(id, v);
                 }
@@ -74,8 +81,7 @@ impl CatalogScan {
             }
             keys::LEASE => {
                 if recurring::decode_lease(value).is_none() {
-                    self.problems
-                        .push(format!("lease {id:?} cannot be read"));
+                    self.problems.push(format!("lease {id:?} cannot be read"));
                     self.bad_leases.push(key.to_vec());
                 }
             }
@@ -113,7 +119,10 @@ impl CatalogScan {
 
     /// The derived entries the records call for (key → value), and the problems of the records
     /// themselves (shared names, missing parents).
-    fn expected(&self, experiment_namespace: &dyn Fn(&str) -> Option<String>) -> (BTreeMap<Vec<u8>, Vec<u8>>, Vec<String>) {
+    fn expected(
+        &self,
+        experiment_namespace: &dyn Fn(&str) -> Option<String>,
+    ) -> (BTreeMap<Vec<u8>, Vec<u8>>, Vec<String>) {
         let mut out = BTreeMap::new();
         let mut problems = Vec::new();
         // A name entry for `id`, unless an older record took the name.
@@ -123,10 +132,9 @@ impl CatalogScan {
                     id: &str,
                     what: String| {
             match out.get(&key) {
-                Some(other) => problems.push(format!(
-                    "{what} is used by {:?} and {id:?}",
-                    show(other)
-                )),
+                Some(other) => {
+                    problems.push(format!("{what} is used by {:?} and {id:?}", show(other)))
+                }
                 None => {
                     out.insert(key, id.as_bytes().to_vec());
                 }
@@ -139,7 +147,10 @@ impl CatalogScan {
                 &mut problems,
                 name_key,
                 id,
-                format!("the pipeline name {:?} in namespace {:?}", p.name, p.namespace),
+                format!(
+                    "the pipeline name {:?} in namespace {:?}",
+                    p.name, p.namespace
+                ),
             );
             out.insert(entry, Vec::new());
         }
@@ -150,7 +161,10 @@ impl CatalogScan {
                 &mut problems,
                 name_key,
                 id,
-                format!("the version name {:?} of pipeline {:?}", v.name, v.pipeline_id),
+                format!(
+                    "the version name {:?} of pipeline {:?}",
+                    v.name, v.pipeline_id
+                ),
             );
             out.insert(entry, Vec::new());
             if !self.decoded_pipelines.contains_key(&v.pipeline_id) {
@@ -201,7 +215,10 @@ impl CatalogScan {
     }
 
     /// Every problem found, given the experiments' namespaces.
-    pub(super) fn problems(&self, experiment_namespace: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    pub(super) fn problems(
+        &self,
+        experiment_namespace: &dyn Fn(&str) -> Option<String>,
+    ) -> Vec<String> {
         let (expected, mut problems) = self.expected(experiment_namespace);
         problems.splice(0..0, self.problems.iter().cloned());
         for (key, value) in &self.entries {
@@ -228,10 +245,7 @@ impl CatalogScan {
     }
 
     /// The removals and insertions that make the derived entries what the records say.
-    pub(super) fn repair(
-        &self,
-        experiment_namespace: &dyn Fn(&str) -> Option<String>,
-    ) -> (Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>) {
+    pub(super) fn repair(&self, experiment_namespace: &dyn Fn(&str) -> Option<String>) -> Repair {
         let (expected, _) = self.expected(experiment_namespace);
         let mut remove: Vec<Vec<u8>> = self
             .entries
@@ -244,7 +258,7 @@ impl CatalogScan {
             .into_iter()
             .filter(|(key, value)| self.entries.get(key) != Some(value))
             .collect();
-        (remove, insert)
+        Repair { remove, insert }
     }
 }
 

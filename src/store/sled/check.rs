@@ -544,13 +544,13 @@ impl Scan {
     fn repair_plan(&self, tree: &sled::Tree) -> Result<RepairPlan> {
         let (expected, _) = self.expected();
         let mut plan = RepairPlan::default();
-        let (remove, insert) = self
+        let repair = self
             .catalog
             .repair(&|id: &str| self.experiment_namespace(id));
-        for key in remove {
+        for key in repair.remove {
             plan.remove(&key);
         }
-        for (key, value) in insert {
+        for (key, value) in repair.insert {
             plan.insert(&key, value);
         }
         for key in self.index.keys() {

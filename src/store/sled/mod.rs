@@ -38,9 +38,7 @@ pub use startup::STARTUP_FULL_CHECK_KEYS;
 use commit::GroupCommit;
 
 use super::feed::ChangeFeed;
-use super::{
-    RecurringRunRecord, Revision, Store, Stored, StoredRun, Subscription, Write, Written,
-};
+use super::{RecurringRunRecord, Revision, Store, Stored, StoredRun, Subscription, Write, Written};
 use crate::api::{Experiment, Pipeline, PipelineVersion, run};
 use crate::error::{Error, Result};
 use crate::query::{ListQuery, Page, Scope, Tally, TallyGroup};

@@ -103,7 +103,11 @@ fn decode<T: CatalogRecord>(id: &str, record: &[u8]) -> Result<T> {
 }
 
 impl Inner {
-    pub(super) fn pipeline_named(&self, namespace: &str, name: &str) -> Result<Option<Stored<Pipeline>>> {
+    pub(super) fn pipeline_named(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Stored<Pipeline>>> {
         self.named_record(&pipeline_name_key(namespace, name))
     }
 
