@@ -490,3 +490,77 @@ async fn a_run_of_a_version_over_json_is_404_when_the_version_is_missing() {
         .await;
     assert!(missing.expect_error(404, 5).contains("gone"));
 }
+
+#[tokio::test]
+async fn pipelines_and_versions_are_filtered_on_their_tags() {
+    let server = TestServer::start().await;
+    let http = Http::new(&server);
+    let ml = upload(
+        &http,
+        "?name=ml&tags=%7B%22team%22%3A%22ml%22%7D",
+        SPEC.as_bytes(),
+    )
+    .await
+    .expect_ok()
+    .clone();
+    upload(
+        &http,
+        "?name=ops&tags=%7B%22team%22%3A%22ops%22%7D",
+        SPEC.as_bytes(),
+    )
+    .await
+    .expect_ok();
+    upload(&http, "?name=untagged", SPEC.as_bytes())
+        .await
+        .expect_ok();
+    let filter = |key: &str, op: &str, value: &str| {
+        let predicate =
+            json!({"predicates": [{"key": key, "operation": op, "string_value": value}]});
+        form_urlencoded::byte_serialize(predicate.to_string().as_bytes()).collect::<String>()
+    };
+    let listed = http
+        .get(&format!(
+            "/pipelines?filter={}",
+            filter("tags.team", "EQUALS", "ml")
+        ))
+        .await
+        .expect_ok()
+        .clone();
+    assert_eq!(listed["total_size"], 1);
+    assert_eq!(listed["pipelines"][0]["pipeline_id"], ml["pipeline_id"]);
+    let not_ml = http
+        .get(&format!(
+            "/pipelines?filter={}&sort_by=name",
+            filter("tags.team", "NOT_EQUALS", "ml")
+        ))
+        .await
+        .expect_ok()
+        .clone();
+    let names: Vec<_> = not_ml["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ops", "untagged"]);
+    let message = http
+        .get(&format!(
+            "/pipelines?filter={}",
+            filter("tags.", "EQUALS", "ml")
+        ))
+        .await
+        .expect_error(400, 3);
+    assert!(message.contains("tags.KEY"), "{message}");
+
+    let versions = http
+        .get(&format!(
+            "/pipelines/{}/versions?filter={}",
+            id(&ml, "pipeline_id"),
+            filter("tags.team", "EQUALS", "ml")
+        ))
+        .await
+        .expect_ok()
+        .clone();
+    // An uploaded pipeline's tags are the pipeline's; its first version has none.
+    assert_eq!(versions, json!({}));
+}

@@ -19,9 +19,14 @@ impl Record for Pipeline {
         ("created_at", Field::CreatedAt),
         ("namespace", Field::Namespace),
     ];
+    const TAGGED: bool = true;
 
     fn id(&self) -> &str {
         &self.pipeline_id
+    }
+
+    fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
     }
 
     fn created_at(&self) -> Option<Timestamp> {
@@ -52,9 +57,14 @@ impl Record for PipelineVersion {
         ("created_at", Field::CreatedAt),
         ("pipeline_id", Field::PipelineId),
     ];
+    const TAGGED: bool = true;
 
     fn id(&self) -> &str {
         &self.pipeline_version_id
+    }
+
+    fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
     }
 
     fn created_at(&self) -> Option<Timestamp> {
@@ -174,6 +184,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message().contains("ENABLED"), "{err}");
+    }
+
+    #[test]
+    fn pipelines_filter_on_tags() {
+        let filter = Filter::parse::<Pipeline>(
+            r#"{"predicates":[{"key":"tags.team","operation":"EQUALS","string_value":"ml"}]}"#,
+        )
+        .unwrap();
+        let tagged = |team: &str| Pipeline {
+            tags: [("team".to_owned(), team.to_owned())].into(),
+            ..Default::default()
+        };
+        assert!(filter.matches(&tagged("ml")));
+        assert!(!filter.matches(&tagged("ops")));
+        assert!(!filter.matches(&Pipeline::default()));
+        let err = Filter::parse::<Pipeline>(
+            r#"{"predicates":[{"key":"tags.","operation":"EQUALS","string_value":"ml"}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.message().contains("tags.KEY"), "{err}");
+        // Runs have no tags.
+        let err = Filter::parse::<crate::api::Run>(
+            r#"{"predicates":[{"key":"tags.team","operation":"EQUALS","string_value":"ml"}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.message().contains("unknown key"), "{err}");
+        assert!(Sort::parse::<Pipeline>("tags.team").is_err());
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub enum Field {
     Status,
     UpdatedAt,
     PipelineVersionId,
+    /// A tag of a pipeline or version (`tags.KEY` in filters; its key is in the predicate).
+    Tag,
 }
 
 /// What kind of value a field holds, which decides the filter values it accepts.
@@ -124,9 +126,17 @@ pub trait Record {
     /// Field names accepted in `sort_by` and filter keys, with their field.
     const FIELDS: &'static [(&'static str, Field)];
 
+    /// Whether filters may test its tags (`tags.KEY`).
+    const TAGGED: bool = false;
+
     fn id(&self) -> &str;
     fn created_at(&self) -> Option<Timestamp>;
     fn field(&self, field: Field) -> FieldValue<'_>;
+
+    /// The value of its tag `key`, if it has tags and that one.
+    fn tag(&self, _key: &str) -> Option<&str> {
+        None
+    }
 
     fn lookup_field(name: &str) -> Option<Field> {
         Self::FIELDS
@@ -248,7 +258,7 @@ impl Record for Run {
             }),
             Field::ServiceAccount => text(&self.service_account),
             Field::LastRunCreatedAt | Field::UpdatedAt => FieldValue::Time(None),
-            Field::Name | Field::Status => text(""),
+            Field::Name | Field::Status | Field::Tag => text(""),
         }
     }
 }

@@ -129,6 +129,11 @@ impl<T: CatalogRecord> Source for CatalogSource<'_, T> {
 impl<T: CatalogRecord> Record for Stored<T> {
     const KIND: &'static str = T::KIND;
     const FIELDS: &'static [(&'static str, Field)] = T::FIELDS;
+    const TAGGED: bool = T::TAGGED;
+
+    fn tag(&self, key: &str) -> Option<&str> {
+        self.value.tag(key)
+    }
 
     fn id(&self) -> &str {
         self.value.id()
