@@ -250,6 +250,21 @@ pub(super) fn audited<T>(
     result
 }
 
+/// [`audited`] for a call on a record: `namespace` is the record's once the call was allowed
+/// (None: it failed before, and a denial was audited where it was decided).
+pub(super) fn audited_on<T>(
+    ctx: &Context,
+    verb: Verb,
+    resource: &str,
+    namespace: Option<String>,
+    result: Result<T>,
+) -> Result<T> {
+    match namespace {
+        Some(ns) => audited(ctx, verb, resource, &ns, result),
+        None => result,
+    }
+}
+
 impl Core {
     /// Whether calls must carry an authenticated principal (auth is on).
     pub(super) fn multi_user(&self) -> bool {

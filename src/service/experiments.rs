@@ -74,6 +74,38 @@ impl Core {
         Ok((created, ops))
     }
 
+    /// The experiment a new `kind` ("run", "recurring_run") goes to, and the ops its write must
+    /// carry: `experiment_id` (NOT_FOUND when unknown), or else the namespace's default
+    /// experiment. A non-empty `namespace` other than the experiment's is INVALID_ARGUMENT.
+    pub(super) async fn experiment_for_new(
+        &self,
+        ctx: &Context,
+        kind: &str,
+        experiment_id: &str,
+        namespace: &str,
+    ) -> Result<(Experiment, Vec<Op>)> {
+        let (experiment, ops) = if experiment_id.is_empty() {
+            self.default_experiment(ctx, namespace).await?
+        } else {
+            let experiment = self.experiment(experiment_id).await?.value;
+            let id = experiment.experiment_id.clone();
+            (
+                experiment,
+                vec![Op::Expect(Expectation::ExperimentExists(id))],
+            )
+        };
+        if !namespace.is_empty() && namespace != experiment.namespace {
+            return Err(Error::invalid(format!(
+                "{kind}.namespace {namespace:?} differs from the namespace {:?} of experiment \
+                 {:?}; a {} belongs to its experiment's namespace (leave namespace empty)",
+                experiment.namespace,
+                experiment.experiment_id,
+                kind.replace('_', " ")
+            )));
+        }
+        Ok((experiment, ops))
+    }
+
     pub(super) async fn experiment(&self, experiment_id: &str) -> Result<Stored<Experiment>> {
         check_lookup_id("experiment_id", experiment_id)?;
         self.store

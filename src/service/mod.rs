@@ -7,6 +7,22 @@
 //! (compare-and-set, see [`crate::store`]); a write that lost a race is retried against the
 //! latest state, up to [`MAX_ATTEMPTS`] times.
 
+/// Evaluates `$attempt`, an `async` block that reads the latest records, decides and writes,
+/// again while its write loses a race (Conflict), at most [`MAX_ATTEMPTS`] times; then the call
+/// is ABORTED naming `$what` (evaluated only then).
+macro_rules! until_not_outraced {
+    ($what:expr, $attempt:expr $(,)?) => {{
+        let mut outcome = None;
+        for _ in 0..$crate::service::MAX_ATTEMPTS {
+            outcome = $crate::service::unless_conflict($attempt.await);
+            if outcome.is_some() {
+                break;
+            }
+        }
+        outcome.unwrap_or_else(|| Err($crate::service::contended(&$what)))
+    }};
+}
+
 pub mod access;
 mod context;
 pub mod cron;

@@ -17,10 +17,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::access::{Role, Verb, audited};
+use super::access::{Role, Verb, audited, audited_on};
 use super::pipeline_spec::{self, CheckedSpec};
 use super::validate::{MAX_ID_BYTES, check_lookup_id, check_text};
-use super::{Context, Core, MAX_ATTEMPTS, contended, unless_conflict};
+use super::{Context, Core};
 use crate::api::{
     ListPipelineVersionsRequest, ListPipelineVersionsResponse, ListPipelinesRequest,
     ListPipelinesResponse, Pipeline, PipelineVersion, PipelineVersionReference,
@@ -189,6 +189,21 @@ impl Core {
             false,
             limits.max_description_bytes,
         )
+    }
+}
+
+/// Applies an update to (display_name, tags): a display_name when one is given; the tags when
+/// some are given, or when they are to be cleared.
+fn apply_update(
+    (display_name, tags): (&mut String, &mut HashMap<String, String>),
+    (new_name, new_tags): (&str, &HashMap<String, String>),
+    clear_tags: bool,
+) {
+    if !new_name.is_empty() {
+        new_name.clone_into(display_name);
+    }
+    if clear_tags || !new_tags.is_empty() {
+        tags.clone_from(new_tags);
     }
 }
 
@@ -426,7 +441,7 @@ impl Pipelines {
         ops: Vec<Op>,
     ) -> Result<()> {
         let store = &self.core.store;
-        for _ in 0..MAX_ATTEMPTS {
+        until_not_outraced!("the name", async {
             let taken = match version {
                 None => store
                     .pipeline_named(&pipeline.namespace, &pipeline.name)
@@ -453,15 +468,12 @@ impl Pipelines {
                 }
             };
             if let Some(taken) = taken {
-                // What makes the name taken may not be durable yet: say so only once it is.
+                // What makes the name taken may not be durable yet: say so once it is.
                 store.settle().await?;
                 return Err(Error::AlreadyExists(taken));
             }
-            if let Some(result) = unless_conflict(store.write(Write::new(ops.clone())).await) {
-                return result.map(drop);
-            }
-        }
-        Err(contended("the name"))
+            store.write(Write::new(ops.clone())).await.map(drop)
+        },)
     }
 
     /// Creates a pipeline and its first version from an uploaded package. The pipeline is
@@ -585,35 +597,19 @@ impl Pipelines {
 
     /// Deletes a pipeline; with versions only when `cascade` (then with all of them).
     pub async fn delete(&self, ctx: &Context, pipeline_id: &str, cascade: bool) -> Result<()> {
-        let mut namespace = None;
-        let result = self
-            .delete_allowed(ctx, pipeline_id, cascade, &mut namespace)
-            .await;
-        match namespace {
-            Some(ns) => audited(ctx, Verb::DeletePipeline, pipeline_id, &ns, result),
-            None => result,
-        }
-    }
-
-    async fn delete_allowed(
-        &self,
-        ctx: &Context,
-        pipeline_id: &str,
-        cascade: bool,
-        namespace: &mut Option<String>,
-    ) -> Result<()> {
         let store = &self.core.store;
-        for _ in 0..MAX_ATTEMPTS {
+        let mut namespace = None;
+        let result = until_not_outraced!(format!("pipeline {pipeline_id:?}"), async {
             let current = self.core.stored_pipeline(pipeline_id).await?;
             self.core
                 .allow_on_pipeline(ctx, Verb::DeletePipeline, &current.value)?;
-            *namespace = Some(current.value.namespace.clone());
+            namespace = Some(current.value.namespace.clone());
             let mut ops = Vec::new();
             if !cascade {
                 if let Some(version) = store.latest_pipeline_version(pipeline_id).await? {
                     return Err(Error::FailedPrecondition(format!(
-                        "pipeline {pipeline_id:?} has versions (e.g. {:?}); delete them first, \
-                         or delete with cascade=true to delete them with it",
+                        "pipeline {pipeline_id:?} has versions (e.g. {:?}); delete them \
+                             first, or delete with cascade=true to delete them with it",
                         version.value.pipeline_version_id
                     )));
                 }
@@ -625,11 +621,9 @@ impl Pipelines {
                 pipeline_id: pipeline_id.to_owned(),
                 replaces: current.revision,
             });
-            if let Some(result) = unless_conflict(store.write(Write::new(ops)).await) {
-                return result.map(drop);
-            }
-        }
-        Err(contended(&format!("pipeline {pipeline_id:?}")))
+            store.write(Write::new(ops)).await.map(drop)
+        },);
+        audited_on(ctx, Verb::DeletePipeline, pipeline_id, namespace, result)
     }
 
     /// Replaces a pipeline's display_name (when given) and tags (when given, or when
@@ -640,24 +634,34 @@ impl Pipelines {
         input: Pipeline,
         clear_tags: bool,
     ) -> Result<Pipeline> {
-        let id = input.pipeline_id.clone();
-        check_lookup_id("pipeline.pipeline_id", &id)?;
+        let id = &input.pipeline_id;
+        check_lookup_id("pipeline.pipeline_id", id)?;
         self.check_update("pipeline", &input.display_name, &input.tags)?;
+        let store = &self.core.store;
         let mut namespace = None;
-        let result = self
-            .update_allowed(ctx, &id, &mut namespace, |p| {
-                if !input.display_name.is_empty() {
-                    p.display_name = input.display_name.clone();
-                }
-                if clear_tags || !input.tags.is_empty() {
-                    p.tags = input.tags.clone();
-                }
-            })
-            .await;
-        match namespace {
-            Some(ns) => audited(ctx, Verb::UpdatePipeline, &id, &ns, result),
-            None => result,
-        }
+        let result = until_not_outraced!(format!("pipeline {id:?}"), async {
+            let current = self.core.stored_pipeline(id).await?;
+            self.core
+                .allow_on_pipeline(ctx, Verb::UpdatePipeline, &current.value)?;
+            namespace = Some(current.value.namespace.clone());
+            let mut updated = current.value.clone();
+            apply_update(
+                (&mut updated.display_name, &mut updated.tags),
+                (&input.display_name, &input.tags),
+                clear_tags,
+            );
+            if updated == current.value {
+                // Nothing to write; the state it confirms must be durable.
+                store.settle().await?;
+                return Ok(updated);
+            }
+            let write = Write::new(vec![Op::PutPipeline {
+                pipeline: updated.clone(),
+                replaces: Some(current.revision),
+            }]);
+            store.write(write).await.map(|_| updated)
+        },);
+        audited_on(ctx, Verb::UpdatePipeline, id, namespace, result)
     }
 
     fn check_update(
@@ -673,36 +677,6 @@ impl Pipelines {
             self.core.limits.max_name_bytes,
         )?;
         self.core.check_tags(&format!("{what}.tags"), tags)
-    }
-
-    async fn update_allowed(
-        &self,
-        ctx: &Context,
-        pipeline_id: &str,
-        namespace: &mut Option<String>,
-        change: impl Fn(&mut Pipeline),
-    ) -> Result<Pipeline> {
-        let store = &self.core.store;
-        for _ in 0..MAX_ATTEMPTS {
-            let current = self.core.stored_pipeline(pipeline_id).await?;
-            self.core
-                .allow_on_pipeline(ctx, Verb::UpdatePipeline, &current.value)?;
-            *namespace = Some(current.value.namespace.clone());
-            let mut updated = current.value.clone();
-            change(&mut updated);
-            if updated == current.value {
-                store.settle().await?;
-                return Ok(updated);
-            }
-            let write = Write::new(vec![Op::PutPipeline {
-                pipeline: updated.clone(),
-                replaces: Some(current.revision),
-            }]);
-            if let Some(result) = unless_conflict(store.write(write).await) {
-                return result.map(|_| updated);
-            }
-        }
-        Err(contended(&format!("pipeline {pipeline_id:?}")))
     }
 
     pub async fn get_version(
@@ -761,37 +735,24 @@ impl Pipelines {
         version_id: &str,
     ) -> Result<()> {
         let mut namespace = None;
-        let result = self
-            .delete_version_allowed(ctx, pipeline_id, version_id, &mut namespace)
-            .await;
-        match namespace {
-            Some(ns) => audited(ctx, Verb::DeletePipelineVersion, version_id, &ns, result),
-            None => result,
-        }
-    }
-
-    async fn delete_version_allowed(
-        &self,
-        ctx: &Context,
-        pipeline_id: &str,
-        version_id: &str,
-        namespace: &mut Option<String>,
-    ) -> Result<()> {
-        let store = &self.core.store;
-        for _ in 0..MAX_ATTEMPTS {
+        let result = until_not_outraced!(format!("pipeline version {version_id:?}"), async {
             let (version, pipeline) = self.core.stored_version(pipeline_id, version_id).await?;
             self.core
                 .allow_on_pipeline(ctx, Verb::DeletePipelineVersion, &pipeline.value)?;
-            *namespace = Some(pipeline.value.namespace.clone());
+            namespace = Some(pipeline.value.namespace.clone());
             let write = Write::new(vec![Op::DeletePipelineVersion {
                 pipeline_version_id: version_id.to_owned(),
                 replaces: version.revision,
             }]);
-            if let Some(result) = unless_conflict(store.write(write).await) {
-                return result.map(drop);
-            }
-        }
-        Err(contended(&format!("pipeline version {version_id:?}")))
+            self.core.store.write(write).await.map(drop)
+        },);
+        audited_on(
+            ctx,
+            Verb::DeletePipelineVersion,
+            version_id,
+            namespace,
+            result,
+        )
     }
 
     /// Replaces a version's display_name (when given) and tags (when given, or when
@@ -802,42 +763,25 @@ impl Pipelines {
         input: PipelineVersion,
         clear_tags: bool,
     ) -> Result<PipelineVersion> {
-        let id = input.pipeline_version_id.clone();
-        check_lookup_id("pipeline_version.pipeline_version_id", &id)?;
+        let id = &input.pipeline_version_id;
+        check_lookup_id("pipeline_version.pipeline_version_id", id)?;
         check_lookup_id("pipeline_version.pipeline_id", &input.pipeline_id)?;
         self.check_update("pipeline_version", &input.display_name, &input.tags)?;
-        let mut namespace = None;
-        let result = self
-            .update_version_allowed(ctx, &input, clear_tags, &mut namespace)
-            .await;
-        match namespace {
-            Some(ns) => audited(ctx, Verb::UpdatePipelineVersion, &id, &ns, result),
-            None => result,
-        }
-    }
-
-    async fn update_version_allowed(
-        &self,
-        ctx: &Context,
-        input: &PipelineVersion,
-        clear_tags: bool,
-        namespace: &mut Option<String>,
-    ) -> Result<PipelineVersion> {
-        let id = &input.pipeline_version_id;
         let store = &self.core.store;
-        for _ in 0..MAX_ATTEMPTS {
+        let mut namespace = None;
+        let result = until_not_outraced!(format!("pipeline version {id:?}"), async {
             let (current, pipeline) = self.core.stored_version(&input.pipeline_id, id).await?;
             self.core
                 .allow_on_pipeline(ctx, Verb::UpdatePipelineVersion, &pipeline.value)?;
-            *namespace = Some(pipeline.value.namespace.clone());
+            namespace = Some(pipeline.value.namespace.clone());
             let mut updated = current.value.clone();
-            if !input.display_name.is_empty() {
-                updated.display_name = input.display_name.clone();
-            }
-            if clear_tags || !input.tags.is_empty() {
-                updated.tags = input.tags.clone();
-            }
+            apply_update(
+                (&mut updated.display_name, &mut updated.tags),
+                (&input.display_name, &input.tags),
+                clear_tags,
+            );
             if updated == current.value {
+                // Nothing to write; the state it confirms must be durable.
                 store.settle().await?;
                 return Ok(updated);
             }
@@ -845,10 +789,8 @@ impl Pipelines {
                 version: Box::new(updated.clone()),
                 replaces: Some(current.revision),
             }]);
-            if let Some(result) = unless_conflict(store.write(write).await) {
-                return result.map(|_| updated);
-            }
-        }
-        Err(contended(&format!("pipeline version {id:?}")))
+            store.write(write).await.map(|_| updated)
+        },);
+        audited_on(ctx, Verb::UpdatePipelineVersion, id, namespace, result)
     }
 }

@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use super::access::{Verb, audited};
+use super::access::{Verb, audited, audited_on};
 use super::timetable::Timetable;
 use super::validate::{self, MAX_ID_BYTES, check_lookup_id, check_text};
-use super::{Context, Core, MAX_ATTEMPTS, Runs, contended, lifecycle, unless_conflict};
+use super::{Context, Core, MAX_ATTEMPTS, Runs, contended, lifecycle};
 use crate::api::{
     ListRecurringRunsRequest, ListRecurringRunsResponse, PipelineVersionReference, RecurringRun,
     Run, RuntimeState, recurring_run, run,
@@ -207,25 +207,11 @@ impl RecurringRuns {
             ),
             other => other,
         };
-        for _ in 0..MAX_ATTEMPTS {
-            let (experiment, mut ops) = if input.experiment_id.is_empty() {
-                self.core.default_experiment(ctx, &input.namespace).await?
-            } else {
-                let experiment = self.core.experiment(&input.experiment_id).await?;
-                let id = experiment.value.experiment_id.clone();
-                (
-                    experiment.value,
-                    vec![Op::Expect(Expectation::ExperimentExists(id))],
-                )
-            };
-            if !input.namespace.is_empty() && input.namespace != experiment.namespace {
-                return Err(Error::invalid(format!(
-                    "recurring_run.namespace {:?} differs from the namespace {:?} of experiment \
-                     {:?}; a recurring run belongs to its experiment's namespace (leave \
-                     namespace empty)",
-                    input.namespace, experiment.namespace, experiment.experiment_id
-                )));
-            }
+        until_not_outraced!("the recurring run's experiment", async {
+            let (experiment, mut ops) = self
+                .core
+                .experiment_for_new(ctx, "recurring_run", &input.experiment_id, &input.namespace)
+                .await?;
             let pipeline_source = match &pipeline_source {
                 Some(recurring_run::PipelineSource::PipelineVersionReference(reference)) => {
                     let field = "recurring_run.pipeline_version_reference";
@@ -269,11 +255,8 @@ impl RecurringRuns {
                 }),
                 replaces: None,
             });
-            if let Some(result) = unless_conflict(store.write(Write::new(ops)).await) {
-                return result.map(|_| recurring_run);
-            }
-        }
-        Err(contended("the recurring run's experiment"))
+            store.write(Write::new(ops)).await.map(|_| recurring_run)
+        },)
     }
 
     pub async fn get(&self, ctx: &Context, id: &str) -> Result<RecurringRun> {
@@ -350,33 +333,16 @@ impl RecurringRuns {
     }
 
     async fn set_enabled(&self, ctx: &Context, verb: Verb, id: &str, enabled: bool) -> Result<()> {
-        let mut namespace = None;
-        let result = self
-            .set_enabled_allowed(ctx, verb, id, enabled, &mut namespace)
-            .await;
-        match namespace {
-            Some(ns) => audited(ctx, verb, id, &ns, result),
-            None => result,
-        }
-    }
-
-    async fn set_enabled_allowed(
-        &self,
-        ctx: &Context,
-        verb: Verb,
-        id: &str,
-        enabled: bool,
-        namespace: &mut Option<String>,
-    ) -> Result<()> {
         let store = &self.core.store;
-        for _ in 0..MAX_ATTEMPTS {
+        let mut namespace = None;
+        let result = until_not_outraced!(format!("recurring run {id:?}"), async {
             let current = self.stored(id).await?;
             let r = &current.value.recurring_run;
             self.core
                 .allow_on_record(ctx, verb, id, &r.namespace, || not_found(id))?;
-            *namespace = Some(r.namespace.clone());
-            let wanted = status_of(enabled) as i32;
-            if r.status == wanted && (!enabled || r.error.is_none()) {
+            namespace = Some(r.namespace.clone());
+            if r.status == status_of(enabled) as i32 && (!enabled || r.error.is_none()) {
+                // Nothing to write; the state it confirms must be durable.
                 return store.settle().await;
             }
             let mut record = current.value.clone();
@@ -389,47 +355,29 @@ impl RecurringRuns {
                 record: Box::new(record),
                 replaces: Some(current.revision),
             }]);
-            if let Some(result) = unless_conflict(store.write(write).await) {
-                return result.map(drop);
-            }
-        }
-        Err(contended(&format!("recurring run {id:?}")))
+            store.write(write).await.map(drop)
+        },);
+        audited_on(ctx, verb, id, namespace, result)
     }
 
     /// Deletes a recurring run; the runs it created stay.
     pub async fn delete(&self, ctx: &Context, id: &str) -> Result<()> {
         let mut namespace = None;
-        let result = self.delete_allowed(ctx, id, &mut namespace).await;
-        match namespace {
-            Some(ns) => audited(ctx, Verb::DeleteRecurringRun, id, &ns, result),
-            None => result,
-        }
-    }
-
-    async fn delete_allowed(
-        &self,
-        ctx: &Context,
-        id: &str,
-        namespace: &mut Option<String>,
-    ) -> Result<()> {
-        let store = &self.core.store;
-        for _ in 0..MAX_ATTEMPTS {
+        let result = until_not_outraced!(format!("recurring run {id:?}"), async {
             let current = self.stored(id).await?;
             let r = &current.value.recurring_run;
             self.core
                 .allow_on_record(ctx, Verb::DeleteRecurringRun, id, &r.namespace, || {
                     not_found(id)
                 })?;
-            *namespace = Some(r.namespace.clone());
+            namespace = Some(r.namespace.clone());
             let write = Write::new(vec![Op::DeleteRecurringRun {
                 recurring_run_id: id.to_owned(),
                 replaces: current.revision,
             }]);
-            if let Some(result) = unless_conflict(store.write(write).await) {
-                return result.map(drop);
-            }
-        }
-        Err(contended(&format!("recurring run {id:?}")))
+            self.core.store.write(write).await.map(drop)
+        },);
+        audited_on(ctx, Verb::DeleteRecurringRun, id, namespace, result)
     }
 
     /// The scheduler's step for one recurring run, as of the clock's now: creates each run that

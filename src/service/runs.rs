@@ -148,29 +148,10 @@ impl Runs {
         run_id: &str,
         now: Timestamp,
     ) -> Result<Vec<Op>> {
-        let store = &self.core.store;
-        let (experiment, mut ops) = if input.experiment_id.is_empty() {
-            self.core.default_experiment(ctx, &input.namespace).await?
-        } else {
-            let experiment = store
-                .experiment(&input.experiment_id)
-                .await?
-                .ok_or_else(|| {
-                    Error::NotFound(format!("experiment {:?} not found", input.experiment_id))
-                })?;
-            let id = experiment.value.experiment_id.clone();
-            (
-                experiment.value,
-                vec![Op::Expect(Expectation::ExperimentExists(id))],
-            )
-        };
-        if !input.namespace.is_empty() && input.namespace != experiment.namespace {
-            return Err(Error::invalid(format!(
-                "run.namespace {:?} differs from the namespace {:?} of experiment {:?}; a run \
-                 belongs to its experiment's namespace (leave namespace empty)",
-                input.namespace, experiment.namespace, experiment.experiment_id
-            )));
-        }
+        let (experiment, mut ops) = self
+            .core
+            .experiment_for_new(ctx, "run", &input.experiment_id, &input.namespace)
+            .await?;
         let pipeline_source = match &input.pipeline_source {
             Some(run::PipelineSource::PipelineVersionReference(reference)) => {
                 let version = self
