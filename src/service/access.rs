@@ -29,7 +29,7 @@ pub enum Role {
     Viewer,
     /// A viewer that may also ReportRunState: the machine that runs pipelines.
     Executor,
-    /// Every run and experiment write, except deleting experiments.
+    /// Every run, experiment, pipeline and recurring-run write, except deleting experiments.
     Editor,
     /// An editor that may also delete experiments (with all their runs and recurring runs).
     Admin,

@@ -1,7 +1,8 @@
 //! The transport-free core: one service per resource ([`Runs`], [`Experiments`], [`Pipelines`],
-//! [`RecurringRuns`]), one method per use case, each taking the call's [`Context`]. Validation, defaults, the state machine and every
-//! business rule live here; the gRPC and HTTP adapters only convert, build the context and call,
-//! so whatever is checked here covers every transport path.
+//! [`RecurringRuns`]), one method per use case, each taking the call's [`Context`]. Validation,
+//! defaults, the state machine and every business rule live here; the gRPC and HTTP adapters
+//! only convert, build the context and call, so whatever is checked here covers every transport
+//! path.
 //!
 //! Writes read the records they change, decide, and write back naming the revisions they read
 //! (compare-and-set, see [`crate::store`]); a write that lost a race is retried against the
