@@ -473,7 +473,7 @@ impl Pipelines {
                 return Err(Error::AlreadyExists(taken));
             }
             store.write(Write::new(ops.clone())).await.map(drop)
-        },)
+        })
     }
 
     /// Creates a pipeline and its first version from an uploaded package. The pipeline is
@@ -622,7 +622,7 @@ impl Pipelines {
                 replaces: current.revision,
             });
             store.write(Write::new(ops)).await.map(drop)
-        },);
+        });
         audited_on(ctx, Verb::DeletePipeline, pipeline_id, namespace, result)
     }
 
@@ -660,7 +660,7 @@ impl Pipelines {
                 replaces: Some(current.revision),
             }]);
             store.write(write).await.map(|_| updated)
-        },);
+        });
         audited_on(ctx, Verb::UpdatePipeline, id, namespace, result)
     }
 
@@ -745,7 +745,7 @@ impl Pipelines {
                 replaces: version.revision,
             }]);
             self.core.store.write(write).await.map(drop)
-        },);
+        });
         audited_on(
             ctx,
             Verb::DeletePipelineVersion,
@@ -790,7 +790,7 @@ impl Pipelines {
                 replaces: Some(current.revision),
             }]);
             store.write(write).await.map(|_| updated)
-        },);
+        });
         audited_on(ctx, Verb::UpdatePipelineVersion, id, namespace, result)
     }
 }

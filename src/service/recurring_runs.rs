@@ -256,7 +256,7 @@ impl RecurringRuns {
                 replaces: None,
             });
             store.write(Write::new(ops)).await.map(|_| recurring_run)
-        },)
+        })
     }
 
     pub async fn get(&self, ctx: &Context, id: &str) -> Result<RecurringRun> {
@@ -356,7 +356,7 @@ impl RecurringRuns {
                 replaces: Some(current.revision),
             }]);
             store.write(write).await.map(drop)
-        },);
+        });
         audited_on(ctx, verb, id, namespace, result)
     }
 
@@ -376,7 +376,7 @@ impl RecurringRuns {
                 replaces: current.revision,
             }]);
             self.core.store.write(write).await.map(drop)
-        },);
+        });
         audited_on(ctx, Verb::DeleteRecurringRun, id, namespace, result)
     }
 
