@@ -32,47 +32,15 @@ fn form(field: &str, file_name: &str, content: &[u8]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-/// POSTs `body` with `content_type` to `path` under /apis/v2beta1.
-async fn post_as(http: &Http, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
-    let response = http
-        .client
-        .post(format!("{}{path}", http.base))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("HTTP request");
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let text = response.text().await.expect("HTTP body");
-    Reply {
-        status,
-        content_type,
-        json: serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
-    }
-}
-
 async fn upload(http: &Http, query: &str, content: &[u8]) -> Reply {
     let (content_type, body) = form("uploadfile", "pipeline.yaml", content);
-    post_as(
-        http,
-        &format!("/pipelines/upload{query}"),
-        &content_type,
-        body,
-    )
-    .await
+    http.post_as(&format!("/pipelines/upload{query}"), &content_type, body)
+        .await
 }
 
 async fn upload_version(http: &Http, query: &str, content: &[u8]) -> Reply {
     let (content_type, body) = form("uploadfile", "pipeline.yaml", content);
-    post_as(
-        http,
+    http.post_as(
         &format!("/pipelines/upload_version{query}"),
         &content_type,
         body,
@@ -225,15 +193,11 @@ async fn bad_uploads_are_400_naming_what_is_wrong() {
         assert!(message.contains(needle), "{query} {needle}: {message}");
     }
     let (content_type, body) = form("file", "pipeline.yaml", SPEC.as_bytes());
-    let wrong_field = post_as(&http, "/pipelines/upload", &content_type, body).await;
+    let wrong_field = http.post_as("/pipelines/upload", &content_type, body).await;
     assert!(wrong_field.expect_error(400, 3).contains("uploadfile"));
-    let not_a_form = post_as(
-        &http,
-        "/pipelines/upload",
-        "application/json",
-        b"{}".to_vec(),
-    )
-    .await;
+    let not_a_form = http
+        .post_as("/pipelines/upload", "application/json", b"{}".to_vec())
+        .await;
     assert!(not_a_form.expect_error(400, 3).contains("multipart"));
     let namespace_on_version =
         upload_version(&http, "?pipelineid=p&namespace=team", SPEC.as_bytes()).await;

@@ -96,42 +96,6 @@ async fn create_run_keeps_the_client_inputs_and_ignores_server_owned_fields() {
     assert_eq!(created.error, None);
 }
 
-/// A stored pipeline version (runs that name one are checked against it).
-async fn stored_version(server: &TestServer) -> PipelineVersionReference {
-    let spec: pbjson_types::Struct =
-        serde_json::from_str(r#"{"pipelineInfo": {"name": "p"}, "root": {}}"#).unwrap();
-    let mut pipelines =
-        runledger::api::pipeline_service_client::PipelineServiceClient::new(server.channel().await);
-    let pipeline = pipelines
-        .create_pipeline_and_version(CreatePipelineAndVersionRequest {
-            pipeline: Some(Pipeline {
-                name: "p".into(),
-                ..Default::default()
-            }),
-            pipeline_version: Some(PipelineVersion {
-                pipeline_spec: Some(spec.into()),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("create a pipeline and its version")
-        .into_inner();
-    let version = pipelines
-        .list_pipeline_versions(ListPipelineVersionsRequest {
-            pipeline_id: pipeline.pipeline_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("list its versions")
-        .into_inner()
-        .pipeline_versions
-        .remove(0);
-    PipelineVersionReference {
-        pipeline_id: pipeline.pipeline_id,
-        pipeline_version_id: version.pipeline_version_id,
-    }
-}
-
 #[tokio::test]
 async fn each_pipeline_source_is_accepted() {
     let server = TestServer::start().await;

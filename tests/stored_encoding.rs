@@ -26,42 +26,6 @@ fn run_with_spec(name: &str) -> Run {
     }
 }
 
-/// A stored pipeline version (runs that name one are checked against it).
-async fn stored_version(server: &TestServer) -> PipelineVersionReference {
-    let spec: pbjson_types::Struct =
-        serde_json::from_str(r#"{"pipelineInfo": {"name": "p"}, "root": {}}"#).unwrap();
-    let mut pipelines =
-        runledger::api::pipeline_service_client::PipelineServiceClient::new(server.channel().await);
-    let pipeline = pipelines
-        .create_pipeline_and_version(CreatePipelineAndVersionRequest {
-            pipeline: Some(Pipeline {
-                name: "p".into(),
-                ..Default::default()
-            }),
-            pipeline_version: Some(PipelineVersion {
-                pipeline_spec: Some(spec.into()),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("create a pipeline and its version")
-        .into_inner();
-    let version = pipelines
-        .list_pipeline_versions(ListPipelineVersionsRequest {
-            pipeline_id: pipeline.pipeline_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("list its versions")
-        .into_inner()
-        .pipeline_versions
-        .remove(0);
-    PipelineVersionReference {
-        pipeline_id: pipeline.pipeline_id,
-        pipeline_version_id: version.pipeline_version_id,
-    }
-}
-
 #[tokio::test]
 async fn get_run_returns_the_created_run_field_for_field() {
     let server = TestServer::start().await;

@@ -29,6 +29,7 @@ mod context;
 pub mod cron;
 mod experiments;
 pub mod lifecycle;
+mod listing;
 mod pipeline_spec;
 mod pipelines;
 mod recurring_runs;

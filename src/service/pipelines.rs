@@ -26,7 +26,7 @@ use crate::api::{
     ListPipelinesResponse, Pipeline, PipelineVersion, PipelineVersionReference,
 };
 use crate::error::{Error, Result};
-use crate::query::{ListQuery, ListRequest, Scope};
+use crate::query::{ListRequest, Scope};
 use crate::store::{Expectation, Op, Stored, Write};
 
 /// Tags per pipeline or version, and characters per tag key or value (KFP's limits).
@@ -575,23 +575,24 @@ impl Pipelines {
             self.core
                 .allow_in_namespace(ctx, Verb::ListPipelines, "", &request.namespace)?;
         }
-        let key = &self.core.token_key;
-        let query = ListQuery::parse::<Pipeline>(
-            &ListRequest {
-                scope: Scope::Namespace(request.namespace.clone()),
-                page_size: request.page_size,
-                sort_by: &request.sort_by,
-                filter: &request.filter,
-                page_token: &request.page_token,
-            },
-            key,
-            &self.core.limits.query,
-        )?;
-        let page = self.core.store.list_pipelines(query.clone()).await?;
+        let store = &self.core.store;
+        let listed = self
+            .core
+            .list_page::<Pipeline, _, _>(
+                &ListRequest {
+                    scope: Scope::Namespace(request.namespace.clone()),
+                    page_size: request.page_size,
+                    sort_by: &request.sort_by,
+                    filter: &request.filter,
+                    page_token: &request.page_token,
+                },
+                |query| store.list_pipelines(query),
+            )
+            .await?;
         Ok(ListPipelinesResponse {
-            next_page_token: query.next_page_token(&page, key),
-            total_size: i32::try_from(page.total_size).unwrap_or(i32::MAX),
-            pipelines: page.items.into_iter().map(|p| p.value).collect(),
+            next_page_token: listed.next_page_token,
+            total_size: listed.total_size,
+            pipelines: listed.items.into_iter().map(|p| p.value).collect(),
         })
     }
 
@@ -704,27 +705,24 @@ impl Pipelines {
         let pipeline = self.core.stored_pipeline(&request.pipeline_id).await?.value;
         self.core
             .allow_on_pipeline(ctx, Verb::ListPipelineVersions, &pipeline)?;
-        let key = &self.core.token_key;
-        let query = ListQuery::parse::<PipelineVersion>(
-            &ListRequest {
-                scope: Scope::Pipeline(request.pipeline_id.clone()),
-                page_size: request.page_size,
-                sort_by: &request.sort_by,
-                filter: &request.filter,
-                page_token: &request.page_token,
-            },
-            key,
-            &self.core.limits.query,
-        )?;
-        let page = self
+        let store = &self.core.store;
+        let listed = self
             .core
-            .store
-            .list_pipeline_versions(query.clone())
+            .list_page::<PipelineVersion, _, _>(
+                &ListRequest {
+                    scope: Scope::Pipeline(request.pipeline_id.clone()),
+                    page_size: request.page_size,
+                    sort_by: &request.sort_by,
+                    filter: &request.filter,
+                    page_token: &request.page_token,
+                },
+                |query| store.list_pipeline_versions(query),
+            )
             .await?;
         Ok(ListPipelineVersionsResponse {
-            next_page_token: query.next_page_token(&page, key),
-            total_size: i32::try_from(page.total_size).unwrap_or(i32::MAX),
-            pipeline_versions: page.items.into_iter().map(|v| v.value).collect(),
+            next_page_token: listed.next_page_token,
+            total_size: listed.total_size,
+            pipeline_versions: listed.items.into_iter().map(|v| v.value).collect(),
         })
     }
 

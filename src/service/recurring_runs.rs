@@ -25,7 +25,7 @@ use crate::api::{
     Run, RuntimeState, recurring_run, run,
 };
 use crate::error::{Error, Result};
-use crate::query::{ListQuery, ListRequest, Scope};
+use crate::query::{ListRequest, Scope};
 use crate::store::{Expectation, Op, RecurringRunRecord, ScheduleState, Stored, StoredRun, Write};
 use crate::wkt::Timestamp;
 
@@ -295,23 +295,24 @@ impl RecurringRuns {
             self.core.allow_everywhere(ctx, Verb::ListRecurringRuns)?;
             Scope::All
         };
-        let key = &self.core.token_key;
-        let query = ListQuery::parse::<RecurringRun>(
-            &ListRequest {
-                scope,
-                page_size: request.page_size,
-                sort_by: &request.sort_by,
-                filter: &request.filter,
-                page_token: &request.page_token,
-            },
-            key,
-            &self.core.limits.query,
-        )?;
-        let page = self.core.store.list_recurring_runs(query.clone()).await?;
+        let store = &self.core.store;
+        let listed = self
+            .core
+            .list_page::<RecurringRun, _, _>(
+                &ListRequest {
+                    scope,
+                    page_size: request.page_size,
+                    sort_by: &request.sort_by,
+                    filter: &request.filter,
+                    page_token: &request.page_token,
+                },
+                |query| store.list_recurring_runs(query),
+            )
+            .await?;
         Ok(ListRecurringRunsResponse {
-            next_page_token: query.next_page_token(&page, key),
-            total_size: i32::try_from(page.total_size).unwrap_or(i32::MAX),
-            recurring_runs: page
+            next_page_token: listed.next_page_token,
+            total_size: listed.total_size,
+            recurring_runs: listed
                 .items
                 .into_iter()
                 .map(|r| r.value.recurring_run)
