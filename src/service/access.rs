@@ -81,6 +81,8 @@ pub enum Verb {
     EnableRecurringRun,
     DisableRecurringRun,
     DeleteRecurringRun,
+    /// `GET /metrics`: counts by namespace, so it reads every namespace.
+    ReadMetrics,
 }
 
 impl Verb {
@@ -118,6 +120,7 @@ impl Verb {
             Verb::EnableRecurringRun => "EnableRecurringRun",
             Verb::DisableRecurringRun => "DisableRecurringRun",
             Verb::DeleteRecurringRun => "DeleteRecurringRun",
+            Verb::ReadMetrics => "ReadMetrics",
         }
     }
 
@@ -134,7 +137,8 @@ impl Verb {
             | Verb::GetPipelineVersion
             | Verb::ListPipelineVersions
             | Verb::GetRecurringRun
-            | Verb::ListRecurringRuns => Role::Viewer,
+            | Verb::ListRecurringRuns
+            | Verb::ReadMetrics => Role::Viewer,
             Verb::ReportRunState => Role::Executor,
             Verb::CreateRun
             | Verb::ArchiveRun
@@ -351,6 +355,27 @@ impl Core {
     /// authenticated caller may.
     pub(super) fn allow_shared_read(&self, ctx: &Context) -> Result<()> {
         self.grants(ctx).map(drop)
+    }
+
+    /// Allows `GET /metrics`, whose labels name every namespace and count its runs: a grant on
+    /// `*`, any role.
+    pub(super) fn allow_metrics(&self, ctx: &Context) -> Result<()> {
+        let Some(grants) = self.grants(ctx)? else {
+            return Ok(());
+        };
+        if grants
+            .every
+            .is_some_and(|role| role >= Verb::ReadMetrics.least_role())
+        {
+            return Ok(());
+        }
+        let error = Error::PermissionDenied(format!(
+            "{} may not read /metrics: it counts runs in every namespace, so it needs a grant on \
+             namespace \"*\"",
+            ctx.principal.name()
+        ));
+        audit_denial(ctx, Verb::ReadMetrics, "/metrics", "*", &error);
+        Err(error)
     }
 
     /// Whether the caller may read records of `namespace` (filters watch streams).

@@ -6,6 +6,27 @@ import os
 import subprocess
 import sys
 
+import pytest
+from conftest import servers
+
+
+# The kfp CLI has no option for a CA certificate (only --existing-token and --namespace), so it
+# cannot reach the multi-user server's self-signed TLS: these tests run against the plain server
+# only, with an SDK client of that server for setup. The SDK suite covers multi-user.
+@pytest.fixture(scope="module")
+def plain():
+    return servers()["plain"]
+
+
+@pytest.fixture(scope="module")
+def host(plain):
+    return plain.host
+
+
+@pytest.fixture(scope="module")
+def client(plain):
+    return plain.client()
+
 
 def kfp(host, *args):
     """Runs the kfp CLI of this virtualenv with `args` (JSON output); returns the parsed output."""

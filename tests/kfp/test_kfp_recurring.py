@@ -121,7 +121,9 @@ def test_periodic_recurring_run_of_a_pipeline_version_creates_runs(
     client.disable_recurring_run(recurring.recurring_run_id)
 
 
-def test_list_recurring_runs_by_experiment_with_pages(client, pipeline_file, experiment, unique):
+def test_list_recurring_runs_by_experiment_with_pages(
+    server, client, pipeline_file, experiment, unique
+):
     created = [
         client.create_recurring_run(
             experiment_id=experiment.experiment_id,
@@ -142,7 +144,8 @@ def test_list_recurring_runs_by_experiment_with_pages(client, pipeline_file, exp
         experiment_id=experiment.experiment_id, page_token=first.next_page_token, page_size=2
     )
     assert [r.display_name for r in second.recurring_runs] == [f"{unique}-0"]
-    everywhere = client.list_recurring_runs(page_size=100)
+    # Multi-user: listing beyond one experiment needs a namespace (or a grant on "*").
+    everywhere = client.list_recurring_runs(page_size=100, namespace=server.namespace or None)
     ids = {r.recurring_run_id for r in everywhere.recurring_runs}
     assert {r.recurring_run_id for r in created} <= ids
 

@@ -5,41 +5,157 @@
 
 use std::marker::PhantomData;
 
+use super::codec::Digest;
 use super::keys;
 use super::list::{self, Direction, Source};
 use super::txn::Txn;
-use super::{Inner, codec, revision};
+use super::{Inner, KeyRead, KeyWrite, codec, revision, specs};
 use crate::error::{Error, Result};
+use crate::proto::google::rpc::Status;
 use crate::query::{Field, FieldValue, ListQuery, Page, Record, Tally};
-use crate::store::{Expectation, Op, Stored};
-use crate::wkt::Timestamp;
+use crate::store::{Expectation, Op, SpecBlob, Stored};
+use crate::wkt::{StructBytes, Timestamp};
+
+/// The one counter group of pipelines, versions and recurring runs: they have no run state, and
+/// nothing of theirs is archived.
+pub(super) const GROUP: (i32, i32) = (0, 0);
 
 /// A record kind kept under one key prefix.
-pub(super) trait CatalogRecord: prost::Message + Default + Record + Send + 'static {
+pub(super) trait CatalogRecord:
+    prost::Message + Default + Clone + Record + Send + 'static
+{
     /// The prefix of its records (`I`, `V`, `J`).
     const PREFIX: u8;
     /// A record whose stored bytes cannot be read: its id and an error saying why.
-    fn damaged(id: &str, error: crate::proto::google::rpc::Status) -> Self;
+    fn damaged(id: &str, error: Status) -> Self;
+
+    /// Takes out the pipeline spec the record holds, which is stored apart as a shared blob
+    /// ([`specs`]), as runs' specs are. Kinds without a spec keep the default.
+    fn take_spec(&mut self) -> Option<StructBytes> {
+        None
+    }
+
+    /// Puts back the spec [`CatalogRecord::take_spec`] took out.
+    fn set_spec(&mut self, _spec: StructBytes) {}
+
+    /// Says in the record why it is incomplete (its spec blob is lost).
+    fn set_error(&mut self, error: Status);
 }
 
-/// The stored record `id` of kind `T`, decoded; a damaged one as [`CatalogRecord::damaged`].
-pub(super) fn stored<T: CatalogRecord>(id: &str, record: sled::IVec) -> Stored<T> {
-    let value = codec::decode::<T>(&record).unwrap_or_else(|e| {
-        T::damaged(
-            id,
-            crate::proto::google::rpc::Status {
-                code: tonic::Code::DataLoss as i32,
-                message: format!(
-                    "the stored record of {} {id:?} cannot be read: {e}",
-                    T::KIND
-                ),
-                details: Vec::new(),
-            },
-        )
-    });
-    Stored {
+/// A data-loss status saying what cannot be read about `T` `id`.
+fn data_loss<T: CatalogRecord>(id: &str, why: impl std::fmt::Display) -> Status {
+    Status {
+        code: tonic::Code::DataLoss as i32,
+        message: format!(
+            "the stored record of {} {id:?} cannot be read: {why}",
+            T::KIND
+        ),
+        details: Vec::new(),
+    }
+}
+
+/// `record` as stored: its encoding, referencing its spec blob when it has one, and that blob
+/// (the caller keeps its use count, [`specs::replace`]).
+pub(super) fn encode<T: CatalogRecord>(record: &T) -> (Vec<u8>, Option<SpecBlob>) {
+    let mut body = record.clone();
+    match body.take_spec() {
+        Some(spec) => {
+            let blob = SpecBlob::of(spec.protobuf().clone());
+            let value = codec::encode_referencing(&body.encode_to_vec(), &blob.digest);
+            (value, Some(blob))
+        }
+        None => (codec::encode(record), None),
+    }
+}
+
+/// Decodes a stored record of `T` without its spec (enough for its index entries).
+pub(super) fn decode<T: CatalogRecord>(id: &str, record: &[u8]) -> Result<T> {
+    codec::decode::<T>(record).map_err(|e| {
+        Error::DataLoss(format!(
+            "the stored record of {} {id:?} cannot be read: {e}",
+            T::KIND
+        ))
+    })
+}
+
+/// Decodes a stored record of `T` with its spec, for a write that changes it and keeps the spec.
+pub(super) fn decode_whole<T: CatalogRecord>(
+    kv: &impl KeyRead,
+    id: &str,
+    record: &[u8],
+) -> Result<T> {
+    let mut value = decode::<T>(id, record)?;
+    if let Some(digest) = spec_of(record) {
+        let spec = specs::load(kv, &digest)?.ok_or_else(|| {
+            Error::DataLoss(format!(
+                "the pipeline spec {} of {} {id:?} is missing: run `runledger check --repair`",
+                specs::show(&digest),
+                T::KIND
+            ))
+        })?;
+        value.set_spec(StructBytes::from_protobuf(spec));
+    }
+    Ok(value)
+}
+
+/// The spec blob a stored record references.
+pub(super) fn spec_of(record: &[u8]) -> Option<Digest> {
+    codec::split(record).ok().and_then(|(digest, _)| digest)
+}
+
+/// The stored record `id` of kind `T`, decoded with its spec; a damaged one (or one whose spec
+/// blob is missing) as [`CatalogRecord::damaged`] with an error saying why.
+pub(super) fn stored<T: CatalogRecord>(
+    kv: &impl KeyRead,
+    id: &str,
+    record: sled::IVec,
+) -> Result<Stored<T>> {
+    let value = match codec::decode::<T>(&record) {
+        Err(e) => T::damaged(id, data_loss::<T>(id, e)),
+        Ok(mut value) => {
+            if let Some(digest) = spec_of(&record) {
+                match specs::load(kv, &digest)? {
+                    Some(spec) => value.set_spec(StructBytes::from_protobuf(spec)),
+                    None => value.set_error(data_loss::<T>(
+                        id,
+                        format!(
+                            "its pipeline spec {} is missing (run `runledger check --repair`)",
+                            specs::show(&digest)
+                        ),
+                    )),
+                }
+            }
+            value
+        }
+    };
+    Ok(Stored {
         value,
         revision: revision(record),
+    })
+}
+
+impl Txn<'_> {
+    /// Writes `record` under `key`, moving its spec reference from the one the `old` stored
+    /// value held (if any) to its own, in this batch.
+    pub(super) fn put_catalog<T: CatalogRecord>(
+        &mut self,
+        key: Vec<u8>,
+        old: Option<&[u8]>,
+        record: &T,
+    ) -> Result<()> {
+        let (value, blob) = encode(record);
+        specs::replace(self, old.and_then(spec_of).as_ref(), blob.as_ref())?;
+        self.put(key, value);
+        Ok(())
+    }
+
+    /// Removes the stored value under `key` (`old`), releasing the spec it references.
+    pub(super) fn remove_catalog(&mut self, key: Vec<u8>, old: &[u8]) -> Result<()> {
+        if let Some(digest) = spec_of(old) {
+            specs::release(self, &digest)?;
+        }
+        self.remove(key);
+        Ok(())
     }
 }
 
@@ -51,9 +167,9 @@ pub(super) fn is_damaged<T: CatalogRecord>(record: &[u8]) -> bool {
 impl Inner {
     /// The record `id` of kind `T`.
     pub(super) fn catalog_record<T: CatalogRecord>(&self, id: &str) -> Result<Option<Stored<T>>> {
-        Ok(self
-            .raw(&keys::record(T::PREFIX, id))?
-            .map(|record| stored(id, record)))
+        self.raw(&keys::record(T::PREFIX, id))?
+            .map(|record| stored(self, id, record))
+            .transpose()
     }
 
     /// The record a name entry (`key` → id) points at.
@@ -109,7 +225,7 @@ impl<T: CatalogRecord> Source for CatalogSource<'_, T> {
             list::scan_index(self.inner, self.prefix.clone(), direction, after).filter_map(
                 move |entry| match entry {
                     Ok(id) => match self.inner.raw(&keys::record(T::PREFIX, &id)) {
-                        Ok(Some(record)) => Some(Ok(stored(&id, record))),
+                        Ok(Some(record)) => Some(stored(self.inner, &id, record)),
                         // Deleted while the scan runs.
                         Ok(None) => None,
                         Err(e) => Some(Err(e)),
@@ -121,7 +237,7 @@ impl<T: CatalogRecord> Source for CatalogSource<'_, T> {
     }
 
     fn tally(&self) -> Result<Tally> {
-        Ok(self.inner.counts(&self.counter)?.tally())
+        Ok(self.inner.counts(&self.counter)?.tally(false))
     }
 }
 

@@ -4,12 +4,15 @@
 //! compared. Also: every version's pipeline exists, every recurring run's experiment exists in
 //! its namespace, every lease (`L`) is readable. Called from `check.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::catalog::is_damaged;
+use super::catalog::{CatalogRecord, GROUP, is_damaged, spec_of};
 use super::check::show;
-use super::{Counts, codec, keys, pipelines, recurring};
+use super::codec::Digest;
+use super::{Counts, codec, keys, pipelines, recurring, specs};
 use crate::api::{Pipeline, PipelineVersion, RecurringRun};
+use crate::error::{Error, Result};
+use crate::query::Record;
 use crate::store::RecurringRunRecord;
 
 /// What the check found of these kinds.
@@ -27,6 +30,8 @@ pub(super) struct CatalogScan {
     entries: BTreeMap<Vec<u8>, Vec<u8>>,
     bad_leases: Vec<Vec<u8>>,
     problems: Vec<String>,
+    /// The spec blob each version or recurring run references (record key → digest).
+    spec_refs: BTreeMap<Vec<u8>, Digest>,
 }
 
 /// What repairing the derived entries takes: keys to remove, entries to (re)write.
@@ -93,12 +98,15 @@ impl CatalogScan {
         false
     }
 
-    fn record<T: super::catalog::CatalogRecord>(
+    fn record<T: CatalogRecord>(
         &mut self,
         id: &str,
         value: &[u8],
         own_id: impl Fn(&T) -> &str,
     ) -> Option<T> {
+        if let Some(digest) = spec_of(value) {
+            self.spec_refs.insert(keys::record(T::PREFIX, id), digest);
+        }
         if is_damaged::<T>(value) {
             self.undecodable += 1;
             let e = codec::decode::<T>(value).err().unwrap_or_default();
@@ -195,23 +203,76 @@ impl CatalogScan {
 
     /// Adds the counters these records call for.
     pub(super) fn expect_counters(&self, counters: &mut BTreeMap<Vec<u8>, Counts>) {
+        // Cannot overflow: one per record.
+        let mut count = |key: Vec<u8>| {
+            let _ = counters.entry(key).or_default().add(GROUP, 1);
+        };
         for p in self.decoded_pipelines.values() {
-            counters
-                .entry(pipelines::pipelines_counter(&p.namespace))
-                .or_default()
-                .total += 1;
+            count(pipelines::pipelines_counter(&p.namespace));
         }
         for v in self.decoded_versions.values() {
-            counters
-                .entry(pipelines::versions_counter(&v.pipeline_id))
-                .or_default()
-                .total += 1;
+            count(pipelines::versions_counter(&v.pipeline_id));
         }
         for r in self.decoded_recurring.values() {
             for (_, counter) in recurring::index_entries(r).unwrap_or_default() {
-                counters.entry(counter).or_default().total += 1;
+                count(counter);
             }
         }
+    }
+
+    /// The spec blobs these records reference, once per reference.
+    pub(super) fn spec_refs(&self) -> impl Iterator<Item = &Digest> {
+        self.spec_refs.values()
+    }
+
+    /// Records that reference a spec blob not in `blobs`.
+    pub(super) fn lost_specs(&self, blobs: &BTreeSet<Digest>) -> Vec<String> {
+        self.spec_refs
+            .iter()
+            .filter(|(_, digest)| !blobs.contains(*digest))
+            .map(|(key, digest)| {
+                format!(
+                    "{} references pipeline spec {}, which is missing",
+                    describe(key),
+                    specs::show(digest)
+                )
+            })
+            .collect()
+    }
+
+    /// The records that reference a spec blob not in `blobs`, rewritten without the reference
+    /// and with an error saying the spec was lost (read from `tree`, which repair holds still).
+    pub(super) fn without_lost_specs(
+        &self,
+        blobs: &BTreeSet<Digest>,
+        tree: &sled::Tree,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for (key, digest) in &self.spec_refs {
+            if blobs.contains(digest) {
+                continue;
+            }
+            let Some(record) = tree.get(key).map_err(super::storage)? else {
+                continue;
+            };
+            let id = String::from_utf8_lossy(&key[1..]).into_owned();
+            let lost = |kind: &str| crate::proto::google::rpc::Status {
+                code: tonic::Code::DataLoss as i32,
+                message: format!(
+                    "the pipeline spec of this {kind} ({}) was lost; `runledger check --repair` \
+                     removed the reference",
+                    specs::show(digest)
+                ),
+                details: Vec::new(),
+            };
+            let value = match key[0] {
+                keys::PIPELINE_VERSION => rewrite::<PipelineVersion>(&id, &record, lost)?,
+                keys::RECURRING_RUN => rewrite::<RecurringRunRecord>(&id, &record, lost)?,
+                _ => continue,
+            };
+            out.push((key.clone(), value));
+        }
+        Ok(out)
     }
 
     /// Every problem found, given the experiments' namespaces.
@@ -260,6 +321,28 @@ impl CatalogScan {
             .collect();
         Repair { remove, insert }
     }
+}
+
+/// A record key as people read it: "pipeline version \"id\"".
+fn describe(key: &[u8]) -> String {
+    let kind = match key[0] {
+        keys::PIPELINE_VERSION => PipelineVersion::KIND,
+        keys::RECURRING_RUN => RecurringRun::KIND,
+        _ => "record",
+    };
+    format!("{kind} {:?}", String::from_utf8_lossy(&key[1..]))
+}
+
+/// A record of `T` re-encoded whole without its spec reference, its error set by `lost`.
+fn rewrite<T: CatalogRecord>(
+    id: &str,
+    record: &[u8],
+    lost: impl Fn(&str) -> crate::proto::google::rpc::Status,
+) -> Result<Vec<u8>> {
+    let mut value = codec::decode::<T>(record)
+        .map_err(|e| Error::internal(format!("{} {id:?} changed during repair: {e}", T::KIND)))?;
+    value.set_error(lost(T::KIND));
+    Ok(codec::encode(&value))
 }
 
 /// Records oldest first, so that when two share a name the older one keeps it.

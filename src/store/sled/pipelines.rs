@@ -2,15 +2,16 @@
 //! (`K` per namespace, `O` per pipeline), creation-ordered indexes (`W` per namespace, `U` per
 //! pipeline) and counters, all changed with their record in the write's one batch.
 
-use super::catalog::CatalogRecord;
+use super::catalog::{CatalogRecord, GROUP, decode};
 use super::keys;
 use super::txn::{Txn, conflict};
-use super::{Inner, codec};
+use super::{Inner, KeyRead, KeyWrite, codec};
 use crate::api::{Pipeline, PipelineVersion};
 use crate::error::{Error, Result};
 use crate::proto::google::rpc::Status;
 use crate::query::{ListQuery, Page, Scope};
 use crate::store::{Revision, Stored};
+use crate::wkt::StructBytes;
 
 impl CatalogRecord for Pipeline {
     const PREFIX: u8 = keys::PIPELINE;
@@ -21,6 +22,10 @@ impl CatalogRecord for Pipeline {
             error: Some(error),
             ..Default::default()
         }
+    }
+
+    fn set_error(&mut self, error: Status) {
+        self.error = Some(error);
     }
 }
 
@@ -33,6 +38,18 @@ impl CatalogRecord for PipelineVersion {
             error: Some(error),
             ..Default::default()
         }
+    }
+
+    fn take_spec(&mut self) -> Option<StructBytes> {
+        self.pipeline_spec.take()
+    }
+
+    fn set_spec(&mut self, spec: StructBytes) {
+        self.pipeline_spec = Some(spec);
+    }
+
+    fn set_error(&mut self, error: Status) {
+        self.error = Some(error);
     }
 }
 
@@ -91,15 +108,6 @@ pub(super) fn version_entries(v: &PipelineVersion) -> (Vec<u8>, Vec<u8>) {
             &v.pipeline_version_id,
         ),
     )
-}
-
-fn decode<T: CatalogRecord>(id: &str, record: &[u8]) -> Result<T> {
-    codec::decode::<T>(record).map_err(|e| {
-        Error::DataLoss(format!(
-            "the stored record of {} {id:?} cannot be read: {e}",
-            T::KIND
-        ))
-    })
 }
 
 impl Inner {
@@ -198,7 +206,7 @@ impl Txn<'_> {
         for version_id in self.ids_in(versions_prefix(pipeline_id))? {
             let key = keys::record(keys::PIPELINE_VERSION, &version_id);
             if let Some(record) = self.get(&key)? {
-                self.remove_pipeline_version(&version_id, &record);
+                self.remove_pipeline_version(&version_id, &record)?;
             }
         }
         if let Some(record) = old {
@@ -222,8 +230,10 @@ impl Txn<'_> {
             None => format!("a pipeline version with id {id:?} exists"),
             Some(_) => format!("pipeline version {id:?} changed since it was read"),
         })?;
-        let old = old
-            .map(|record| decode::<PipelineVersion>(&id, &record))
+        let old_record = old;
+        let old = old_record
+            .as_ref()
+            .map(|record| decode::<PipelineVersion>(&id, record))
             .transpose()?;
         let renamed = old
             .as_ref()
@@ -242,8 +252,7 @@ impl Txn<'_> {
             self.unindex_pipeline_version(old);
         }
         self.index_pipeline_version(&new);
-        self.put(key, codec::encode(&new));
-        Ok(())
+        self.put_catalog(key, old_record.as_deref(), &new)
     }
 
     pub(super) fn delete_pipeline_version(
@@ -256,43 +265,44 @@ impl Txn<'_> {
             format!("pipeline version {version_id:?} changed or was deleted since it was read")
         })?;
         if let Some(record) = old {
-            self.remove_pipeline_version(version_id, &record);
+            self.remove_pipeline_version(version_id, &record)?;
         }
         Ok(())
     }
 
-    fn remove_pipeline_version(&mut self, version_id: &str, record: &[u8]) {
+    fn remove_pipeline_version(&mut self, version_id: &str, record: &[u8]) -> Result<()> {
+        // A damaged record has no known derived entries: `runledger check` finds them.
         if let Ok(old) = codec::decode::<PipelineVersion>(record) {
             self.unindex_pipeline_version(&old);
         }
-        self.remove(keys::record(keys::PIPELINE_VERSION, version_id));
+        self.remove_catalog(keys::record(keys::PIPELINE_VERSION, version_id), record)
     }
 
     fn index_pipeline(&mut self, p: &Pipeline) {
         let (name, entry) = pipeline_entries(p);
         self.put(name, p.pipeline_id.as_bytes().to_vec());
         self.put(entry, Vec::new());
-        self.count(pipelines_counter(&p.namespace), 1, 0);
+        self.count(pipelines_counter(&p.namespace), GROUP, 1);
     }
 
     fn unindex_pipeline(&mut self, p: &Pipeline) {
         let (name, entry) = pipeline_entries(p);
         self.remove(name);
         self.remove(entry);
-        self.count(pipelines_counter(&p.namespace), -1, 0);
+        self.count(pipelines_counter(&p.namespace), GROUP, -1);
     }
 
     fn index_pipeline_version(&mut self, v: &PipelineVersion) {
         let (name, entry) = version_entries(v);
         self.put(name, v.pipeline_version_id.as_bytes().to_vec());
         self.put(entry, Vec::new());
-        self.count(versions_counter(&v.pipeline_id), 1, 0);
+        self.count(versions_counter(&v.pipeline_id), GROUP, 1);
     }
 
     fn unindex_pipeline_version(&mut self, v: &PipelineVersion) {
         let (name, entry) = version_entries(v);
         self.remove(name);
         self.remove(entry);
-        self.count(versions_counter(&v.pipeline_id), -1, 0);
+        self.count(versions_counter(&v.pipeline_id), GROUP, -1);
     }
 }

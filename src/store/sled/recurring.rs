@@ -2,16 +2,16 @@
 //! schedule state), creation-ordered indexes (`G` every one, `H` per experiment, `Y` per
 //! namespace) and counters, changed with their record in the write's one batch; leases (`L`).
 
-use super::catalog::CatalogRecord;
+use super::catalog::{CatalogRecord, GROUP, decode, decode_whole};
 use super::keys;
 use super::txn::Txn;
-use super::{Inner, codec, lock, storage};
+use super::{Inner, KeyRead, KeyWrite, codec, lock, storage};
 use crate::api::{RecurringRun, recurring_run};
 use crate::error::{Error, Result};
 use crate::proto::google::rpc::Status;
 use crate::query::{ListQuery, Page, Scope};
 use crate::store::{RecurringRunRecord, Revision, Stored};
-use crate::wkt::Timestamp;
+use crate::wkt::{StructBytes, Timestamp};
 
 impl CatalogRecord for RecurringRunRecord {
     const PREFIX: u8 = keys::RECURRING_RUN;
@@ -25,6 +25,25 @@ impl CatalogRecord for RecurringRunRecord {
             },
             schedule: Default::default(),
         }
+    }
+
+    fn take_spec(&mut self) -> Option<StructBytes> {
+        match self.recurring_run.pipeline_source.take() {
+            Some(recurring_run::PipelineSource::PipelineSpec(spec)) => Some(spec),
+            other => {
+                self.recurring_run.pipeline_source = other;
+                None
+            }
+        }
+    }
+
+    fn set_spec(&mut self, spec: StructBytes) {
+        self.recurring_run.pipeline_source =
+            Some(recurring_run::PipelineSource::PipelineSpec(spec));
+    }
+
+    fn set_error(&mut self, error: Status) {
+        self.recurring_run.error = Some(error);
     }
 }
 
@@ -114,14 +133,6 @@ pub(super) fn decode_lease(value: &[u8]) -> Option<(&str, Timestamp)> {
     Some((holder, keys::decode_time(rest)?))
 }
 
-fn decode(id: &str, record: &[u8]) -> Result<RecurringRunRecord> {
-    codec::decode::<RecurringRunRecord>(record).map_err(|e| {
-        Error::DataLoss(format!(
-            "the stored record of recurring run {id:?} cannot be read: {e}"
-        ))
-    })
-}
-
 /// The index entries of a recurring run.
 pub(super) fn index_entries(r: &RecurringRun) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let created = r.created_at.unwrap_or_default();
@@ -149,13 +160,12 @@ impl Txn<'_> {
             None => format!("a recurring run with id {id:?} exists"),
             Some(_) => format!("recurring run {id:?} changed since it was read"),
         })?;
-        if let Some(old) = old {
-            let old = decode(&id, &old)?;
+        if let Some(old) = &old {
+            let old = decode::<RecurringRunRecord>(&id, old)?;
             self.unindex_recurring_run(&old.recurring_run)?;
         }
         self.index_recurring_run(&new.recurring_run)?;
-        self.put(key, codec::encode(&new));
-        Ok(())
+        self.put_catalog(key, old.as_deref(), &new)
     }
 
     pub(super) fn delete_recurring_run(&mut self, id: &str, replaces: &Revision) -> Result<()> {
@@ -180,7 +190,8 @@ impl Txn<'_> {
             let Some(record) = self.get(&key)? else {
                 continue;
             };
-            let mut record = decode(&id, &record)?;
+            let old = record;
+            let mut record = decode_whole::<RecurringRunRecord>(self, &id, &old)?;
             let r = &mut record.recurring_run;
             if r.status == recurring_run::Status::Disabled as i32 {
                 continue;
@@ -189,7 +200,7 @@ impl Txn<'_> {
             r.mode = recurring_run::Mode::Disable as i32;
             r.updated_at = Some(at);
             // Neither its scopes nor its creation time change: its index entries stay.
-            self.put(key, codec::encode(&record));
+            self.put_catalog(key, Some(&old), &record)?;
         }
         Ok(())
     }
@@ -209,14 +220,13 @@ impl Txn<'_> {
         if let Ok(old) = codec::decode::<RecurringRunRecord>(record) {
             self.unindex_recurring_run(&old.recurring_run)?;
         }
-        self.remove(keys::record(keys::RECURRING_RUN, id));
-        Ok(())
+        self.remove_catalog(keys::record(keys::RECURRING_RUN, id), record)
     }
 
     fn index_recurring_run(&mut self, r: &RecurringRun) -> Result<()> {
         for (entry, counter) in index_entries(r)? {
             self.put(entry, Vec::new());
-            self.count(counter, 1, 0);
+            self.count(counter, GROUP, 1);
         }
         Ok(())
     }
@@ -224,7 +234,7 @@ impl Txn<'_> {
     fn unindex_recurring_run(&mut self, r: &RecurringRun) -> Result<()> {
         for (entry, counter) in index_entries(r)? {
             self.remove(entry);
-            self.count(counter, -1, 0);
+            self.count(counter, GROUP, -1);
         }
         Ok(())
     }

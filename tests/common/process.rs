@@ -1,0 +1,112 @@
+//! The `runledger serve` binary as a child process on 127.0.0.1:0: its addresses read from its
+//! startup log line, its whole stderr kept for assertions, SIGHUP, and a kill when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_runledger");
+
+pub struct ServerProcess {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `key=` in a log line.
+fn field(line: &str, key: &str) -> Option<String> {
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[at..].split_whitespace().next().map(str::to_owned)
+}
+
+impl ServerProcess {
+    /// `runledger serve` on 127.0.0.1:0 (both ports) with a data dir under `dir`, info logs and
+    /// `args`; waits (bounded) for the line that says where it listens.
+    pub fn start(dir: &std::path::Path, args: &[&std::ffi::OsStr]) -> ServerProcess {
+        Self::start_with(
+            Command::new(BIN)
+                .args(["serve", "--grpc-addr", "127.0.0.1:0"])
+                .args(["--http-addr", "127.0.0.1:0"]),
+            dir,
+            args,
+        )
+    }
+
+    /// As [`ServerProcess::start`], with `command` (program and the arguments before the data
+    /// dir) instead of the plain binary.
+    pub fn start_with(
+        command: &mut Command,
+        dir: &std::path::Path,
+        args: &[&std::ffi::OsStr],
+    ) -> ServerProcess {
+        let mut child = command
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--log-level", "info"])
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start runledger serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let (Some(grpc), Some(http)) = (field(&line, "grpc"), field(&line, "http")) {
+                    let _ = tx.send((grpc, http));
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let Ok((grpc, http)) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the server did not log its addresses; its log:\n{}",
+                log.lock().unwrap()
+            );
+        };
+        ServerProcess {
+            child,
+            log,
+            grpc: grpc.parse().expect("gRPC address"),
+            http: http.parse().expect("HTTP address"),
+        }
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn hangup(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+        assert_eq!(rc, 0, "SIGHUP");
+    }
+
+    /// Waits (bounded) until the server has logged `needle` `count` times.
+    pub fn wait_for_log(&self, needle: &str, count: usize) {
+        for _ in 0..600 {
+            if self.log.lock().unwrap().matches(needle).count() >= count {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no {needle:?} in the log:\n{}", self.log());
+    }
+}
