@@ -175,6 +175,43 @@ pub async fn create_experiment(
         .into_inner()
 }
 
+/// A pipeline with one version, stored on `server` (runs that name a version are checked
+/// against the stored one); its reference.
+pub async fn stored_version(server: &TestServer) -> PipelineVersionReference {
+    let spec: pbjson_types::Struct =
+        serde_json::from_str(r#"{"pipelineInfo": {"name": "p"}, "root": {}}"#).unwrap();
+    let mut pipelines =
+        runledger::api::pipeline_service_client::PipelineServiceClient::new(server.channel().await);
+    let pipeline = pipelines
+        .create_pipeline_and_version(CreatePipelineAndVersionRequest {
+            pipeline: Some(Pipeline {
+                name: format!("p-{}", uuid::Uuid::new_v4()),
+                ..Default::default()
+            }),
+            pipeline_version: Some(PipelineVersion {
+                pipeline_spec: Some(spec.into()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create a pipeline and its version")
+        .into_inner();
+    let version = pipelines
+        .list_pipeline_versions(ListPipelineVersionsRequest {
+            pipeline_id: pipeline.pipeline_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("list its versions")
+        .into_inner()
+        .pipeline_versions
+        .remove(0);
+    PipelineVersionReference {
+        pipeline_id: pipeline.pipeline_id,
+        pipeline_version_id: version.pipeline_version_id,
+    }
+}
+
 /// Every run of a listing, following next_page_token to the end.
 pub async fn list_all(
     client: &mut RunServiceClient<Channel>,
