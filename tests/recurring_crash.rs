@@ -4,10 +4,13 @@
 //! first to the tenth has exactly one run (no duplicate, no gap), and `runledger check` passes.
 //! Bounded: ten runs, about twenty seconds; 127.0.0.1 only.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::process::{BIN, ServerProcess};
 use runledger::api::pipeline_service_client::PipelineServiceClient;
 use runledger::api::recurring_run_service_client::RecurringRunServiceClient;
 use runledger::api::run_service_client::RunServiceClient;
@@ -18,73 +21,40 @@ use tonic::transport::{Channel, Endpoint};
 const RUNS: i64 = 10;
 /// Kill the server as soon as it has created this many runs.
 const KILL_AT: [usize; 4] = [1, 3, 5, 7];
-/// The longest wait for anything (a start, a run), whatever the machine's load.
+/// The longest wait for anything (a run), whatever the machine's load.
 const PATIENCE: Duration = Duration::from_secs(120);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// A `runledger serve` child process, killed with SIGKILL when dropped.
-struct ServerProcess {
-    child: Child,
+/// `runledger serve` on the data dir under `dir` (a child process, SIGKILLed when dropped) and a
+/// gRPC channel to it.
+struct Server {
+    process: ServerProcess,
     channel: Channel,
 }
 
-impl ServerProcess {
-    async fn start(dir: &Path) -> ServerProcess {
-        let grpc = format!("127.0.0.1:{}", free_port());
-        let http = format!("127.0.0.1:{}", free_port());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runledger"))
-            .args(["serve", "--grpc-addr", &grpc, "--http-addr", &http])
-            .args(["--log-level", "error"])
-            .arg("--data-dir")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start runledger serve");
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = child.try_wait().expect("poll child") {
-                panic!("runledger serve exited during startup: {status}");
-            }
-            let connected = Endpoint::from_shared(format!("http://{grpc}"))
-                .expect("endpoint")
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(30))
-                .connect()
-                .await;
-            if let Ok(channel) = connected {
-                return ServerProcess { child, channel };
-            }
-            assert!(Instant::now() < deadline, "runledger serve did not answer");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+impl Server {
+    async fn start(dir: &Path) -> Server {
+        let process = ServerProcess::start(dir, &[]);
+        let channel = Endpoint::from_shared(format!("http://{}", process.grpc))
+            .expect("endpoint")
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .expect("connect to the server");
+        Server { process, channel }
     }
 
     fn runs(&self) -> RunServiceClient<Channel> {
         RunServiceClient::new(self.channel.clone())
     }
 
-    fn kill(mut self) {
-        self.child.kill().expect("kill -9 the server");
-        self.child.wait().expect("reap the server");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// kill -9 (dropping the process kills it with SIGKILL and reaps it).
+    fn kill(self) {
+        drop(self.process);
     }
 }
 
 /// The runs of the recurring run, by scheduled time.
-async fn runs_of(server: &ServerProcess, recurring_run_id: &str) -> Vec<Run> {
+async fn runs_of(server: &Server, recurring_run_id: &str) -> Vec<Run> {
     let filter = format!(
         r#"{{"predicates":[{{"key":"recurring_run_id","operation":"EQUALS","string_value":"{recurring_run_id}"}}]}}"#
     );
@@ -103,7 +73,7 @@ async fn runs_of(server: &ServerProcess, recurring_run_id: &str) -> Vec<Run> {
 }
 
 /// Waits until the recurring run has at least `count` runs.
-async fn wait_for(server: &ServerProcess, recurring_run_id: &str, count: usize) -> Vec<Run> {
+async fn wait_for(server: &Server, recurring_run_id: &str, count: usize) -> Vec<Run> {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let runs = runs_of(server, recurring_run_id).await;
@@ -120,10 +90,10 @@ async fn wait_for(server: &ServerProcess, recurring_run_id: &str, count: usize) 
 }
 
 fn check_data_dir(dir: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_runledger"))
+    let out = Command::new(BIN)
         .arg("check")
         .arg("--data-dir")
-        .arg(dir)
+        .arg(dir.join("data"))
         .output()
         .expect("run runledger check");
     assert!(
@@ -146,7 +116,7 @@ fn spec() -> runledger::wkt::StructBytes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scheduled_time_gets_exactly_one_run_across_kill_9() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = ServerProcess::start(dir.path()).await;
+    let mut server = Server::start(dir.path()).await;
     let mut pipelines = PipelineServiceClient::new(server.channel.clone());
     let pipeline = pipelines
         .create_pipeline_and_version(CreatePipelineAndVersionRequest {
@@ -193,7 +163,7 @@ async fn every_scheduled_time_gets_exactly_one_run_across_kill_9() {
         wait_for(&server, &id, count).await;
         server.kill();
         check_data_dir(dir.path());
-        server = ServerProcess::start(dir.path()).await;
+        server = Server::start(dir.path()).await;
     }
     let runs = wait_for(&server, &id, RUNS as usize).await;
     // Nothing more comes: the ten are unfinished, max_concurrency is ten.
