@@ -6,7 +6,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::api::experiment_service_server::ExperimentServiceServer;
@@ -29,6 +28,8 @@ pub struct ServerOptions {
     pub max_http_body_bytes: usize,
     /// Authentication (`--auth-config`); None: off, every caller is anonymous and allowed.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// Connection and request limits, timeouts and load shedding ([`crate::transport::limits`]).
+    pub limits: crate::transport::Limits,
 }
 
 impl Default for ServerOptions {
@@ -37,6 +38,7 @@ impl Default for ServerOptions {
             max_message_bytes: 16 * 1024 * 1024,
             max_http_body_bytes: 16 * 1024 * 1024,
             auth: None,
+            limits: crate::transport::Limits::default(),
         }
     }
 }
@@ -47,19 +49,6 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// The JSON/HTTP API (HTTP/1.1 and h2c).
     pub http: TcpListener,
-}
-
-/// Accepted connections with TCP_NODELAY: tonic sets it only on listeners it binds itself, and
-/// without it a multi-segment message waits for the peer's delayed ACK (~40 ms per call).
-fn without_nagle(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
 }
 
 /// Serves gRPC and HTTP until `shutdown` completes, then ends watch streams, lets in-flight calls
@@ -75,6 +64,9 @@ pub async fn run(
     }
     // Identifies every request on both ports (one layer, applied to each server once).
     let identify = crate::auth::IdentifyLayer::new(options.auth.clone());
+    // Both ports share the request slots; each bounds its own connections.
+    let limiter = crate::transport::limits::Limiter::new(options.limits.clone());
+    let (grpc_port, http_port) = (limiter.port(), limiter.port());
     let api = GrpcApi::new(services.clone());
     let limit = options.max_message_bytes;
     let runs = RunServiceServer::new(api.clone())
@@ -122,6 +114,13 @@ pub async fn run(
     };
 
     let metrics = crate::metrics::Metrics::new();
+    metrics.observe_transport(
+        limiter.clone(),
+        vec![
+            ("grpc", grpc_port.connections().clone()),
+            ("http", http_port.connections().clone()),
+        ],
+    );
     if !services.store().observe(metrics.clone()) {
         tracing::debug!("the store reports no commit or watcher events to the metrics");
     }
@@ -133,15 +132,11 @@ pub async fn run(
     // The JSON API is served on the gRPC port too (one port is enough behind a load balancer);
     // tonic routes gRPC paths to its services and everything else to the JSON router.
     let json_on_grpc_port = tonic::service::Routes::from(http_router.clone());
-    let http_router = http_router.layer(identify.clone());
+    let http_router = http_router.layer(identify.clone()).layer(http_port.layer());
     let http = async {
         let result = axum::serve(
-            axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
-                // As for gRPC: no Nagle delay on responses of several segments.
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            }),
+            // TapIo gives axum the peer address of connections from any listener.
+            axum::serve::ListenerExt::tap_io(http_port.listener(listeners.http), |_| {}),
             http_router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .with_graceful_shutdown(signal(stopping.clone()))
@@ -160,6 +155,7 @@ pub async fn run(
             .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
             // Outermost, so it sees the status codes as finally sent.
             .layer(crate::metrics::GrpcMetricsLayer::new(metrics.clone()))
+            .layer(grpc_port.layer())
             .layer(tower::util::MapResponseLayer::new(
                 crate::error::grpc::fix_bad_request_codes,
             ))
@@ -170,7 +166,10 @@ pub async fn run(
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(without_nagle(listeners.grpc), signal(stopping.clone()))
+            .serve_with_incoming_shutdown(
+                grpc_port.incoming(listeners.grpc),
+                signal(stopping.clone()),
+            )
             .await
             .map_err(|e| Error::internal(format!("gRPC server failed: {e}")));
         if result.is_err() {

@@ -1,10 +1,15 @@
-//! Connections: who is on the other end of a request, as the accept loops saw it.
+//! Connections: who is on the other end of a request, as the accept loops saw it, and how much
+//! of the server a connection or a request may take ([`limits`], [`connections`]).
 //!
 //! Both listeners record the peer of every accepted connection in the requests it carries
 //! (tonic's connect info on the gRPC port, axum's on the HTTP port); [`peer`] reads it back in one
 //! shape, whichever port and middleware stack the request came through.
 
+pub mod connections;
+pub mod limits;
 pub mod tls;
+
+pub use limits::Limits;
 
 use std::net::SocketAddr;
 

@@ -11,7 +11,7 @@ use runledger::api::run_service_client::RunServiceClient;
 use runledger::api::*;
 use runledger::server::{self, Listeners, ServerOptions};
 use runledger::service::{Limits, Services};
-use runledger::store::{self, DataDirOptions};
+use runledger::store::{self, DataDirOptions, Store};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -33,7 +33,13 @@ pub struct Config {
     pub store: DataDirOptions,
     pub limits: Limits,
     pub server: ServerOptions,
+    /// Wraps the opened store before the services use it (a test double that delays or
+    /// observes calls).
+    pub wrap_store: Option<WrapStore>,
 }
+
+/// A function that wraps the opened store (see [`Config::wrap_store`]).
+pub type WrapStore = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn Store> + Send>;
 
 impl TestServer {
     pub async fn start() -> TestServer {
@@ -56,7 +62,10 @@ impl TestServer {
         config: Config,
         temp: Option<Arc<tempfile::TempDir>>,
     ) -> TestServer {
-        let store = store::open_data_dir(dir, config.store).expect("open store");
+        let mut store = store::open_data_dir(dir, config.store).expect("open store");
+        if let Some(wrap) = config.wrap_store {
+            store = wrap(store);
+        }
         let services = Services::new(store, config.limits).await.expect("services");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
