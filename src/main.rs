@@ -141,6 +141,11 @@ struct ServeArgs {
     /// sled page cache size, in MiB.
     #[arg(long, env = "RUNLEDGER_CACHE_MB", default_value_t = 256)]
     cache_mb: u64,
+    /// Writes are refused (RESOURCE_EXHAUSTED "disk full", HTTP 507) while the data dir's
+    /// filesystem has less free space than this, in MiB; reads keep working and writes resume by
+    /// themselves once space is freed. 0: only a real full disk stops writes.
+    #[arg(long, env = "RUNLEDGER_MIN_FREE_DISK_MB", default_value_t = DataDirOptions::default().min_free_bytes / (1024 * 1024))]
+    min_free_disk_mb: u64,
     /// Open connections per port; at the limit the longest-idle connection is closed to make
     /// room (a new one is refused only when every connection has a request in flight).
     #[arg(long, env = "RUNLEDGER_MAX_CONNECTIONS", default_value_t = TransportLimits::default().max_connections, value_parser = at_least_one)]
@@ -296,6 +301,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 event_buffer: args.event_buffer,
                 event_retain: args.event_buffer,
                 cache_bytes: args.cache_mb * 1024 * 1024,
+                min_free_bytes: args.min_free_disk_mb.saturating_mul(1024 * 1024),
+                ..DataDirOptions::default()
             },
         )
         .map_err(|e| e.to_string())?;

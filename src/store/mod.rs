@@ -30,7 +30,7 @@ pub use observe::{ObserverSlot, StoreObserver};
 pub use record::{Revision, SpecBlob, Stored, StoredRun, split_spec};
 
 use crate::api::{Experiment, Run};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::query::{ListQuery, Page, Scope, Tally};
 
 #[async_trait::async_trait]
@@ -78,6 +78,20 @@ pub trait Store: Send + Sync + 'static {
     async fn size_on_disk(&self) -> Result<Option<u64>> {
         Ok(None)
     }
+    /// Whether the store takes writes now, and the error writes get while it does not (a full
+    /// disk, a storage error); follows every change. Reads are answered either way. Default:
+    /// always writable.
+    fn writable(&self) -> tokio::sync::watch::Receiver<Writable> {
+        tokio::sync::watch::channel(Writable::Yes).1
+    }
+}
+
+/// Whether a store takes writes (see [`Store::writable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Writable {
+    Yes,
+    /// Writes are refused with this error until the store recovers by itself.
+    No(Error),
 }
 
 /// Changes applied together, atomically.

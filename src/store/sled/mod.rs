@@ -16,6 +16,7 @@ mod encoded;
 mod format;
 pub mod keys;
 mod list;
+mod reopen;
 mod startup;
 mod txn;
 
@@ -29,9 +30,11 @@ pub use check::{CheckReport, RepairReport, check_data_dir, repair_data_dir};
 pub use codec::FORMAT_VERSION as RECORD_VERSION;
 pub use commit::Durability;
 pub use format::DATA_FORMAT;
+pub use reopen::{BALLAST_FILE, free_bytes};
 pub use startup::STARTUP_FULL_CHECK_KEYS;
 
 use commit::GroupCommit;
+use reopen::{Health, Live};
 
 use super::feed::ChangeFeed;
 use super::{Revision, Store, Stored, StoredRun, Subscription, Write, Written};
@@ -49,6 +52,12 @@ pub struct DataDirOptions {
     pub event_retain: usize,
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
+    /// Writes are refused (before they are applied) while the data dir's filesystem has less
+    /// free space than this (`--min-free-disk-mb`); 0: only a real full disk stops them.
+    pub min_free_bytes: u64,
+    /// Size of the ballast file kept in the data dir and deleted when the disk is full, so the
+    /// store can reopen; 0: none.
+    pub ballast_bytes: u64,
 }
 
 impl Default for DataDirOptions {
@@ -58,13 +67,16 @@ impl Default for DataDirOptions {
             event_buffer: 1024,
             event_retain: 1024,
             cache_bytes: 256 * 1024 * 1024,
+            min_free_bytes: 64 * 1024 * 1024,
+            ballast_bytes: 4 * 1024 * 1024,
         }
     }
 }
 
 /// The embedded store on a data directory.
 pub struct SledStore {
-    inner: Arc<Inner>,
+    /// The current sled handle (replaced when the store is reopened after a storage error).
+    live: Arc<Live>,
 }
 
 struct Inner {
@@ -75,7 +87,6 @@ struct Inner {
     /// The last commit's number, readable without the lock.
     committed: AtomicU64,
     commit: Arc<GroupCommit>,
-    feed: Arc<ChangeFeed>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -117,59 +128,54 @@ fn sled_config(dir: &Path) -> sled::Config {
 }
 
 fn storage(e: sled::Error) -> Error {
-    Error::Internal(format!("storage error: {e}"))
+    reopen::classify(e)
+}
+
+/// Opens sled on `dir` with the tree everything lives in (format marker checked, written on a
+/// new store); returns the last change sequence number stored.
+fn open_sled(dir: &Path, options: &DataDirOptions) -> Result<(sled::Db, sled::Tree, u64)> {
+    let flush_every_ms = match options.durability {
+        Durability::Durable => None,
+        Durability::Buffered { flush_every_ms } => Some(flush_every_ms.max(1)),
+    };
+    let db = sled_config(dir)
+        .cache_capacity(options.cache_bytes)
+        .flush_every_ms(flush_every_ms)
+        .open()
+        .map_err(|e| Error::Unavailable(format!("cannot open data dir {}: {e}", dir.display())))?;
+    let tree = db.open_tree(TREE).map_err(storage)?;
+    format::ensure_format(&tree)?;
+    let last_change = tree
+        .get(keys::setting(CHANGE_SEQ))
+        .map_err(storage)?
+        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0);
+    Ok((db, tree, last_change))
 }
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`. Refuses a store written by a newer runledger, and
     /// one that fails the startup check (see `startup.rs`): the error names `runledger check`.
     pub fn open(dir: &Path, options: DataDirOptions) -> Result<Arc<SledStore>> {
-        let flush_every_ms = match options.durability {
-            Durability::Durable => None,
-            Durability::Buffered { flush_every_ms } => Some(flush_every_ms.max(1)),
-        };
-        let db = sled_config(dir)
-            .cache_capacity(options.cache_bytes)
-            .flush_every_ms(flush_every_ms)
-            .open()
-            .map_err(|e| {
-                Error::Unavailable(format!("cannot open data dir {}: {e}", dir.display()))
-            })?;
-        let tree = db.open_tree(TREE).map_err(storage)?;
-        format::ensure_format(&tree)?;
+        let (db, tree, last_change) = open_sled(dir, &options)?;
         startup::at_startup(&tree, dir)?;
         db.flush().map_err(storage)?;
-        let last_change = tree
-            .get(keys::setting(CHANGE_SEQ))
-            .map_err(storage)?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0);
         let feed = Arc::new(ChangeFeed::new(
             options.event_buffer,
             options.event_retain,
             last_change,
         ));
-        let commit = GroupCommit::new(options.durability, feed.clone());
-        let inner = Arc::new(Inner {
-            db: db.clone(),
+        let health = Health::new(dir, &options);
+        let inner = Inner::start(
+            db,
             tree,
-            writer: Mutex::new(WriterState {
-                commit: 0,
-                change: last_change,
-            }),
-            committed: AtomicU64::new(0),
-            commit: commit.clone(),
-            feed,
-            flusher: Mutex::new(None),
-        });
-        if options.durability == Durability::Durable {
-            let handle = std::thread::Builder::new()
-                .name("runledger-flusher".into())
-                .spawn(move || commit.run_flusher(&db))
-                .map_err(|e| Error::internal(format!("cannot start the flusher thread: {e}")))?;
-            *lock(&inner.flusher) = Some(handle);
-        }
-        Ok(Arc::new(SledStore { inner }))
+            last_change,
+            &options,
+            feed.clone(),
+            health.clone(),
+        )?;
+        let live = Live::start(dir, options, feed, health, inner)?;
+        Ok(Arc::new(SledStore { live }))
     }
 
     /// Runs `f`, work of unbounded length (a scan, a write that waits for the writer lock), on
@@ -178,10 +184,10 @@ impl SledStore {
     /// ~3 µs of CPU against ~11-16 µs (64 concurrent callers on 2 cores).
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Arc<Inner>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let inner = self.inner.clone();
-        blocking::unblock(move || f(&inner)).await
+        let live = self.live.clone();
+        blocking::unblock(move || live.with(f)).await
     }
 
     /// Runs `f`, a read by key (a cache lookup, a page read and its decompression), on the
@@ -190,13 +196,17 @@ impl SledStore {
     /// the growing pool's wake-ups added half of that again, these add next to nothing.
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Arc<Inner>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let inner = self.inner.clone();
+        let live = self.live.clone();
         let (answer, answered) = tokio::sync::oneshot::channel();
         readers().spawn(move || {
+            let result = live.with(f);
+            // Let go of the store before answering: the last user of a closed store must not
+            // hold it (and its data dir's lock) after the caller moved on.
+            drop(live);
             // The caller may have gone (its request was cancelled): nothing to tell.
-            let _ = answer.send(f(&inner));
+            let _ = answer.send(result);
         });
         answered
             .await
@@ -260,42 +270,90 @@ impl Store for SledStore {
     }
 
     async fn namespaces(&self) -> Result<Vec<String>> {
-        self.read(Inner::namespaces).await
+        self.read(|inner| inner.namespaces()).await
     }
 
     async fn write(&self, write: Write) -> Result<Written> {
-        let (ticket, written) = self.blocking(move |inner| txn::apply(inner, write)).await?;
-        self.inner.commit.wait(ticket).await?;
+        let live = self.live.clone();
+        let (inner, ticket, written, _claim) = blocking::unblock(move || {
+            // Refused before it is applied when it could not be persisted now.
+            let claim = live.health.claim(reopen::estimate(&write))?;
+            live.with(move |inner| {
+                let (ticket, written) = txn::apply(inner, write)?;
+                Ok((inner.clone(), ticket, written, claim))
+            })
+        })
+        .await?;
+        inner.commit.wait(ticket).await?;
         Ok(written)
     }
 
     async fn settle(&self) -> Result<()> {
-        let last = self.inner.committed.load(Ordering::Acquire);
-        self.inner.commit.wait(last).await
+        let inner = self.live.current()?;
+        let last = inner.committed.load(Ordering::Acquire);
+        inner.commit.wait(last).await
     }
 
     fn subscribe(&self, after: Option<u64>) -> Result<Subscription> {
-        self.inner.feed.subscribe(after)
+        self.live.feed.subscribe(after)
     }
 
     fn observe(&self, observer: Arc<dyn crate::store::StoreObserver>) -> bool {
-        self.inner.feed.observer().set(observer)
+        self.live.feed.observer().set(observer)
+    }
+
+    fn writable(&self) -> tokio::sync::watch::Receiver<crate::store::Writable> {
+        self.live.health.subscribe()
     }
 
     async fn size_on_disk(&self) -> Result<Option<u64>> {
-        self.inner.db.size_on_disk().map(Some).map_err(storage)
+        let inner = self.live.current()?;
+        inner.db.size_on_disk().map(Some).map_err(storage)
     }
 
     async fn token_key(&self) -> Result<Vec<u8>> {
-        self.blocking(Inner::token_key).await
+        self.blocking(|inner| inner.token_key()).await
     }
 
     async fn close(&self) -> Result<()> {
-        self.blocking(Inner::close).await
+        let live = self.live.clone();
+        blocking::unblock(move || live.close()).await
     }
 }
 
 impl Inner {
+    /// The store's state over an opened sled, writing change numbers after `last_change`, with
+    /// its group commit (and flusher thread, in durable mode).
+    fn start(
+        db: sled::Db,
+        tree: sled::Tree,
+        last_change: u64,
+        options: &DataDirOptions,
+        feed: Arc<ChangeFeed>,
+        health: Arc<Health>,
+    ) -> Result<Arc<Inner>> {
+        let commit = GroupCommit::new(options.durability, feed, health);
+        let inner = Arc::new(Inner {
+            db: db.clone(),
+            tree,
+            writer: Mutex::new(WriterState {
+                commit: 0,
+                change: last_change,
+            }),
+            committed: AtomicU64::new(0),
+            commit: commit.clone(),
+            flusher: Mutex::new(None),
+        });
+        if options.durability == Durability::Durable {
+            let handle = std::thread::Builder::new()
+                .name("runledger-flusher".into())
+                .spawn(move || commit.run_flusher(&db))
+                .map_err(|e| Error::internal(format!("cannot start the flusher thread: {e}")))?;
+            *lock(&inner.flusher) = Some(handle);
+        }
+        Ok(inner)
+    }
+
     fn raw(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
         self.tree.get(key).map_err(storage)
     }
@@ -346,13 +404,6 @@ impl Inner {
         self.tree.insert(key, &secret[..]).map_err(storage)?;
         self.db.flush().map_err(storage)?;
         Ok(secret.to_vec())
-    }
-
-    /// Flushes everything to disk and stops the flusher.
-    fn close(&self) -> Result<()> {
-        self.stop_flusher();
-        self.db.flush().map_err(storage)?;
-        Ok(())
     }
 
     fn stop_flusher(&self) {
