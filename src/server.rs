@@ -51,6 +51,24 @@ pub struct Listeners {
     pub http: TcpListener,
 }
 
+/// Sets the health of the services that write to what the store says now: NOT_SERVING while it
+/// refuses writes (a full disk), SERVING otherwise. The server as a whole (`""`) stays SERVING:
+/// reads are answered, and restarting the process (what a liveness probe would do) frees no
+/// space.
+async fn follow_writability(
+    health: &tonic_health::server::HealthReporter,
+    services: &[&str],
+    writable: &mut tokio::sync::watch::Receiver<crate::store::Writable>,
+) {
+    let status = match &*writable.borrow_and_update() {
+        crate::store::Writable::Yes => tonic_health::ServingStatus::Serving,
+        crate::store::Writable::No(_) => tonic_health::ServingStatus::NotServing,
+    };
+    for service in services {
+        health.set_service_status(*service, status).await;
+    }
+}
+
 /// Serves gRPC and HTTP until `shutdown` completes, then ends watch streams, lets in-flight calls
 /// finish on both and flushes the store. If either server fails, the other is stopped too.
 pub async fn run(
@@ -78,10 +96,10 @@ pub async fn run(
         .max_encoding_message_size(limit);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<RunServiceServer<GrpcApi>>().await;
-    health
-        .set_serving::<ExperimentServiceServer<GrpcApi>>()
-        .await;
+    let write_services = [
+        <RunServiceServer<GrpcApi> as tonic::server::NamedService>::NAME,
+        <ExperimentServiceServer<GrpcApi> as tonic::server::NamedService>::NAME,
+    ];
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -112,6 +130,19 @@ pub async fn run(
     let signal = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopping.wait_for(|stop| *stop).await;
     };
+    let mut writable = services.store().writable();
+    follow_writability(&health, &write_services, &mut writable).await;
+    let follow = signal(stopping.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = follow => {}
+            () = async {
+                while writable.changed().await.is_ok() {
+                    follow_writability(&health, &write_services, &mut writable).await;
+                }
+            } => {}
+        }
+    });
 
     let metrics = crate::metrics::Metrics::new();
     metrics.observe_transport(

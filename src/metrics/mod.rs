@@ -95,6 +95,7 @@ pub struct Metrics {
     commit_batch: Histogram,
     flush_duration: Histogram,
     store_bytes: Gauge,
+    store_writable: Gauge,
     requests_shed: Family<ShedLabels, Counter>,
     requests_queued: Gauge,
     requests_running: Gauge,
@@ -183,6 +184,13 @@ impl Metrics {
             "Bytes the store takes on disk (read at scrape time)",
             store_bytes.clone(),
         );
+        let store_writable = Gauge::default();
+        registry.register(
+            "store_writable",
+            "1 while the store takes writes, 0 while it refuses them (a full disk, a storage \
+             error; reads are still answered)",
+            store_writable.clone(),
+        );
         let requests_shed = Family::<ShedLabels, Counter>::default();
         registry.register(
             "requests_shed",
@@ -217,6 +225,7 @@ impl Metrics {
         );
         Arc::new(Metrics {
             registry,
+            store_writable,
             requests_shed,
             requests_queued,
             requests_running,
@@ -247,6 +256,8 @@ impl Metrics {
             self.store_bytes
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
+        let writable = matches!(*store.writable().borrow(), crate::store::Writable::Yes);
+        self.store_writable.set(i64::from(writable));
         let namespaces = store.namespaces().await?;
         self.runs.clear();
         for namespace in namespaces {
