@@ -57,6 +57,11 @@ impl TestServer {
         Self::start_in(dir, Config::default(), Some(temp)).await
     }
 
+    /// Starts a server on `dir`, which the caller keeps (and removes).
+    pub async fn start_at(dir: &Path, config: Config) -> TestServer {
+        Self::start_in(dir, config, None).await
+    }
+
     async fn start_in(
         dir: &Path,
         config: Config,
@@ -110,6 +115,14 @@ impl TestServer {
         }
         if let Some(task) = self.task.take() {
             task.await.expect("server task").expect("server result");
+            // Connection tasks let go of the services a moment after the server returns; wait,
+            // so that the store (and its data dir's lock) is free once stop returns.
+            for _ in 0..1000 {
+                if Arc::strong_count(&self.services) == 1 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
         }
     }
 
@@ -220,4 +233,5 @@ pub fn expect_code<T: std::fmt::Debug>(
         }
     }
 }
+pub mod process;
 pub mod rest;
