@@ -9,6 +9,7 @@
 //! pool of reader threads, scans and writes to a pool that grows with demand, so a long scan or a
 //! slow disk cannot hold up other calls (or Health/Check).
 
+mod backup;
 mod check;
 mod codec;
 mod commit;
@@ -87,6 +88,8 @@ struct Inner {
     /// The last commit's number, readable without the lock.
     committed: AtomicU64,
     commit: Arc<GroupCommit>,
+    /// Records what writes overwrite while a backup runs (shared by every reopened `Db`).
+    recorder: Arc<backup::Recorder>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -166,6 +169,7 @@ impl SledStore {
             last_change,
         ));
         let health = Health::new(dir, &options);
+        let recorder = Arc::new(backup::Recorder::default());
         let inner = Inner::start(
             db,
             tree,
@@ -173,8 +177,9 @@ impl SledStore {
             &options,
             feed.clone(),
             health.clone(),
+            recorder.clone(),
         )?;
-        let live = Live::start(dir, options, feed, health, inner)?;
+        let live = Live::start(dir, options, feed, health, recorder, inner)?;
         Ok(Arc::new(SledStore { live }))
     }
 
@@ -319,6 +324,16 @@ impl Store for SledStore {
         let live = self.live.clone();
         blocking::unblock(move || live.close()).await
     }
+
+    async fn backup(
+        &self,
+        to: &Path,
+        progress: tokio::sync::watch::Sender<crate::store::BackupProgress>,
+    ) -> Result<crate::store::BackupProgress> {
+        let live = self.live.clone();
+        let to = to.to_path_buf();
+        blocking::unblock(move || backup::run(&live, &to, &progress)).await
+    }
 }
 
 impl Inner {
@@ -331,6 +346,7 @@ impl Inner {
         options: &DataDirOptions,
         feed: Arc<ChangeFeed>,
         health: Arc<Health>,
+        recorder: Arc<backup::Recorder>,
     ) -> Result<Arc<Inner>> {
         let commit = GroupCommit::new(options.durability, feed, health);
         let inner = Arc::new(Inner {
@@ -342,6 +358,7 @@ impl Inner {
             }),
             committed: AtomicU64::new(0),
             commit: commit.clone(),
+            recorder,
             flusher: Mutex::new(None),
         });
         if options.durability == Durability::Durable {
@@ -401,6 +418,8 @@ impl Inner {
             return Ok(existing.to_vec());
         }
         let secret: [u8; 32] = rand::random();
+        self.recorder
+            .before_write([key.as_slice()], |k| self.raw(k))?;
         self.tree.insert(key, &secret[..]).map_err(storage)?;
         self.db.flush().map_err(storage)?;
         Ok(secret.to_vec())

@@ -294,6 +294,16 @@ impl Health {
         })
     }
 
+    /// The error writes get after a storage failure (None: no failure, perhaps below the
+    /// reserve).
+    pub(super) fn failure(&self) -> Option<Error> {
+        let state = lock(&self.state);
+        match &*state {
+            State::Failed { .. } | State::Wedged { .. } => self.refusal(&state),
+            _ => None,
+        }
+    }
+
     /// Whether the store is wedged (see the module docs): nothing may flush it any more.
     pub(super) fn is_wedged(&self) -> bool {
         matches!(*lock(&self.state), State::Wedged { .. })
@@ -443,6 +453,7 @@ pub(super) struct Carry {
 /// The store's current `Db` (replaced by a reopen), and what outlives it.
 pub(super) struct Live {
     dir: PathBuf,
+    recorder: Arc<super::backup::Recorder>,
     options: DataDirOptions,
     pub(super) feed: Arc<ChangeFeed>,
     pub(super) health: Arc<Health>,
@@ -461,6 +472,7 @@ impl Live {
         options: DataDirOptions,
         feed: Arc<ChangeFeed>,
         health: Arc<Health>,
+        recorder: Arc<super::backup::Recorder>,
         inner: Arc<Inner>,
     ) -> Result<Arc<Live>> {
         let free = free_bytes(dir).unwrap_or(u64::MAX);
@@ -474,6 +486,7 @@ impl Live {
         }
         let live = Arc::new(Live {
             dir: dir.to_path_buf(),
+            recorder,
             options,
             feed,
             health,
@@ -492,6 +505,11 @@ impl Live {
         *lock(&live.monitor) = Some(handle);
         let _ = live.health.claim(0);
         Ok(live)
+    }
+
+    /// The data directory.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The current `Db`, without waiting: Unavailable while a reopen is in progress.
@@ -660,6 +678,7 @@ impl Live {
                     &self.options,
                     self.feed.clone(),
                     self.health.clone(),
+                    self.recorder.clone(),
                 )
             });
         match opened {
