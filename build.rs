@@ -4,7 +4,12 @@
 
 use std::{env, fs, path::PathBuf};
 
-const PROTOS: &[&str] = &["run.proto", "experiment.proto", "filter.proto"];
+const PROTOS: &[&str] = &[
+    "run.proto",
+    "experiment.proto",
+    "filter.proto",
+    "runledger/admin/v1/admin.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
@@ -39,7 +44,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.protobuf", "::pbjson_types")
         .extern_path(".google.protobuf.Timestamp", "crate::wkt::Timestamp")
         .extern_path(".google.protobuf.Struct", "crate::wkt::StructBytes")
-        .build(&[".kubeflow.pipelines.backend.api.v2beta1", ".google.rpc"])?;
+        .build(&[
+            ".kubeflow.pipelines.backend.api.v2beta1",
+            ".google.rpc",
+            ".runledger.admin.v1",
+        ])?;
     Ok(())
 }
 

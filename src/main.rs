@@ -36,6 +36,9 @@ enum Command {
     Runs(runledger::cli::RunsArgs),
     /// Client: list, create and change experiments on a server (over gRPC).
     Experiments(runledger::cli::ExperimentsArgs),
+    /// Client: have the running server write a consistent copy of its store (an online backup)
+    /// to a new directory on its machine, checked before it succeeds.
+    Backup(runledger::cli::BackupArgs),
     /// Authentication helpers: hash a token, check an --auth-config file.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -213,6 +216,7 @@ fn main() -> ExitCode {
         Command::Auth(command) => auth(command),
         Command::Runs(args) => return runledger::cli::runs(args),
         Command::Experiments(args) => return runledger::cli::experiments(args),
+        Command::Backup(args) => return runledger::cli::backup(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -94,6 +94,9 @@ pub async fn run(
     let experiments = ExperimentServiceServer::new(api)
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let admin = crate::admin_api::admin_server::AdminServer::new(crate::admin::AdminApi::new(
+        services.clone(),
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let write_services = [
@@ -194,6 +197,7 @@ pub async fn run(
             .add_routes(json_on_grpc_port)
             .add_service(runs)
             .add_service(experiments)
+            .add_service(admin)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -60,6 +60,8 @@ pub enum Verb {
     ArchiveExperiment,
     UnarchiveExperiment,
     DeleteExperiment,
+    /// runledger.admin.v1.Admin/Backup: a copy of every namespace.
+    Backup,
 }
 
 impl Verb {
@@ -81,6 +83,7 @@ impl Verb {
             Verb::ArchiveExperiment => "ArchiveExperiment",
             Verb::UnarchiveExperiment => "UnarchiveExperiment",
             Verb::DeleteExperiment => "DeleteExperiment",
+            Verb::Backup => "Backup",
         }
     }
 
@@ -102,7 +105,7 @@ impl Verb {
             | Verb::CreateExperiment
             | Verb::ArchiveExperiment
             | Verb::UnarchiveExperiment => Role::Editor,
-            Verb::DeleteExperiment => Role::Admin,
+            Verb::DeleteExperiment | Verb::Backup => Role::Admin,
         }
     }
 }
@@ -272,6 +275,26 @@ impl Core {
              a namespace",
             ctx.principal.name(),
             verb.name()
+        ));
+        audit_denial(ctx, verb, "", "*", &error);
+        Err(error)
+    }
+
+    /// Allows an operation on the server as a whole (a backup holds every namespace): needs
+    /// `verb`'s role on namespace `*`.
+    pub(super) fn allow_on_server(&self, ctx: &Context, verb: Verb) -> Result<()> {
+        let Some(grants) = self.grants(ctx)? else {
+            return Ok(());
+        };
+        let least = verb.least_role();
+        if grants.every.is_some_and(|role| role >= least) {
+            return Ok(());
+        }
+        let error = Error::PermissionDenied(format!(
+            "{} may not {}: it covers every namespace, so it needs the {} role on namespace \"*\"",
+            ctx.principal.name(),
+            verb.name(),
+            least.name()
         ));
         audit_denial(ctx, verb, "", "*", &error);
         Err(error)

@@ -1,13 +1,15 @@
-//! The transport-free core: one service per resource ([`Runs`], [`Experiments`]), one method per
-//! use case, each taking the call's [`Context`]. Validation, defaults, the state machine and every
-//! business rule live here; the gRPC and HTTP adapters only convert, build the context and call,
-//! so whatever is checked here covers every transport path.
+//! The transport-free core: one service per resource ([`Runs`], [`Experiments`]; [`Admin`] for
+//! the server as a whole), one method per use case, each taking the call's [`Context`].
+//! Validation, defaults, the state machine and every business rule live here; the gRPC and HTTP
+//! adapters only convert, build the context and call, so whatever is checked here covers every
+//! transport path.
 //!
 //! Writes read the records they change, decide, and write back naming the revisions they read
 //! (compare-and-set, see [`crate::store`]); a write that lost a race is retried against the
 //! latest state, up to [`MAX_ATTEMPTS`] times.
 
 pub mod access;
+mod admin;
 mod context;
 mod experiments;
 pub mod lifecycle;
@@ -18,6 +20,7 @@ mod watch;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
+pub use admin::{Admin, BackupRun};
 pub use context::{Clock, Context, IdSource, Principal, RandomIds, SystemClock};
 pub use experiments::{DEFAULT_EXPERIMENT_NAME, Experiments};
 pub use runs::{RunPage, Runs};
@@ -34,6 +37,7 @@ pub const MAX_ATTEMPTS: usize = 64;
 pub struct Services {
     pub runs: Runs,
     pub experiments: Experiments,
+    pub admin: Admin,
     core: Arc<Core>,
 }
 
@@ -80,6 +84,7 @@ impl Services {
         Ok(Arc::new(Services {
             runs: Runs::new(core.clone()),
             experiments: Experiments::new(core.clone()),
+            admin: Admin::new(core.clone()),
             core,
         }))
     }

@@ -10,7 +10,7 @@
 //! - takes a request slot, waiting in the queue when all are taken. A full queue, or a wait
 //!   longer than the queue timeout, sheds the request: gRPC UNAVAILABLE / HTTP 503 with
 //!   `retry-after` (see [`crate::error::refusal`]). Health checks, reflection, `/metrics`,
-//!   `/apis/v2beta1/healthz` and the long-lived streams (WatchRuns, the SSE watch) take
+//!   `/apis/v2beta1/healthz` and the long-lived streams (WatchRuns, the SSE watch, backups) take
 //!   no slot and are never shed: a probe sees SERVING under any load, and streams are bounded
 //!   by their own limits (`--max-watchers`);
 //! - honours a gRPC call's `grpc-timeout`: when it passes, the call's work is dropped (a store
@@ -213,9 +213,10 @@ impl Port {
 
 /// Requests that take no slot and are never shed (see the module docs).
 fn takes_no_slot(path: &str) -> bool {
-    const STREAMS: [&str; 2] = [
+    const STREAMS: [&str; 3] = [
         "/kubeflow.pipelines.backend.api.v2beta1.RunService/WatchRuns",
         "/apis/v2beta1/runs:watch",
+        "/runledger.admin.v1.Admin/Backup",
     ];
     path.starts_with("/grpc.health.v1.Health/")
         || path.starts_with("/grpc.reflection.")
@@ -557,6 +558,7 @@ mod tests {
             "/metrics",
             "/kubeflow.pipelines.backend.api.v2beta1.RunService/WatchRuns",
             "/apis/v2beta1/runs:watch",
+            "/runledger.admin.v1.Admin/Backup",
         ] {
             assert!(takes_no_slot(path), "{path}");
         }

@@ -132,6 +132,11 @@ impl TestServer {
         Self::start_in(&dir, Config::default(), temp).await
     }
 
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// The gRPC endpoint.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
