@@ -19,6 +19,7 @@ pub struct ServerProcess {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub data_dir: PathBuf,
+    args: Vec<String>,
 }
 
 /// A loopback port that was free a moment ago.
@@ -31,7 +32,16 @@ fn free_port() -> SocketAddr {
 impl ServerProcess {
     /// Starts `runledger serve` on `data_dir` with `args` added, and waits until it answers.
     pub async fn start(data_dir: &Path, args: &[&str]) -> ServerProcess {
-        let (grpc, http) = (free_port(), free_port());
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        ServerProcess::start_on(data_dir, free_port(), free_port(), args).await
+    }
+
+    async fn start_on(
+        data_dir: &Path,
+        grpc: SocketAddr,
+        http: SocketAddr,
+        args: Vec<String>,
+    ) -> ServerProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_runledger"))
             .arg("serve")
             .arg("--grpc-addr")
@@ -41,7 +51,7 @@ impl ServerProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--log-level", "warn"])
-            .args(args)
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -51,9 +61,19 @@ impl ServerProcess {
             grpc,
             http,
             data_dir: data_dir.to_path_buf(),
+            args,
         };
         server.wait_until_serving().await;
         server
+    }
+
+    /// SIGKILL, then a new server on the same data directory, ports and flags.
+    pub async fn kill_and_restart(&mut self) {
+        self.kill();
+        let again =
+            ServerProcess::start_on(&self.data_dir, self.grpc, self.http, self.args.clone()).await;
+        // The old child is reaped; dropping the struct it lived in kills nothing more.
+        *self = again;
     }
 
     pub fn pid(&self) -> u32 {

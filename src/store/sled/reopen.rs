@@ -213,13 +213,16 @@ impl Health {
             None => Writable::Yes,
             Some(error) => Writable::No(error),
         };
+        let closing = matches!(**state, State::Closed);
         self.writable.send_if_modified(|current| {
             let changed = *current != writable;
-            if changed {
+            if changed && !closing {
                 match &writable {
                     Writable::Yes => tracing::info!("the store takes writes again"),
                     Writable::No(e) => tracing::warn!(error = %e, "the store refuses writes"),
                 }
+            }
+            if changed {
                 *current = writable;
             }
             changed
