@@ -12,6 +12,21 @@ use runledger::server::{self, Listeners, ServerOptions};
 use runledger::service::{Limits, Services};
 use runledger::store::{self, DataDirOptions, Durability};
 use runledger::transport::Limits as TransportLimits;
+use runledger::transport::tls::{Tls, TlsFiles};
+
+/// glibc's malloc with at most two arenas. By default it keeps up to 8 per core, one for each
+/// thread that allocates at the same time as another (readers, the blocking pool that grows with
+/// demand, sled's threads), each holding on to pages it freed: RSS then grows far past
+/// `--cache-mb`. Two arenas keep memory near what is in use, at no measurable CPU cost here.
+/// mimalloc was tried and kept ~4x more memory under concurrent creates (BENCHMARKS.md,
+/// "Memory").
+fn bound_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable; called first thing in main, before other threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
 
 /// A run-tracking server for ML pipelines, wire-compatible with the Kubeflow Pipelines v2beta1
 /// Run API. Every flag can also be set as RUNLEDGER_<FLAG> (e.g. RUNLEDGER_DATA_DIR).
@@ -32,6 +47,10 @@ enum Command {
     /// Check a data directory offline (stop the server first): every index entry, name and
     /// counter must agree with the records and every value must decode. Exits 1 on any problem.
     Check(CheckArgs),
+    /// Migrate a data directory offline to this build's data format (stop the server first).
+    /// The server also migrates at startup; a migration that was interrupted resumes where it
+    /// stopped.
+    Migrate(MigrateArgs),
     /// Client: list, create, watch and change runs on a server (over gRPC).
     Runs(runledger::cli::RunsArgs),
     /// Client: list, create and change experiments on a server (over gRPC).
@@ -71,6 +90,19 @@ struct CheckArgs {
     /// again.
     #[arg(long)]
     repair: bool,
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// Directory of the embedded database.
+    #[arg(long, env = "RUNLEDGER_DATA_DIR", default_value = "./runledger-data")]
+    data_dir: PathBuf,
+    /// Runs converted per atomic batch (each batch records the migration's progress with it).
+    #[arg(long, default_value_t = store::sled::migrate::CHUNK)]
+    chunk_runs: usize,
+    /// For crash tests: abort once this many batches are on disk, as a kill would.
+    #[arg(long, hide = true)]
+    abort_after_chunks: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -141,6 +173,17 @@ struct ServeArgs {
     /// SIGHUP reloads it.
     #[arg(long, env = "RUNLEDGER_AUTH_CONFIG")]
     auth_config: Option<PathBuf>,
+    /// Serve TLS on both ports with this certificate chain (PEM, leaf first); needs --tls-key.
+    /// SIGHUP reloads it (new connections get the new certificate).
+    #[arg(long, env = "RUNLEDGER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "RUNLEDGER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: every client must present a certificate signed by one of these CAs (PEM);
+    /// the certificate's subject CN names the principal for --auth-config.
+    #[arg(long, env = "RUNLEDGER_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
     /// sled page cache size, in MiB.
     #[arg(long, env = "RUNLEDGER_CACHE_MB", default_value_t = 256)]
     cache_mb: u64,
@@ -164,7 +207,8 @@ struct ServeArgs {
     #[arg(long, env = "RUNLEDGER_QUEUE_TIMEOUT_MS", default_value_t = millis(TransportLimits::default().queue_timeout))]
     queue_timeout_ms: u64,
     /// An HTTP/1 request head must be complete this long after its first byte (or after the
-    /// connection opened), in milliseconds; else the connection is closed.
+    /// connection opened), and with TLS the handshake this long after the connection was
+    /// accepted, in milliseconds; else the connection is closed.
     #[arg(long, env = "RUNLEDGER_HEADER_TIMEOUT_MS", default_value_t = millis(TransportLimits::default().header_timeout), value_parser = at_least_one_ms)]
     header_timeout_ms: u64,
     /// A request body must be complete this long after its head, in milliseconds; else 408
@@ -197,6 +241,7 @@ fn at_least_one_ms(value: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
+    bound_malloc_arenas();
     // Usage errors exit 1 (not clap's 2): the client's documented codes are 0, 1, 3 and 4.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -213,6 +258,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args).map(|()| true),
         Command::Descriptor(args) => descriptor(args).map(|()| true),
         Command::Check(args) => check(args),
+        Command::Migrate(args) => migrate(args),
         Command::Auth(command) => auth(command),
         Command::Runs(args) => return runledger::cli::runs(args),
         Command::Experiments(args) => return runledger::cli::experiments(args),
@@ -254,6 +300,16 @@ fn check(args: CheckArgs) -> Result<bool, String> {
     }
 }
 
+fn migrate(args: MigrateArgs) -> Result<bool, String> {
+    let options = store::MigrateOptions {
+        chunk: args.chunk_runs,
+        abort_after_chunks: args.abort_after_chunks,
+    };
+    let report = store::migrate_data_dir(&args.data_dir, &options).map_err(|e| e.to_string())?;
+    println!("{}: {report}", args.data_dir.display());
+    Ok(true)
+}
+
 fn auth(command: AuthCommand) -> Result<bool, String> {
     match command {
         AuthCommand::HashToken => {
@@ -289,6 +345,20 @@ fn init_logging(filter: &str) -> Result<(), String> {
 
 fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging(&args.log_level)?;
+    // Before the store opens: a bad certificate or auth config is a usage error, not a
+    // half-started server.
+    let tls = TlsFiles::from_flags(
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+        args.tls_client_ca.clone(),
+    )?
+    .map(Tls::load)
+    .transpose()?
+    .map(std::sync::Arc::new);
+    let auth = match &args.auth_config {
+        Some(path) => Some(std::sync::Arc::new(runledger::auth::Auth::load(path)?)),
+        None => None,
+    };
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
@@ -330,20 +400,41 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         let http = tokio::net::TcpListener::bind(args.http_addr)
             .await
             .map_err(|e| format!("cannot listen on --http-addr {}: {e}", args.http_addr))?;
+        let grpc_addr = grpc.local_addr().map_err(|e| e.to_string())?;
+        let http_addr = http.local_addr().map_err(|e| e.to_string())?;
+        // Before the line that says where it listens, which tests and scripts wait for.
+        if let Some(tls) = &tls {
+            tls.log_in_force("TLS on both ports");
+        }
+        if tls.is_none() {
+            for (flag, addr) in [("--grpc-addr", grpc_addr), ("--http-addr", http_addr)] {
+                if runledger::transport::beyond_loopback(addr) {
+                    tracing::warn!(
+                        %addr,
+                        "{flag} is not a loopback address and TLS is off: tokens and data cross \
+                         the network in clear text (pass --tls-cert and --tls-key)"
+                    );
+                }
+            }
+        }
         tracing::info!(
-            grpc = %grpc.local_addr().map_err(|e| e.to_string())?,
-            http = %http.local_addr().map_err(|e| e.to_string())?,
+            grpc = %grpc_addr,
+            http = %http_addr,
             data_dir = %args.data_dir.display(),
             durability = ?durability,
+            tls = match &tls {
+                None => "off",
+                Some(tls) if tls.mutual() => "on, client certificates required",
+                Some(_) => "on",
+            },
             "runledger listening"
         );
-        let auth = match &args.auth_config {
-            Some(path) => Some(std::sync::Arc::new(runledger::auth::Auth::load(path)?)),
-            None => None,
-        };
         let mut reload_hooks: Vec<Box<dyn Fn() + Send + Sync>> = Vec::new();
         if let Some(auth) = auth.clone() {
             reload_hooks.push(Box::new(move || auth.reload_and_log()));
+        }
+        if let Some(tls) = tls.clone() {
+            reload_hooks.push(Box::new(move || tls.reload_and_log()));
         }
         on_reload_signal(reload_hooks);
         let ms = std::time::Duration::from_millis;
@@ -360,6 +451,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 body_timeout: ms(args.body_timeout_ms),
                 idle_timeout: ms(args.idle_timeout_ms),
             },
+            tls,
         };
         raise_open_file_limit(args.max_connections);
         server::run(

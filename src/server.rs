@@ -13,6 +13,7 @@ use crate::api::run_service_server::RunServiceServer;
 use crate::error::{Error, Result};
 use crate::grpc::{GrpcApi, RunRoutes};
 use crate::service::Services;
+use crate::transport::Listener;
 
 /// The descriptor set of every served proto file (with source comments and the google.api.http
 /// options), as reflection serves it and `runledger descriptor` prints it.
@@ -30,6 +31,8 @@ pub struct ServerOptions {
     pub auth: Option<Arc<crate::auth::Auth>>,
     /// Connection and request limits, timeouts and load shedding ([`crate::transport::limits`]).
     pub limits: crate::transport::Limits,
+    /// TLS on both ports (`--tls-cert`, `--tls-key`, `--tls-client-ca`); None: plaintext.
+    pub tls: Option<Arc<crate::transport::tls::Tls>>,
 }
 
 impl Default for ServerOptions {
@@ -39,15 +42,16 @@ impl Default for ServerOptions {
             max_http_body_bytes: 16 * 1024 * 1024,
             auth: None,
             limits: crate::transport::Limits::default(),
+            tls: None,
         }
     }
 }
 
-/// The already-bound sockets the server answers on.
+/// The already-bound sockets the server answers on (with TLS when `ServerOptions::tls` is set).
 pub struct Listeners {
     /// gRPC (HTTP/2).
     pub grpc: TcpListener,
-    /// The JSON/HTTP API (HTTP/1.1 and h2c).
+    /// The JSON/HTTP API (HTTP/1.1 and HTTP/2).
     pub http: TcpListener,
 }
 
@@ -169,9 +173,8 @@ pub async fn run(
     let http_router = http_router.layer(identify.clone()).layer(http_port.layer());
     let http = async {
         let result = axum::serve(
-            // TapIo gives axum the peer address of connections from any listener.
-            axum::serve::ListenerExt::tap_io(http_port.listener(listeners.http), |_| {}),
-            http_router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            http_port.bound(Listener::new(listeners.http, options.tls.clone())),
+            http_router.into_make_service_with_connect_info::<crate::transport::Peer>(),
         )
         .with_graceful_shutdown(signal(stopping.clone()))
         .await
@@ -202,7 +205,9 @@ pub async fn run(
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(
-                grpc_port.incoming(listeners.grpc),
+                grpc_port
+                    .bound(Listener::new(listeners.grpc, options.tls.clone()))
+                    .into_incoming(),
                 signal(stopping.clone()),
             )
             .await

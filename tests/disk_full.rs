@@ -9,6 +9,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -365,9 +366,9 @@ async fn a_full_disk_under_large_values_keeps_reads_and_a_restart_loses_nothing(
     let Some(fs) = Tmpfs::mount("a_full_disk_under_large_values", 48 * MIB) else {
         return;
     };
-    let data = fs.path().join("data");
-    let mut server =
-        ServerProcess::start(&data, &["--min-free-disk-mb", "0", "--cache-mb", "8"]).await;
+    let flags = ["--min-free-disk-mb", "0", "--cache-mb", "8"].map(OsStr::new);
+    let mut server = ServerProcess::start(fs.path(), &flags);
+    let data = server.data_dir.clone();
     let mut runs = server.runs().await;
     let mut experiments = ExperimentServiceClient::new(server.channel().await.expect("connect"));
     let experiment = create_experiment(&mut experiments, "large", "").await;
@@ -472,7 +473,7 @@ async fn a_full_disk_under_large_values_keeps_reads_and_a_restart_loses_nothing(
             String::from_utf8_lossy(&repaired.stdout)
         );
     }
-    let server = ServerProcess::start(&data, &["--min-free-disk-mb", "0"]).await;
+    let server = ServerProcess::start(fs.path(), &["--min-free-disk-mb", "0"].map(OsStr::new));
     let mut runs = server.runs().await;
     let ids: Vec<String> = common::list_all(&mut runs, ListRunsRequest::default())
         .await

@@ -1,6 +1,7 @@
 //! Runs the kfp SDK compatibility suite (`tests/kfp/run.sh`: the official `kfp` Python SDK from
-//! PyPI, in a virtualenv under target/, driving this build's `runledger` binary), so that
-//! `cargo test` is the whole test suite. Needs python3 with venv and access to PyPI.
+//! PyPI, in a virtualenv under target/, driving this build's `runledger` binary twice: plain, and
+//! multi-user with TLS and --auth-config), so that `cargo test` is the whole test suite. Needs
+//! python3 with venv, access to PyPI, and openssl (for the multi-user server's certificate).
 
 use std::process::Command;
 
@@ -15,6 +16,6 @@ fn the_official_kfp_sdk_works_against_runledger() {
     assert!(
         status.success(),
         "the kfp SDK suite failed ({status}); its output is above. Rerun it alone with \
-         `bash tests/kfp/run.sh` (needs python3 with venv, and PyPI)"
+         `bash tests/kfp/run.sh` (needs python3 with venv, PyPI and openssl)"
     );
 }

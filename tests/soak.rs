@@ -13,6 +13,7 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -128,7 +129,7 @@ async fn writer(url: String, id: usize, acks: Arc<Acks>, stop: Arc<AtomicBool>) 
                 break;
             }
             acks.record(&run_id, 0);
-            if n % 3 != 0 {
+            if !n.is_multiple_of(3) {
                 continue;
             }
             for (state, r) in [(RuntimeState::Running, 1), (RuntimeState::Succeeded, 2)] {
@@ -302,11 +303,12 @@ async fn under_load_kills_and_restarts_nothing_acknowledged_is_lost_and_resource
     let kill_every = seconds("RUNLEDGER_SOAK_KILL_EVERY_SECONDS", 12);
     let measured = (chaos / 3).max(Duration::from_secs(20));
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
     let acks = Arc::new(Acks::default());
 
     // Chaos: load while the server is killed and restarted.
-    let mut server = ServerProcess::start(&data, FLAGS).await;
+    let flags: Vec<&OsStr> = FLAGS.iter().map(OsStr::new).collect();
+    let mut server = ServerProcess::start(root.path(), &flags);
+    let data = server.data_dir.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = load(&server, &acks, &stop);
     let started = Instant::now();
@@ -314,7 +316,7 @@ async fn under_load_kills_and_restarts_nothing_acknowledged_is_lost_and_resource
     while started.elapsed() < chaos {
         tokio::time::sleep(kill_every.min(chaos.saturating_sub(started.elapsed()))).await;
         if started.elapsed() < chaos {
-            server.kill_and_restart().await;
+            tokio::task::block_in_place(|| server.kill_and_restart());
             kills += 1;
         }
     }
@@ -328,7 +330,7 @@ async fn under_load_kills_and_restarts_nothing_acknowledged_is_lost_and_resource
     assert!(kills >= 1 && acked_in_chaos > 0);
 
     // Resources: a fresh process, warmed up, then loaded; afterwards back to the warm baseline.
-    server.kill_and_restart().await;
+    tokio::task::block_in_place(|| server.kill_and_restart());
     let warm = Arc::new(AtomicBool::new(false));
     let tasks = load(&server, &acks, &warm);
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -373,7 +375,7 @@ async fn under_load_kills_and_restarts_nothing_acknowledged_is_lost_and_resource
     );
     let (consistent, report) = process::check(&data);
     assert!(consistent, "{report}");
-    server.kill_and_restart().await;
+    tokio::task::block_in_place(|| server.kill_and_restart());
     let mut client = server.runs().await;
     let stored = common::list_all(&mut client, ListRunsRequest::default()).await;
     let mut seen = BTreeSet::new();

@@ -11,10 +11,28 @@ use runledger::store::{self, DataDirOptions, Durability, Op, Write};
 use runledger::wkt::StructBytes;
 use runledger::wkt::Timestamp;
 
-use super::workload::stored_run;
+use super::workload::{Stage, spec_variant, stored_run};
 
 /// Runs written per atomic write.
 const BATCH: usize = 500;
+
+/// Which pipeline specs the stored runs carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecMix {
+    /// Runs of this many distinct pipelines (run i uses pipeline i mod n): the normal case.
+    Shared(usize),
+    /// Every run its own spec.
+    Distinct,
+}
+
+impl std::fmt::Display for SpecMix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpecMix::Shared(n) => write!(f, "{n} distinct pipelines"),
+            SpecMix::Distinct => write!(f, "a distinct spec per run"),
+        }
+    }
+}
 
 /// What the loader wrote.
 pub struct Loaded {
@@ -27,13 +45,15 @@ pub struct Loaded {
 }
 
 /// Creates experiment `name` in `dir` and `runs` runs in it, created one millisecond apart and
-/// ending now; every other run is finished (SUCCEEDED), the rest PENDING. `progress` is called
-/// with the number of runs written so far, now and then.
+/// ending now: every 100th run RUNNING, of the others every other one finished (SUCCEEDED), the
+/// rest PENDING; their specs as `mix` says, made from `spec`. `progress` is called with the
+/// number of runs written so far, every few seconds.
 pub async fn load(
     dir: &Path,
     name: &str,
     runs: usize,
     spec: &StructBytes,
+    mix: SpecMix,
     mut progress: impl FnMut(usize, f64) + Send + 'static,
 ) -> Result<Loaded, String> {
     let started = Instant::now();
@@ -75,6 +95,12 @@ pub async fn load(
     }])
     .await?;
 
+    let shared: Vec<StructBytes> = match mix {
+        SpecMix::Shared(n) => (0..n.max(1) as u64)
+            .map(|v| spec_variant(spec, v))
+            .collect(),
+        SpecMix::Distinct => Vec::new(),
+    };
     let first_ms = now.seconds * 1000 - runs as i64;
     let mut run_ids = Vec::with_capacity(runs);
     let mut pending_ids = Vec::new();
@@ -88,16 +114,30 @@ pub async fn load(
                 seconds: ms.div_euclid(1000),
                 nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
             };
-            let finished = i % 2 == 0;
+            let stage = if i % 100 == 1 {
+                Stage::Running
+            } else if i % 2 == 0 {
+                Stage::Succeeded
+            } else {
+                Stage::Pending
+            };
+            let distinct;
+            let spec = match mix {
+                SpecMix::Shared(_) => &shared[i % shared.len()],
+                SpecMix::Distinct => {
+                    distinct = spec_variant(spec, i as u64);
+                    &distinct
+                }
+            };
             let run = stored_run(
                 &experiment.experiment_id,
                 &experiment.namespace,
                 spec,
                 i as u64,
                 created,
-                finished,
+                stage,
             );
-            if !finished {
+            if stage == Stage::Pending {
                 pending_ids.push(run.run_id.clone());
             }
             run_ids.push(run.run_id.clone());

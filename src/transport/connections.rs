@@ -17,8 +17,12 @@
 //!
 //! Closing means the next read reports end of stream, so hyper ends the connection as if the
 //! client had left; a busy connection is never cut. The protocol is told apart by the HTTP/2
-//! preface (`PRI * HTTP/2.0`), so a [`Conn`] must see the plaintext: under TLS it wraps the
-//! decrypted stream, and the TLS handshake needs its own timeout.
+//! preface (`PRI * HTTP/2.0`), so a [`Conn`] must see the plaintext: it wraps what the port's
+//! [`Listener`] yields (accepted, and under TLS handshaken: the decrypted stream), as a
+//! [`Bounded`] listener. The connection is admitted, and its header timeout starts, once the
+//! handshake is done; the handshake itself is bounded by the [`Listener`] (in time by the same
+//! header timeout, in number by [`super::listener::MAX_PENDING_HANDSHAKES`]), so a client that
+//! stalls its TLS handshake is cut like one that stalls its request head.
 
 use std::collections::HashMap;
 use std::io;
@@ -30,8 +34,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+
+use super::{Listener, Peer};
 
 /// Why connections were closed by this side, for the logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -192,45 +197,12 @@ impl Connections {
         Some(Busy(state))
     }
 
-    /// Accepts connections from `listener` for as long as it is polled, admitting each (with
-    /// TCP_NODELAY: without it a multi-segment response waits for the peer's delayed ACK).
-    pub async fn accept(self: &Arc<Self>, listener: &TcpListener) -> io::Result<Conn<TcpStream>> {
-        loop {
-            let (tcp, addr) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) if is_per_connection(&e) => continue,
-                Err(e) => {
-                    // Out of file descriptors or memory: back off instead of spinning.
-                    tracing::warn!(error = %e, "cannot accept connections");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    return Err(e);
-                }
-            };
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-            if let Some(conn) = self.admit(tcp, addr) {
-                return Ok(conn);
-            }
-        }
-    }
-
     fn deadline(&self, t: &Timing) -> (Instant, Closed) {
         match t.head_since {
             Some(since) if !t.http2 => (since + self.header_timeout, Closed::HeaderTimeout),
             _ => (t.idle_since + self.idle_timeout, Closed::IdleTimeout),
         }
     }
-}
-
-/// Errors that concern one connection only (the listener is fine).
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
 }
 
 impl ConnState {
@@ -392,36 +364,63 @@ impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected
     }
 }
 
-/// A port's listener for axum: accepts and admits connections.
-pub struct Listener {
-    listener: TcpListener,
+/// A port's [`Listener`] whose connections are admitted (and bounded) by its [`Connections`].
+pub struct Bounded {
+    listener: Listener,
     connections: Arc<Connections>,
 }
 
-impl Listener {
-    pub fn new(listener: TcpListener, connections: Arc<Connections>) -> Self {
-        Listener {
+impl Bounded {
+    pub fn new(listener: Listener, connections: Arc<Connections>) -> Self {
+        Bounded {
             listener,
             connections,
         }
     }
-}
 
-impl axum::serve::Listener for Listener {
-    type Io = Conn<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+    /// The next connection the listener yields that is admitted; a refused one is closed at
+    /// once (dropped).
+    pub async fn next_conn(&mut self) -> Conn<super::Conn> {
         loop {
-            if let Ok(conn) = self.connections.accept(&self.listener).await {
-                let addr = conn.state.addr;
-                return (conn, addr);
+            let conn = self.listener.next_conn().await;
+            let addr = conn.peer().addr;
+            if let Some(admitted) = self.connections.admit(conn, addr) {
+                return admitted;
             }
         }
     }
 
+    /// The connections as the stream tonic's `serve_with_incoming_shutdown` takes; dropping it
+    /// closes the listening socket.
+    pub fn into_incoming(
+        self,
+    ) -> impl futures::Stream<Item = io::Result<Conn<super::Conn>>> + Send + 'static {
+        futures::stream::unfold(self, |mut bounded| async move {
+            let conn = bounded.next_conn().await;
+            Some((Ok(conn), bounded))
+        })
+    }
+}
+
+impl axum::serve::Listener for Bounded {
+    type Io = Conn<super::Conn>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let conn = self.next_conn().await;
+        let addr = conn.state.addr;
+        (conn, addr)
+    }
+
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.listener.local_addr()
+    }
+}
+
+/// What axum's `into_make_service_with_connect_info::<Peer>()` puts in each request.
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Bounded>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Bounded>) -> Peer {
+        stream.io().io.peer().clone()
     }
 }
 

@@ -31,7 +31,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::connections::{Busy, Conn, Connections, Listener};
+use super::connections::{Bounded, Busy, Connections};
 use crate::error::Error;
 use crate::error::refusal::{is_grpc, refusal};
 
@@ -46,8 +46,8 @@ pub struct Limits {
     pub max_queued_requests: usize,
     /// Longest wait for a slot before a request is shed (`--queue-timeout-ms`).
     pub queue_timeout: Duration,
-    /// An HTTP/1 request head must be complete this long after its first byte
-    /// (`--header-timeout-ms`).
+    /// An HTTP/1 request head must be complete this long after its first byte, and a TLS
+    /// handshake this long after the connection was accepted (`--header-timeout-ms`).
     pub header_timeout: Duration,
     /// A request body must be complete this long after its head (`--body-timeout-ms`).
     pub body_timeout: Duration,
@@ -190,24 +190,11 @@ impl Port {
         &self.connections
     }
 
-    /// Connections accepted and admitted from `listener`, for tonic.
-    pub fn incoming(
-        &self,
-        listener: tokio::net::TcpListener,
-    ) -> impl futures::Stream<Item = std::io::Result<Conn<tokio::net::TcpStream>>> + use<> {
-        let connections = self.connections.clone();
-        futures::stream::unfold(listener, move |listener| {
-            let connections = connections.clone();
-            async move {
-                let accepted = connections.accept(&listener).await;
-                Some((accepted, listener))
-            }
-        })
-    }
-
-    /// `listener` accepting and admitting connections, for axum.
-    pub fn listener(&self, listener: tokio::net::TcpListener) -> Listener {
-        Listener::new(listener, self.connections.clone())
+    /// `listener` with this port's connection limits and timeouts (a TLS handshake gets the
+    /// header timeout), for either server.
+    pub fn bound(&self, listener: super::Listener) -> Bounded {
+        let listener = listener.handshake_timeout(self.limiter.limits.header_timeout);
+        Bounded::new(listener, self.connections.clone())
     }
 }
 

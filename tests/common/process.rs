@@ -1,79 +1,151 @@
-//! The real `runledger` binary as a child process: `serve` on free loopback ports with a data
-//! directory, and the offline subcommands (`check`, ...). For tests that kill, restart or run the
-//! server next to the client in another process.
+//! The real `runledger` binary as a child process: `serve` on 127.0.0.1:0 with its addresses read
+//! from its startup log line and its whole stderr kept for assertions, SIGHUP, SIGTERM, SIGKILL
+//! and a restart on the same ports and data dir; and the offline subcommands (`check`, ...).
+//! For tests that signal, kill, restart or run the server next to the client in another process.
 
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runledger::api::run_service_client::RunServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
-/// Attempts (100 ms apart) to reach a starting server before giving up.
-const START_ATTEMPTS: u32 = 600;
+pub const BIN: &str = env!("CARGO_BIN_EXE_runledger");
+
+/// Longest wait for a starting server's startup line (opening a large or damaged data dir takes
+/// a while on a loaded machine).
+const START_WAIT: Duration = Duration::from_secs(120);
 
 /// A `runledger serve` child process, killed with SIGKILL when dropped.
 pub struct ServerProcess {
     child: Child,
+    log: Arc<Mutex<String>>,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub data_dir: PathBuf,
-    args: Vec<String>,
+    /// The flags after the data dir, for a restart.
+    args: Vec<OsString>,
 }
 
-/// A loopback port that was free a moment ago.
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `key=` in a log line.
+fn field(line: &str, key: &str) -> Option<String> {
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[at..].split_whitespace().next().map(str::to_owned)
 }
 
 impl ServerProcess {
-    /// Starts `runledger serve` on `data_dir` with `args` added, and waits until it answers.
-    pub async fn start(data_dir: &Path, args: &[&str]) -> ServerProcess {
-        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        ServerProcess::start_on(data_dir, free_port(), free_port(), args).await
+    /// `runledger serve` on 127.0.0.1:0 (both ports) with a data dir under `dir`, info logs and
+    /// `args`; waits (bounded) for the line that says where it listens.
+    pub fn start(dir: &Path, args: &[&OsStr]) -> ServerProcess {
+        Self::start_with(
+            Command::new(BIN)
+                .args(["serve", "--grpc-addr", "127.0.0.1:0"])
+                .args(["--http-addr", "127.0.0.1:0"]),
+            dir,
+            args,
+        )
     }
 
-    async fn start_on(
-        data_dir: &Path,
-        grpc: SocketAddr,
-        http: SocketAddr,
-        args: Vec<String>,
-    ) -> ServerProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_runledger"))
-            .arg("serve")
-            .arg("--grpc-addr")
-            .arg(grpc.to_string())
-            .arg("--http-addr")
-            .arg(http.to_string())
+    /// As [`ServerProcess::start`], with `command` (program and the arguments before the data
+    /// dir) instead of the plain binary.
+    pub fn start_with(command: &mut Command, dir: &Path, args: &[&OsStr]) -> ServerProcess {
+        let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
+        Self::spawn(command, &dir.join("data"), args)
+    }
+
+    fn spawn(command: &mut Command, data_dir: &Path, args: Vec<OsString>) -> ServerProcess {
+        let mut child = command
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--log-level", "warn"])
+            .args(["--log-level", "info"])
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start runledger serve");
-        let mut server = ServerProcess {
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let (Some(grpc), Some(http)) = (field(&line, "grpc"), field(&line, "http")) {
+                    let _ = tx.send((grpc, http));
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let Ok((grpc, http)) = rx.recv_timeout(START_WAIT) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the server did not log its addresses; its log:\n{}",
+                log.lock().unwrap()
+            );
+        };
+        ServerProcess {
             child,
-            grpc,
-            http,
+            log,
+            grpc: grpc.parse().expect("gRPC address"),
+            http: http.parse().expect("HTTP address"),
             data_dir: data_dir.to_path_buf(),
             args,
-        };
-        server.wait_until_serving().await;
-        server
+        }
     }
 
-    /// SIGKILL, then a new server on the same data directory, ports and flags.
-    pub async fn kill_and_restart(&mut self) {
+    /// SIGKILL, then a new server on the same data directory, ports and flags (clients keep
+    /// their addresses). Blocks until it listens.
+    pub fn kill_and_restart(&mut self) {
         self.kill();
-        let again =
-            ServerProcess::start_on(&self.data_dir, self.grpc, self.http, self.args.clone()).await;
-        // The old child is reaped; dropping the struct it lived in kills nothing more.
+        let again = Self::spawn(
+            Command::new(BIN)
+                .arg("serve")
+                .arg("--grpc-addr")
+                .arg(self.grpc.to_string())
+                .arg("--http-addr")
+                .arg(self.http.to_string()),
+            &self.data_dir,
+            std::mem::take(&mut self.args),
+        );
+        // The old child is reaped; dropping it again kills nothing.
         *self = again;
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn hangup(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+        assert_eq!(rc, 0, "SIGHUP");
+    }
+
+    /// Waits (bounded) until the server has logged `needle` `count` times.
+    pub fn wait_for_log(&self, needle: &str, count: usize) {
+        for _ in 0..600 {
+            if self.log.lock().unwrap().matches(needle).count() >= count {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no {needle:?} in the log:\n{}", self.log());
     }
 
     pub fn pid(&self) -> u32 {
@@ -86,26 +158,6 @@ impl ServerProcess {
 
     pub fn http_url(&self) -> String {
         format!("http://{}", self.http)
-    }
-
-    async fn wait_until_serving(&mut self) {
-        for _ in 0..START_ATTEMPTS {
-            if let Some(status) = self.child.try_wait().expect("poll child") {
-                panic!("runledger serve exited during startup: {status}");
-            }
-            if let Ok(channel) = self.channel().await {
-                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-                if health
-                    .check(tonic_health::pb::HealthCheckRequest::default())
-                    .await
-                    .is_ok()
-                {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("runledger serve did not answer on {}", self.grpc);
     }
 
     pub async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
@@ -145,16 +197,9 @@ impl ServerProcess {
     }
 }
 
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs `runledger ARGS...` to completion.
-pub fn runledger(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_runledger"))
+pub fn runledger(args: &[&OsStr]) -> Output {
+    Command::new(BIN)
         .args(args)
         .stdin(Stdio::null())
         .output()

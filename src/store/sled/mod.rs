@@ -6,18 +6,25 @@
 //! ([`txn`]), so a crash at any instant leaves records, indexes and counters consistent. It is
 //! acknowledged once a flush that started after it has finished ([`commit`]: group commit).
 //! Reads never take the lock. No sled call runs on the async worker threads: reads by key go to a
-//! pool of reader threads, scans and writes to a pool that grows with demand, so a long scan or a
-//! slow disk cannot hold up other calls (or Health/Check).
+//! pool of reader threads, scans to a pool that grows with demand, writes to the writer thread,
+//! so a long scan or a slow disk cannot hold up other calls (or Health/Check).
+//!
+//! The `Db` can be replaced while the store runs: after a storage error (a full disk) it is
+//! reopened in place ([`reopen`]), so every thread reaches it through [`Live`] for one call at a
+//! time and keeps no handle between calls.
 
 mod backup;
 mod check;
 mod codec;
 mod commit;
+mod counts;
 mod encoded;
 mod format;
 pub mod keys;
 mod list;
+pub mod migrate;
 mod reopen;
+pub mod specs;
 mod startup;
 mod txn;
 
@@ -31,17 +38,20 @@ pub use check::{CheckReport, RepairReport, check_data_dir, repair_data_dir};
 pub use codec::FORMAT_VERSION as RECORD_VERSION;
 pub use commit::Durability;
 pub use format::DATA_FORMAT;
+pub use migrate::{MigrateOptions, MigrationReport, migrate_data_dir};
 pub use reopen::{BALLAST_FILE, free_bytes};
 pub use startup::STARTUP_FULL_CHECK_KEYS;
 
 use commit::GroupCommit;
-use reopen::{Health, Live};
+use counts::Counts;
+use reopen::{Claim, Health, Live};
 
 use super::feed::ChangeFeed;
 use super::{Revision, Store, Stored, StoredRun, Subscription, Write, Written};
-use crate::api::{Experiment, run};
+use crate::api::Experiment;
 use crate::error::{Error, Result};
-use crate::query::{ListQuery, Page, Scope, Tally, TallyGroup};
+use crate::query::{ListQuery, Page, Scope, Tally};
+use crate::wkt::Timestamp;
 
 /// Options for opening a data directory.
 #[derive(Debug, Clone)]
@@ -78,6 +88,87 @@ impl Default for DataDirOptions {
 pub struct SledStore {
     /// The current sled handle (replaced when the store is reopened after a storage error).
     live: Arc<Live>,
+    writer: Writer,
+}
+
+/// The writer thread: it applies writes one after another, in the order they were queued.
+/// Concurrent writers queue instead of each taking a thread of the blocking pool to wait for the
+/// writer lock there (64 concurrent creates kept ~64 threads waking and sleeping on the lock).
+struct Writer {
+    queue: Mutex<Option<std::sync::mpsc::Sender<WriteJob>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+type WriteJob = (Write, tokio::sync::oneshot::Sender<Result<Applied>>);
+
+/// A write applied by the writer thread: the `Db` it went to (whose group commit makes it
+/// durable), its commit ticket, what it wrote, and its share of the free-space reserve, held
+/// until it is durable.
+struct Applied {
+    inner: Arc<Inner>,
+    ticket: u64,
+    written: Written,
+    _claim: Claim,
+}
+
+impl Writer {
+    /// The writer thread holds the [`Live`] store, never a `Db` between writes, so that a reopen
+    /// can replace the `Db` between two writes.
+    fn start(live: Arc<Live>) -> Result<Writer> {
+        let (queue, jobs) = std::sync::mpsc::channel::<WriteJob>();
+        let thread = std::thread::Builder::new()
+            .name("runledger-writer".into())
+            .spawn(move || {
+                yield_cpu_to_the_runtime();
+                // Ends when the store is dropped (its sender with it).
+                while let Ok((write, answer)) = jobs.recv() {
+                    // The caller may have gone: the write stands, as any committed write.
+                    let _ = answer.send(apply(&live, write));
+                }
+            })
+            .map_err(|e| Error::internal(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer {
+            queue: Mutex::new(Some(queue)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    async fn apply(&self, write: Write) -> Result<Applied> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        lock(&self.queue)
+            .as_ref()
+            .and_then(|queue| queue.send((write, answer)).ok())
+            .ok_or_else(|| Error::internal("the store's writer has stopped"))?;
+        answered
+            .await
+            .map_err(|_| Error::internal("a store write was dropped without an answer"))?
+    }
+}
+
+/// Applies `write` to the current `Db`, unless it must be refused before it is applied (a
+/// storage failure, or free space below the reserve: [`Health::claim`]).
+fn apply(live: &Live, write: Write) -> Result<Applied> {
+    let claim = live.health.claim(reopen::estimate(&write))?;
+    live.with(move |inner| {
+        let (ticket, written) = txn::apply(inner, write)?;
+        Ok(Applied {
+            inner: inner.clone(),
+            ticket,
+            written,
+            _claim: claim,
+        })
+    })
+}
+
+impl Drop for SledStore {
+    /// Stops the writer thread and waits for it, so that the database is released when the
+    /// store is (a reopen in the same process must not find it locked).
+    fn drop(&mut self) {
+        lock(&self.writer.queue).take();
+        if let Some(thread) = lock(&self.writer.thread).take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 struct Inner {
@@ -107,12 +198,38 @@ fn readers() -> &'static rayon::ThreadPool {
         rayon::ThreadPoolBuilder::new()
             .num_threads((cores * 2).max(4))
             .thread_name(|i| format!("runledger-read-{i}"))
+            .start_handler(|_| yield_cpu_to_the_runtime())
             .build()
             // Building fails only if a thread cannot be spawned, at the first read: the process
             // cannot serve without threads.
             .expect("cannot start the store's reader threads")
     })
 }
+
+/// Lowers the calling thread's CPU priority (nice +10), once per thread: store threads (readers,
+/// the scan pool, the writer) yield the CPU to the async runtime's threads when both want it,
+/// so under a saturating list load Health/Check and the transport keep answering promptly and
+/// the store work waits instead. Only the CPU share changes; nothing waits on a lower-priority
+/// thread while holding a lock the runtime needs.
+fn yield_cpu_to_the_runtime() {
+    thread_local! {
+        static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    LOWERED.with(|lowered| {
+        if !lowered.replace(true) {
+            #[cfg(target_os = "linux")]
+            // SAFETY: plain syscalls on this thread's own id; a failure only leaves the priority
+            // as it was.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, STORE_NICE);
+            }
+        }
+    });
+}
+
+/// The nice value of store threads (see [`yield_cpu_to_the_runtime`]).
+const STORE_NICE: libc::c_int = 10;
 
 /// The setting holding the last change's sequence number (u64 BE).
 const CHANGE_SEQ: &str = "change-seq";
@@ -123,11 +240,16 @@ const TREE: &str = "ledger";
 /// The sled settings every opener of a data dir must share (sled refuses to open a database with
 /// a different compression setting than it was created with).
 ///
-/// Values are compressed (zstd) on disk: a run's pipeline_spec compresses ~20×, and without it
-/// sled 0.34's log grew to ~33 KB per 5 KB run, 33 GB at 1M runs, where its segment bookkeeping
-/// stalled reads (BENCHMARKS.md). With it: 1.5 GB at 1M runs, and reads keep answering.
+/// Values are compressed (zstd) on disk: without it sled 0.34's log grew to ~33 KB per 5 KB run
+/// (33 GB at 1M runs) where its segment bookkeeping stalled reads (BENCHMARKS.md). sled
+/// compresses each page update on its own, with a new zstd context each time: at level 1 (not
+/// sled's default 5) that costs a fraction of the CPU and compresses these small updates
+/// nearly as well. The level is not part of the stored format (any level decompresses).
 fn sled_config(dir: &Path) -> sled::Config {
-    sled::Config::new().path(dir).use_compression(true)
+    sled::Config::new()
+        .path(dir)
+        .use_compression(true)
+        .compression_factor(1)
 }
 
 fn storage(e: sled::Error) -> Error {
@@ -161,6 +283,7 @@ impl SledStore {
     /// one that fails the startup check (see `startup.rs`): the error names `runledger check`.
     pub fn open(dir: &Path, options: DataDirOptions) -> Result<Arc<SledStore>> {
         let (db, tree, last_change) = open_sled(dir, &options)?;
+        migrate::migrate(&db, &tree, &migrate::MigrateOptions::default())?;
         startup::at_startup(&tree, dir)?;
         db.flush().map_err(storage)?;
         let feed = Arc::new(ChangeFeed::new(
@@ -180,7 +303,8 @@ impl SledStore {
             recorder.clone(),
         )?;
         let live = Live::start(dir, options, feed, health, recorder, inner)?;
-        Ok(Arc::new(SledStore { live }))
+        let writer = Writer::start(live.clone())?;
+        Ok(Arc::new(SledStore { live, writer }))
     }
 
     /// Runs `f`, work of unbounded length (a scan, a write that waits for the writer lock), on
@@ -192,7 +316,11 @@ impl SledStore {
         f: impl FnOnce(&Arc<Inner>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let live = self.live.clone();
-        blocking::unblock(move || live.with(f)).await
+        blocking::unblock(move || {
+            yield_cpu_to_the_runtime();
+            live.with(f)
+        })
+        .await
     }
 
     /// Runs `f`, a read by key (a cache lookup, a page read and its decompression), on the
@@ -207,8 +335,9 @@ impl SledStore {
         let (answer, answered) = tokio::sync::oneshot::channel();
         readers().spawn(move || {
             let result = live.with(f);
-            // Let go of the store before answering: the last user of a closed store must not
-            // hold it (and its data dir's lock) after the caller moved on.
+            // Let go of the store before answering: once the last caller has its answer and
+            // drops the store, the data dir must be free (a reopen in the same process would
+            // otherwise race this thread, which runs at a lower priority, for sled's lock).
             drop(live);
             // The caller may have gone (its request was cancelled): nothing to tell.
             let _ = answer.send(result);
@@ -251,7 +380,7 @@ impl Store for SledStore {
     }
 
     async fn list_runs(&self, query: ListQuery) -> Result<Page<StoredRun>> {
-        if list::reads_a_page(&query) {
+        if list::reads_a_page(&query, true) {
             self.read(move |inner| list::runs(inner, &query)).await
         } else {
             self.blocking(move |inner| list::runs(inner, &query)).await
@@ -259,7 +388,7 @@ impl Store for SledStore {
     }
 
     async fn list_experiments(&self, query: ListQuery) -> Result<Page<Stored<Experiment>>> {
-        if list::reads_a_page(&query) {
+        if list::reads_a_page(&query, false) {
             self.read(move |inner| list::experiments(inner, &query))
                 .await
         } else {
@@ -270,7 +399,7 @@ impl Store for SledStore {
 
     async fn run_tally(&self, scope: &Scope) -> Result<Tally> {
         let key = run_counter_key(scope)?;
-        self.read(move |inner| Ok(inner.counts(&key)?.tally()))
+        self.read(move |inner| Ok(inner.counts(&key)?.tally(true)))
             .await
     }
 
@@ -279,18 +408,9 @@ impl Store for SledStore {
     }
 
     async fn write(&self, write: Write) -> Result<Written> {
-        let live = self.live.clone();
-        let (inner, ticket, written, _claim) = blocking::unblock(move || {
-            // Refused before it is applied when it could not be persisted now.
-            let claim = live.health.claim(reopen::estimate(&write))?;
-            live.with(move |inner| {
-                let (ticket, written) = txn::apply(inner, write)?;
-                Ok((inner.clone(), ticket, written, claim))
-            })
-        })
-        .await?;
-        inner.commit.wait(ticket).await?;
-        Ok(written)
+        let applied = self.writer.apply(write).await?;
+        applied.inner.commit.wait(applied.ticket).await?;
+        Ok(applied.written)
     }
 
     async fn settle(&self) -> Result<()> {
@@ -312,8 +432,8 @@ impl Store for SledStore {
     }
 
     async fn size_on_disk(&self) -> Result<Option<u64>> {
-        let inner = self.live.current()?;
-        inner.db.size_on_disk().map(Some).map_err(storage)
+        self.blocking(|inner| inner.db.size_on_disk().map(Some).map_err(storage))
+            .await
     }
 
     async fn token_key(&self) -> Result<Vec<u8>> {
@@ -332,8 +452,45 @@ impl Store for SledStore {
     ) -> Result<crate::store::BackupProgress> {
         let live = self.live.clone();
         let to = to.to_path_buf();
-        blocking::unblock(move || backup::run(&live, &to, &progress)).await
+        blocking::unblock(move || {
+            yield_cpu_to_the_runtime();
+            backup::run(&live, &to, &progress)
+        })
+        .await
     }
+}
+
+/// Reads by key: the committed tree, or a write's view of it (its own changes first).
+pub trait KeyRead {
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>>;
+}
+
+/// Changes queued in a write's atomic batch.
+pub trait KeyWrite: KeyRead {
+    fn put(&mut self, key: Vec<u8>, value: sled::IVec);
+    fn remove(&mut self, key: Vec<u8>);
+}
+
+impl KeyRead for sled::Tree {
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        sled::Tree::get(self, key).map_err(storage)
+    }
+}
+
+impl KeyRead for Inner {
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        self.raw(key)
+    }
+}
+
+/// Every sled call of a running store goes through [`Inner`] on a reader or blocking-pool
+/// thread, never on an async worker thread, where it would hold up every other request (a page
+/// read from a slow disk, decompression, a long scan). Debug builds (every test) check it.
+fn assert_off_runtime() {
+    debug_assert!(
+        tokio::runtime::Handle::try_current().is_err(),
+        "a store call on an async runtime thread"
+    );
 }
 
 impl Inner {
@@ -372,23 +529,25 @@ impl Inner {
     }
 
     fn raw(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        assert_off_runtime();
         self.tree.get(key).map_err(storage)
     }
 
     fn run(&self, run_id: &str) -> Result<Option<StoredRun>> {
-        Ok(self
-            .raw(&keys::record(keys::RUN, run_id))?
-            .map(|record| encoded::stored_run(run_id, record)))
+        self.raw(&keys::record(keys::RUN, run_id))?
+            .map(|record| encoded::stored_run(self, run_id, record))
+            .transpose()
     }
 
     fn experiment(&self, experiment_id: &str) -> Result<Option<Stored<Experiment>>> {
         self.raw(&keys::record(keys::EXPERIMENT, experiment_id))?
-            .map(|record| stored_experiment(experiment_id, record))
+            .map(|record| stored_experiment(self, experiment_id, record))
             .transpose()
     }
 
     /// The namespaces with a run counter (a counter goes when its last run does).
     fn namespaces(&self) -> Result<Vec<String>> {
+        assert_off_runtime();
         let prefix = keys::counter(b'n', None);
         self.tree
             .scan_prefix(&prefix)
@@ -439,13 +598,33 @@ impl Drop for Inner {
     }
 }
 
-/// An experiment record and its revision (the stored bytes).
-fn stored_experiment(experiment_id: &str, record: sled::IVec) -> Result<Stored<Experiment>> {
-    let value = decode_experiment(experiment_id, &record)?;
+/// An experiment record and its revision (the stored bytes), with its last_run_created_at
+/// (kept under its own key, so that a new run does not rewrite the record).
+fn stored_experiment(
+    kv: &impl KeyRead,
+    experiment_id: &str,
+    record: sled::IVec,
+) -> Result<Stored<Experiment>> {
+    let mut value = decode_experiment(experiment_id, &record)?;
+    value.last_run_created_at = last_run_created_at(kv, experiment_id)?;
     Ok(Stored {
         value,
         revision: revision(record),
     })
+}
+
+/// The experiment's last_run_created_at (key `L`), None when it has no run yet.
+fn last_run_created_at(kv: &impl KeyRead, experiment_id: &str) -> Result<Option<Timestamp>> {
+    kv.get(&keys::record(keys::LAST_RUN_CREATED, experiment_id))?
+        .map(|v| {
+            keys::decode_time(&v).ok_or_else(|| {
+                Error::internal(format!(
+                    "the last_run_created_at of experiment {experiment_id:?} cannot be decoded: \
+                     run `runledger check --repair`"
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// A record's revision: its stored bytes (shared, not copied). Comparing them is exact, and
@@ -506,55 +685,6 @@ fn experiment_scope(scope: &Scope) -> Result<Option<&str>> {
         Scope::All => Ok(None),
         Scope::Namespace(ns) => Ok(Some(ns)),
         other => Err(unindexed(other)),
-    }
-}
-
-/// How many records a scope holds, and how many of them are archived.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Counts {
-    total: u64,
-    archived: u64,
-}
-
-impl Counts {
-    fn decode(bytes: &[u8]) -> Result<Counts> {
-        let total = bytes
-            .get(..8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes);
-        let archived = bytes
-            .get(8..16)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes);
-        match (total, archived) {
-            (Some(total), Some(archived)) if bytes.len() == 16 => Ok(Counts { total, archived }),
-            _ => Err(Error::internal("corrupt counter value")),
-        }
-    }
-
-    fn encode(&self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        out[..8].copy_from_slice(&self.total.to_be_bytes());
-        out[8..].copy_from_slice(&self.archived.to_be_bytes());
-        out
-    }
-
-    /// The counters as a tally (they do not tell run states apart).
-    fn tally(&self) -> Tally {
-        let group = |storage: run::StorageState, count| TallyGroup {
-            state: None,
-            storage_state: storage as i32,
-            count,
-        };
-        Tally {
-            groups: vec![
-                group(
-                    run::StorageState::Available,
-                    self.total.saturating_sub(self.archived),
-                ),
-                group(run::StorageState::Archived, self.archived),
-            ],
-        }
     }
 }
 

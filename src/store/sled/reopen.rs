@@ -6,10 +6,12 @@
 //! 1. writes are refused at once, before they touch sled: `disk full: ...` (RESOURCE_EXHAUSTED,
 //!    HTTP 507) for a full disk or quota, UNAVAILABLE for other IO errors; the server turns the
 //!    write services' health NOT_SERVING ([`crate::store::Writable`]);
-//! 2. the monitor thread reopens the store in place ([`Live::reopen`]): the writer lock is taken
-//!    (no write is half-applied), writers waiting for a flush are told it failed, in-flight calls
-//!    on the old `Db` finish, the old `Db` is dropped (sled locks the data dir) and opened again,
-//!    so every read works. On a completely full disk sled cannot open, so the store keeps a
+//! 2. the monitor thread reopens the store in place ([`Live::reopen`]): writers waiting for a
+//!    flush are told it failed, in-flight calls on the old `Db` finish (a write is one atomic
+//!    batch: none is half-applied), the old `Db` is dropped (sled locks the data dir) and opened
+//!    again, so every read works. Nothing else keeps the old `Db`: the writer thread, the reader
+//!    threads and the scan pool take it from [`Live`] for one call and let go before they
+//!    answer; calls that come meanwhile wait for the new one (bounded). On a completely full disk sled cannot open, so the store keeps a
 //!    ballast file ([`BALLAST_FILE`]) in the data dir and deletes it first;
 //! 3. writes resume by themselves once the filesystem has room again: the reserve, the ballast
 //!    (recreated first) and a little headroom.
