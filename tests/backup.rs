@@ -43,6 +43,19 @@ fn run_in(id: &str, experiment_id: &str) -> CreateRunRequest {
     }
 }
 
+/// `request` with an inline pipeline spec named `name` (equal names: equal specs, stored once).
+fn with_spec(mut request: CreateRunRequest, name: &str) -> CreateRunRequest {
+    let spec: pbjson_types::Struct = serde_json::from_value(serde_json::json!({
+        "pipelineInfo": {"name": name},
+        "root": {"dag": {"tasks": {"train": {}}}}
+    }))
+    .unwrap();
+    if let Some(run) = request.run.as_mut() {
+        run.pipeline_source = Some(run::PipelineSource::PipelineSpec(spec.into()));
+    }
+    request
+}
+
 fn report(run_id: &str, state: RuntimeState) -> ReportRunStateRequest {
     ReportRunStateRequest {
         run_id: run_id.to_owned(),
@@ -57,6 +70,7 @@ async fn a_backup_under_writes_is_checked_holds_every_earlier_write_and_is_one_p
     let mut experiments = server.experiments().await;
     let bulk = create_experiment(&mut experiments, "bulk", "").await;
     let series = create_experiment(&mut experiments, "series", "").await;
+    let churn = create_experiment(&mut experiments, "churn", "").await;
     // Some data, so that the copy takes a while.
     let mut loaders = Vec::new();
     for l in 0..8 {
@@ -74,8 +88,10 @@ async fn a_backup_under_writes_is_checked_holds_every_earlier_write_and_is_one_p
         loader.await.unwrap();
     }
 
-    // One writer creates s-0, s-1, ... one after the other; another moves a run between
-    // RUNNING and PAUSED. Both record what was acknowledged.
+    // One writer creates s-0, s-1, ... one after the other, all with one pipeline spec (its use
+    // count changes with each); another moves a run between RUNNING and PAUSED (state indexes and
+    // counters); a third creates and deletes runs, each with a spec of its own (a spec blob
+    // stored, then removed). The backup must catch all of it at one instant.
     let stop = Arc::new(AtomicBool::new(false));
     let created = Arc::new(Mutex::new(Vec::<usize>::new()));
     let mut runs = server.runs().await;
@@ -94,7 +110,7 @@ async fn a_backup_under_writes_is_checked_holds_every_earlier_write_and_is_one_p
         async move {
             let mut i = 0;
             while !stop.load(Ordering::Acquire) {
-                runs.create_run(run_in(&format!("s-{i}"), &series))
+                runs.create_run(with_spec(run_in(&format!("s-{i}"), &series), "series"))
                     .await
                     .unwrap();
                 created.lock().unwrap().push(i);
@@ -119,6 +135,26 @@ async fn a_backup_under_writes_is_checked_holds_every_earlier_write_and_is_one_p
             }
         }
     });
+    let churner = tokio::spawn({
+        let (stop, mut runs) = (stop.clone(), server.runs().await);
+        let churn = churn.experiment_id.clone();
+        async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Acquire) {
+                let id = format!("c-{i}");
+                runs.create_run(with_spec(run_in(&id, &churn), &id))
+                    .await
+                    .unwrap();
+                runs.delete_run(DeleteRunRequest {
+                    run_id: id,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+                i += 1;
+            }
+        }
+    });
     while created.lock().unwrap().len() < 20 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -135,6 +171,7 @@ async fn a_backup_under_writes_is_checked_holds_every_earlier_write_and_is_one_p
     stop.store(true, Ordering::Release);
     creator.await.unwrap();
     toggler.await.unwrap();
+    churner.await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -194,8 +231,35 @@ async fn a_backup_under_writes_is_checked_holds_every_earlier_write_and_is_one_p
         [RuntimeState::Running as i32, RuntimeState::Paused as i32].contains(&toggled.state),
         "{toggled:?}"
     );
+    let series_spec = runs
+        .get_run(GetRunRequest {
+            run_id: "s-0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pipeline_source;
     assert!(
-        stdout.contains(&format!("backed up {} runs", sorted.len() + bulk_count + 1)),
+        matches!(series_spec, Some(run::PipelineSource::PipelineSpec(_))),
+        "{series_spec:?}"
+    );
+    // At most the one churn run that existed at the backup's instant.
+    let churned = common::list_all(
+        &mut runs,
+        ListRunsRequest {
+            experiment_id: churn.experiment_id.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .len();
+    assert!(churned <= 1, "{churned} churn runs in the backup");
+    assert!(
+        stdout.contains(&format!(
+            "backed up {} runs",
+            sorted.len() + bulk_count + 1 + churned
+        )),
         "{stdout}"
     );
     // The restored server takes writes.
