@@ -82,12 +82,16 @@ impl ServerProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                // Kept before the addresses are announced: a test reads the log as soon as
+                // start returns, and the startup line must be in it.
+                {
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
                 if let (Some(grpc), Some(http)) = (field(&line, "grpc"), field(&line, "http")) {
                     let _ = tx.send((grpc, http));
                 }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
             }
         });
         let Ok((grpc, http)) = rx.recv_timeout(START_WAIT) else {
