@@ -453,7 +453,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             },
             tls,
         };
-        raise_open_file_limit(args.max_connections);
+        raise_open_file_limit(args.max_connections, options.tls.is_some());
         server::run(
             services,
             Listeners { grpc, http },
@@ -467,8 +467,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 
 /// Raises the soft limit on open files to the hard limit (as Go does at startup): each
 /// connection takes a descriptor, and the usual soft limit (1024) is below what
-/// `--max-connections` allows on two ports. Warns when even the hard limit is too low.
-fn raise_open_file_limit(max_connections: usize) {
+/// `--max-connections` allows on two ports (with TLS, plus the handshakes under way). Warns
+/// when even the hard limit is too low.
+fn raise_open_file_limit(max_connections: usize, tls: bool) {
     #[cfg(unix)]
     {
         let mut limit = libc::rlimit {
@@ -488,8 +489,14 @@ fn raise_open_file_limit(max_connections: usize) {
                 limit = raised;
             }
         }
-        // Two ports of connections, plus the store's files, listeners and spare.
-        let needed = (2 * max_connections + 256) as libc::rlim_t;
+        // Two ports of connections (and of handshakes), plus the store's files, listeners and
+        // spare.
+        let handshakes = if tls {
+            runledger::transport::listener::MAX_PENDING_HANDSHAKES
+        } else {
+            0
+        };
+        let needed = (2 * (max_connections + handshakes) + 256) as libc::rlim_t;
         if limit.rlim_cur < needed {
             tracing::warn!(
                 open_files = limit.rlim_cur,
@@ -500,7 +507,7 @@ fn raise_open_file_limit(max_connections: usize) {
         }
     }
     #[cfg(not(unix))]
-    let _ = max_connections;
+    let _ = (max_connections, tls);
 }
 
 /// Runs every hook on each SIGHUP (reloading configuration; a hook logs its own outcome).
