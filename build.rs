@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "filter.proto",
     "pipeline.proto",
     "recurring_run.proto",
+    "runledger/admin/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,7 +46,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.protobuf", "::pbjson_types")
         .extern_path(".google.protobuf.Timestamp", "crate::wkt::Timestamp")
         .extern_path(".google.protobuf.Struct", "crate::wkt::StructBytes")
-        .build(&[".kubeflow.pipelines.backend.api.v2beta1", ".google.rpc"])?;
+        .build(&[
+            ".kubeflow.pipelines.backend.api.v2beta1",
+            ".google.rpc",
+            ".runledger.admin.v1",
+        ])?;
     Ok(())
 }
 

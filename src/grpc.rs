@@ -45,7 +45,7 @@ impl GrpcApi {
 }
 
 /// UNAUTHENTICATED when the identifying layer rejected the request's credentials.
-fn context_of<T>(services: &Services, request: &Request<T>) -> Result<Context, Status> {
+pub(crate) fn context_of<T>(services: &Services, request: &Request<T>) -> Result<Context, Status> {
     if let Some(crate::auth::Rejected(e)) = request.extensions().get() {
         return Err(Status::from(e.clone()));
     }

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! Modules follow the path a request takes:
-//! - [`grpc`]: the tonic adapter (convert, call the core, convert back).
+//! - [`grpc`]: the tonic adapter (convert, call the core, convert back); [`admin`]: the same
+//!   for runledger's own administration API (online backup).
 //! - [`http`]: the JSON/HTTP adapter on KFP's REST routes, over the same core.
 //! - [`ui`]: the web UI (embedded HTML/CSS/JS at `/`), a client of the JSON API and its watch.
 //! - [`auth`]: identity: bearer tokens, the trusted proxy header, client certificates ->
@@ -40,6 +41,14 @@ pub mod proto {
             include!(concat!(env!("OUT_DIR"), "/google.api.rs"));
         }
     }
+    pub mod runledger {
+        pub mod admin {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/runledger.admin.v1.rs"));
+                include!(concat!(env!("OUT_DIR"), "/runledger.admin.v1.serde.rs"));
+            }
+        }
+    }
     pub mod kubeflow {
         pub mod pipelines {
             pub mod backend {
@@ -60,6 +69,7 @@ pub mod proto {
     }
 }
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod error;
@@ -77,3 +87,5 @@ pub mod ui;
 /// The KFP v2beta1 API types (runs, experiments, pipelines, recurring runs, filters) and their
 /// gRPC services.
 pub use proto::kubeflow::pipelines::backend::api::v2beta1 as api;
+/// runledger's own administration API (backups) and its gRPC service.
+pub use proto::runledger::admin::v1 as admin_api;

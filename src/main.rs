@@ -11,6 +11,7 @@ use runledger::query::QueryLimits;
 use runledger::server::{self, Listeners, ServerOptions};
 use runledger::service::{Limits, Services};
 use runledger::store::{self, DataDirOptions, Durability};
+use runledger::transport::Limits as TransportLimits;
 use runledger::transport::tls::{Tls, TlsFiles};
 
 /// glibc's malloc with at most two arenas. By default it keeps up to 8 per core, one for each
@@ -54,6 +55,9 @@ enum Command {
     Runs(runledger::cli::RunsArgs),
     /// Client: list, create and change experiments on a server (over gRPC).
     Experiments(runledger::cli::ExperimentsArgs),
+    /// Client: have the running server write a consistent copy of its store (an online backup)
+    /// to a new directory on its machine, checked before it succeeds.
+    Backup(runledger::cli::BackupArgs),
     /// Authentication helpers: hash a token, check an --auth-config file.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -183,6 +187,57 @@ struct ServeArgs {
     /// sled page cache size, in MiB.
     #[arg(long, env = "RUNLEDGER_CACHE_MB", default_value_t = 256)]
     cache_mb: u64,
+    /// Writes are refused (RESOURCE_EXHAUSTED "disk full", HTTP 507) while the data dir's
+    /// filesystem has less free space than this, in MiB; reads keep working and writes resume by
+    /// themselves once space is freed. 0: only a real full disk stops writes.
+    #[arg(long, env = "RUNLEDGER_MIN_FREE_DISK_MB", default_value_t = DataDirOptions::default().min_free_bytes / (1024 * 1024))]
+    min_free_disk_mb: u64,
+    /// Open connections per port; at the limit the longest-idle connection is closed to make
+    /// room (a new one is refused only when every connection has a request in flight).
+    #[arg(long, env = "RUNLEDGER_MAX_CONNECTIONS", default_value_t = TransportLimits::default().max_connections, value_parser = at_least_one)]
+    max_connections: usize,
+    /// Requests served at once, over both ports (health, reflection, metrics and watch streams
+    /// excepted); more wait in the queue.
+    #[arg(long, env = "RUNLEDGER_MAX_CONCURRENT_REQUESTS", default_value_t = TransportLimits::default().max_concurrent_requests, value_parser = at_least_one)]
+    max_concurrent_requests: usize,
+    /// Requests waiting for a slot; more are shed at once (UNAVAILABLE / 503 with retry-after).
+    #[arg(long, env = "RUNLEDGER_MAX_QUEUED_REQUESTS", default_value_t = TransportLimits::default().max_queued_requests)]
+    max_queued_requests: usize,
+    /// Longest wait for a request slot before the request is shed, in milliseconds.
+    #[arg(long, env = "RUNLEDGER_QUEUE_TIMEOUT_MS", default_value_t = millis(TransportLimits::default().queue_timeout))]
+    queue_timeout_ms: u64,
+    /// An HTTP/1 request head must be complete this long after its first byte (or after the
+    /// connection opened), and with TLS the handshake this long after the connection was
+    /// accepted, in milliseconds; else the connection is closed.
+    #[arg(long, env = "RUNLEDGER_HEADER_TIMEOUT_MS", default_value_t = millis(TransportLimits::default().header_timeout), value_parser = at_least_one_ms)]
+    header_timeout_ms: u64,
+    /// A request body must be complete this long after its head, in milliseconds; else 408
+    /// (gRPC DEADLINE_EXCEEDED).
+    #[arg(long, env = "RUNLEDGER_BODY_TIMEOUT_MS", default_value_t = millis(TransportLimits::default().body_timeout), value_parser = at_least_one_ms)]
+    body_timeout_ms: u64,
+    /// A connection with no request in flight is closed after this many milliseconds.
+    #[arg(long, env = "RUNLEDGER_IDLE_TIMEOUT_MS", default_value_t = millis(TransportLimits::default().idle_timeout), value_parser = at_least_one_ms)]
+    idle_timeout_ms: u64,
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{value:?} is not a whole number of at least 1")),
+    }
+}
+
+fn at_least_one_ms(value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{value:?} is not a number of milliseconds of at least 1"
+        )),
+    }
 }
 
 fn main() -> ExitCode {
@@ -207,6 +262,7 @@ fn main() -> ExitCode {
         Command::Auth(command) => auth(command),
         Command::Runs(args) => return runledger::cli::runs(args),
         Command::Experiments(args) => return runledger::cli::experiments(args),
+        Command::Backup(args) => return runledger::cli::backup(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -319,6 +375,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 event_buffer: args.event_buffer,
                 event_retain: args.event_buffer,
                 cache_bytes: args.cache_mb * 1024 * 1024,
+                min_free_bytes: args.min_free_disk_mb.saturating_mul(1024 * 1024),
+                ..DataDirOptions::default()
             },
         )
         .map_err(|e| e.to_string())?;
@@ -379,12 +437,23 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             reload_hooks.push(Box::new(move || tls.reload_and_log()));
         }
         on_reload_signal(reload_hooks);
+        let ms = std::time::Duration::from_millis;
         let options = ServerOptions {
             max_message_bytes: args.max_message_bytes,
             max_http_body_bytes: args.max_http_body_bytes,
             auth,
+            limits: TransportLimits {
+                max_connections: args.max_connections,
+                max_concurrent_requests: args.max_concurrent_requests,
+                max_queued_requests: args.max_queued_requests,
+                queue_timeout: ms(args.queue_timeout_ms),
+                header_timeout: ms(args.header_timeout_ms),
+                body_timeout: ms(args.body_timeout_ms),
+                idle_timeout: ms(args.idle_timeout_ms),
+            },
             tls,
         };
+        raise_open_file_limit(args.max_connections, options.tls.is_some());
         server::run(
             services,
             Listeners { grpc, http },
@@ -394,6 +463,51 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())
     })
+}
+
+/// Raises the soft limit on open files to the hard limit (as Go does at startup): each
+/// connection takes a descriptor, and the usual soft limit (1024) is below what
+/// `--max-connections` allows on two ports (with TLS, plus the handshakes under way). Warns
+/// when even the hard limit is too low.
+fn raise_open_file_limit(max_connections: usize, tls: bool) {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read or write the struct passed by reference.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                limit = raised;
+            }
+        }
+        // Two ports of connections (and of handshakes), plus the store's files, listeners and
+        // spare.
+        let handshakes = if tls {
+            runledger::transport::listener::MAX_PENDING_HANDSHAKES
+        } else {
+            0
+        };
+        let needed = (2 * (max_connections + handshakes) + 256) as libc::rlim_t;
+        if limit.rlim_cur < needed {
+            tracing::warn!(
+                open_files = limit.rlim_cur,
+                needed,
+                "the open-file limit is below what --max-connections allows on both ports; \
+                 raise it (ulimit -n) or lower --max-connections"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (max_connections, tls);
 }
 
 /// Runs every hook on each SIGHUP (reloading configuration; a hook logs its own outcome).

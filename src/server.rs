@@ -31,6 +31,8 @@ pub struct ServerOptions {
     pub max_http_body_bytes: usize,
     /// Authentication (`--auth-config`); None: off, every caller is anonymous and allowed.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// Connection and request limits, timeouts and load shedding ([`crate::transport::limits`]).
+    pub limits: crate::transport::Limits,
     /// TLS on both ports (`--tls-cert`, `--tls-key`, `--tls-client-ca`); None: plaintext.
     pub tls: Option<Arc<crate::transport::tls::Tls>>,
 }
@@ -41,6 +43,7 @@ impl Default for ServerOptions {
             max_message_bytes: 16 * 1024 * 1024,
             max_http_body_bytes: 16 * 1024 * 1024,
             auth: None,
+            limits: crate::transport::Limits::default(),
             tls: None,
         }
     }
@@ -52,6 +55,24 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// The JSON/HTTP API (HTTP/1.1 and HTTP/2).
     pub http: TcpListener,
+}
+
+/// Sets the health of the services that write to what the store says now: NOT_SERVING while it
+/// refuses writes (a full disk), SERVING otherwise. The server as a whole (`""`) stays SERVING:
+/// reads are answered, and restarting the process (what a liveness probe would do) frees no
+/// space.
+async fn follow_writability(
+    health: &tonic_health::server::HealthReporter,
+    services: &[&str],
+    writable: &mut tokio::sync::watch::Receiver<crate::store::Writable>,
+) {
+    let status = match &*writable.borrow_and_update() {
+        crate::store::Writable::Yes => tonic_health::ServingStatus::Serving,
+        crate::store::Writable::No(_) => tonic_health::ServingStatus::NotServing,
+    };
+    for service in services {
+        health.set_service_status(*service, status).await;
+    }
 }
 
 /// Serves gRPC and HTTP until `shutdown` completes, then ends watch streams, lets in-flight calls
@@ -67,6 +88,9 @@ pub async fn run(
     }
     // Identifies every request on both ports (one layer, applied to each server once).
     let identify = crate::auth::IdentifyLayer::new(options.auth.clone());
+    // Both ports share the request slots; each bounds its own connections.
+    let limiter = crate::transport::limits::Limiter::new(options.limits.clone());
+    let (grpc_port, http_port) = (limiter.port(), limiter.port());
     let api = GrpcApi::new(services.clone());
     let limit = options.max_message_bytes;
     let runs = RunServiceServer::new(api.clone())
@@ -82,16 +106,17 @@ pub async fn run(
     let recurring_runs = RecurringRunServiceServer::new(api)
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let admin = crate::admin_api::admin_server::AdminServer::new(crate::admin::AdminApi::new(
+        services.clone(),
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<RunServiceServer<GrpcApi>>().await;
-    health
-        .set_serving::<ExperimentServiceServer<GrpcApi>>()
-        .await;
-    health.set_serving::<PipelineServiceServer<GrpcApi>>().await;
-    health
-        .set_serving::<RecurringRunServiceServer<GrpcApi>>()
-        .await;
+    let write_services = [
+        <RunServiceServer<GrpcApi> as tonic::server::NamedService>::NAME,
+        <ExperimentServiceServer<GrpcApi> as tonic::server::NamedService>::NAME,
+        <PipelineServiceServer<GrpcApi> as tonic::server::NamedService>::NAME,
+        <RecurringRunServiceServer<GrpcApi> as tonic::server::NamedService>::NAME,
+    ];
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -124,8 +149,28 @@ pub async fn run(
     let signal = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopping.wait_for(|stop| *stop).await;
     };
+    let mut writable = services.store().writable();
+    follow_writability(&health, &write_services, &mut writable).await;
+    let follow = signal(stopping.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = follow => {}
+            () = async {
+                while writable.changed().await.is_ok() {
+                    follow_writability(&health, &write_services, &mut writable).await;
+                }
+            } => {}
+        }
+    });
 
     let metrics = crate::metrics::Metrics::new();
+    metrics.observe_transport(
+        limiter.clone(),
+        vec![
+            ("grpc", grpc_port.connections().clone()),
+            ("http", http_port.connections().clone()),
+        ],
+    );
     if !services.store().observe(metrics.clone()) {
         tracing::debug!("the store reports no commit or watcher events to the metrics");
     }
@@ -137,10 +182,10 @@ pub async fn run(
     // The JSON API is served on the gRPC port too (one port is enough behind a load balancer);
     // tonic routes gRPC paths to its services and everything else to the JSON router.
     let json_on_grpc_port = tonic::service::Routes::from(http_router.clone());
-    let http_router = http_router.layer(identify.clone());
+    let http_router = http_router.layer(identify.clone()).layer(http_port.layer());
     let http = async {
         let result = axum::serve(
-            Listener::new(listeners.http, options.tls.clone()),
+            http_port.bound(Listener::new(listeners.http, options.tls.clone())),
             http_router.into_make_service_with_connect_info::<crate::transport::Peer>(),
         )
         .with_graceful_shutdown(signal(stopping.clone()))
@@ -159,6 +204,7 @@ pub async fn run(
             .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
             // Outermost, so it sees the status codes as finally sent.
             .layer(crate::metrics::GrpcMetricsLayer::new(metrics.clone()))
+            .layer(grpc_port.layer())
             .layer(tower::util::MapResponseLayer::new(
                 crate::error::grpc::fix_bad_request_codes,
             ))
@@ -168,11 +214,14 @@ pub async fn run(
             .add_service(experiments)
             .add_service(pipelines)
             .add_service(recurring_runs)
+            .add_service(admin)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(
-                Listener::new(listeners.grpc, options.tls.clone()).into_incoming(),
+                grpc_port
+                    .bound(Listener::new(listeners.grpc, options.tls.clone()))
+                    .into_incoming(),
                 signal(stopping.clone()),
             )
             .await

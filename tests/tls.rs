@@ -223,6 +223,79 @@ async fn clients_that_stall_their_handshake_do_not_hold_up_others() {
     drop(stalled);
 }
 
+/// Reads until the server ends the connection (EOF or an error: TLS streams may end without a
+/// close_notify); false if it is still open after a bound far past the timeout under test.
+async fn closed_by_server(mut stream: impl tokio::io::AsyncRead + Unpin) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let patience = std::time::Duration::from_secs(60);
+    tokio::time::timeout(patience, async {
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn a_stalled_handshake_and_a_dribbled_request_head_are_cut_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let pki = Pki::new("server");
+    let server = TestServer::start_with(Config {
+        server: ServerOptions {
+            tls: Some(pki.server_tls(None)),
+            limits: runledger::transport::Limits {
+                header_timeout: std::time::Duration::from_millis(500),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    for addr in [server.addr, server.http_addr] {
+        // Connected, never sending a ClientHello.
+        let stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Handshake done, then a request head that never ends, a byte every 100 ms: the
+        // connection limits see the decrypted stream.
+        let (_, tls) = handshake(addr, &pki, &[b"http/1.1"]).await;
+        let (reader, mut writer) = tokio::io::split(tls);
+        writer
+            .write_all(b"GET /apis/v2beta1/healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let dribble = tokio::spawn(async move {
+            for _ in 0..600 {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if writer.write_all(b"X").await.is_err() || writer.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        // Others are served meanwhile.
+        let status = rest(&pki, None)
+            .get(format!("{}/apis/v2beta1/healthz", https(addr)))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, reqwest::StatusCode::OK);
+        assert!(
+            closed_by_server(stalled).await,
+            "a stalled handshake on {addr} stayed open"
+        );
+        assert!(
+            closed_by_server(reader).await,
+            "a dribbled head on {addr} stayed open"
+        );
+        dribble.abort();
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
     let pki = Pki::new("server");

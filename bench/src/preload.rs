@@ -67,6 +67,7 @@ pub async fn load(
             event_buffer: 1,
             event_retain: 0,
             cache_bytes: 256 * 1024 * 1024,
+            ..DataDirOptions::default()
         },
     )
     .map_err(|e| e.to_string())?;

@@ -1,9 +1,10 @@
-//! The command-line client: `runledger runs ...` and `runledger experiments ...`, over gRPC with
-//! the generated tonic clients. `src/main.rs` only dispatches here.
+//! The command-line client: `runledger runs ...`, `runledger experiments ...` and `runledger
+//! backup`, over gRPC with the generated tonic clients. `src/main.rs` only dispatches here.
 //!
 //! Exit codes: 0 ok, 1 usage or any other error, 3 NOT_FOUND, 4 PERMISSION_DENIED or
 //! UNAUTHENTICATED. Errors go to stderr as `runledger: CODE: server message`.
 
+mod backup;
 mod output;
 pub mod progress;
 
@@ -23,6 +24,7 @@ use crate::api::run_service_client::RunServiceClient;
 use crate::api::*;
 use crate::proto::google::rpc;
 use crate::wkt::StructBytes;
+pub use backup::{BackupArgs, backup};
 use output::Printer;
 use progress::Progress;
 

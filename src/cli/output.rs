@@ -15,7 +15,11 @@ impl Printer {
         Printer { format }
     }
 
-    fn document<T: Serialize>(&self, message: &T) -> Result<(), CliError> {
+    pub(super) fn format(&self) -> Format {
+        self.format
+    }
+
+    pub(super) fn document<T: Serialize>(&self, message: &T) -> Result<(), CliError> {
         let json = crate::http::proto_json(message)
             .map_err(|e| CliError::usage(format!("cannot encode the reply: {e}")))?;
         match self.format {

@@ -10,6 +10,8 @@ pub struct Progress<W: Write> {
     out: Option<W>,
     pages: usize,
     items: usize,
+    /// A line was drawn (and must be cleared).
+    drawn: bool,
 }
 
 impl Progress<std::io::Stderr> {
@@ -29,6 +31,16 @@ impl<W: Write> Progress<W> {
             out,
             pages: 0,
             items: 0,
+            drawn: false,
+        }
+    }
+
+    /// Redraws the line as `label: text` (for progress that is not counted in pages).
+    pub fn status(&mut self, text: &str) {
+        if let Some(out) = &mut self.out {
+            let _ = write!(out, "\r\x1b[2K{}: {text}", self.label);
+            let _ = out.flush();
+            self.drawn = true;
         }
     }
 
@@ -46,12 +58,13 @@ impl<W: Write> Progress<W> {
                 self.label, self.items, self.pages
             );
             let _ = out.flush();
+            self.drawn = true;
         }
     }
 
     /// Clears the line, if one was drawn.
     pub fn finish(&mut self) {
-        if self.pages >= 2
+        if self.drawn
             && let Some(out) = &mut self.out
         {
             let _ = write!(out, "\r\x1b[2K");
@@ -79,6 +92,19 @@ mod tests {
         let text = String::from_utf8(p.out.take().unwrap()).unwrap();
         assert_eq!(text, "\rruns: 150 (2 pages)\r\x1b[2K");
         assert_eq!(p.counts(), (2, 150));
+    }
+
+    #[test]
+    fn a_status_line_is_redrawn_in_place_and_cleared() {
+        let mut p = Progress::new("backup", Some(Vec::new()));
+        p.status("10 keys");
+        p.status("20 keys");
+        p.finish();
+        let text = String::from_utf8(p.out.take().unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "\r\x1b[2Kbackup: 10 keys\r\x1b[2Kbackup: 20 keys\r\x1b[2K"
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The one error type of the core and every way it leaves the process: gRPC status codes
 //! ([`grpc`]: also tonic's own rejections, fixed up), HTTP statuses and JSON bodies ([`http`]:
-//! also axum's rejections, 405 and 413). Both mappings live here, side by side, with a test that
-//! they agree for every variant, so they cannot drift apart.
+//! also axum's rejections, 405 and 413), and the answers the transport gives on its own in the
+//! request's protocol ([`refusal`]: load shedding, deadlines). The mappings live here, side by
+//! side, with a test that they agree for every variant, so they cannot drift apart.
 
 pub mod grpc;
 pub mod http;
+pub mod refusal;
 
 use tonic::Code;
 
@@ -38,6 +40,17 @@ pub enum Error {
     PermissionDenied(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The server is at its request limits and shed this call before doing any work: UNAVAILABLE
+    /// (HTTP 503), which clients retry with backoff; the transport adds `retry-after`.
+    #[error("{0}")]
+    Overloaded(String),
+    /// The call's own deadline (`grpc-timeout`) passed; its work was cancelled.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// The client did not send its request (the head or the body) within the server's read
+    /// timeout. DEADLINE_EXCEEDED over gRPC; HTTP 408 Request Timeout.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// Stored data that cannot be read back.
     #[error("{0}")]
     DataLoss(String),
@@ -67,17 +80,21 @@ impl Error {
             Error::ResourceExhausted(_) | Error::StorageFull(_) => Code::ResourceExhausted,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
-            Error::Unavailable(_) => Code::Unavailable,
+            Error::Unavailable(_) | Error::Overloaded(_) => Code::Unavailable,
+            Error::DeadlineExceeded(_) | Error::RequestTimeout(_) => Code::DeadlineExceeded,
             Error::DataLoss(_) => Code::DataLoss,
             Error::Internal(_) => Code::Internal,
         }
     }
 
     /// The HTTP status for this error: KFP's mapping of its gRPC code, except a full disk, which
-    /// is 507 Insufficient Storage (429 would tell the client to slow down, which does not help).
+    /// is 507 Insufficient Storage (429 would tell the client to slow down, which does not help),
+    /// and a request the client was too slow to send, 408 Request Timeout (504 would blame an
+    /// upstream server).
     pub fn http_status(&self) -> u16 {
         match self {
             Error::StorageFull(_) => 507,
+            Error::RequestTimeout(_) => 408,
             other => http_status_for(other.grpc_code()),
         }
     }
@@ -95,6 +112,9 @@ impl Error {
             | Error::Unauthenticated(m)
             | Error::PermissionDenied(m)
             | Error::Unavailable(m)
+            | Error::Overloaded(m)
+            | Error::DeadlineExceeded(m)
+            | Error::RequestTimeout(m)
             | Error::DataLoss(m)
             | Error::Internal(m) => m,
         }
@@ -145,6 +165,9 @@ mod tests {
             (Error::Unauthenticated(m()), Code::Unauthenticated),
             (Error::PermissionDenied(m()), Code::PermissionDenied),
             (Error::Unavailable(m()), Code::Unavailable),
+            (Error::Overloaded(m()), Code::Unavailable),
+            (Error::DeadlineExceeded(m()), Code::DeadlineExceeded),
+            (Error::RequestTimeout(m()), Code::DeadlineExceeded),
             (Error::DataLoss(m()), Code::DataLoss),
             (Error::Internal(m()), Code::Internal),
         ]
@@ -187,6 +210,7 @@ mod tests {
             assert_eq!(reply.code(), code, "{err:?} over HTTP");
             let expected = match err {
                 Error::StorageFull(_) => 507,
+                Error::RequestTimeout(_) => 408,
                 _ => http_status_for(code),
             };
             assert_eq!(reply.status().as_u16(), expected, "{err:?} over HTTP");

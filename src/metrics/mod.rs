@@ -25,6 +25,8 @@ use crate::api::run::StorageState;
 use crate::query::Scope;
 use crate::service::Services;
 use crate::store::StoreObserver;
+use crate::transport::connections::{Closed, Connections};
+use crate::transport::limits::{Limiter, Shed};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrpcLabels {
@@ -48,6 +50,22 @@ pub struct HttpLabels {
 pub struct HttpRoute {
     pub route: String,
     pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabels {
+    pub port: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabels {
+    pub port: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,6 +95,14 @@ pub struct Metrics {
     commit_batch: Histogram,
     flush_duration: Histogram,
     store_bytes: Gauge,
+    store_writable: Gauge,
+    requests_shed: Family<ShedLabels, Counter>,
+    requests_queued: Gauge,
+    requests_running: Gauge,
+    connections_open: Family<PortLabels, Gauge>,
+    connections_closed: Family<ClosedLabels, Counter>,
+    /// The request limiter and each port's connections, read at scrape.
+    transport: std::sync::OnceLock<Transport>,
     /// One scrape at a time: the store gauges are cleared and refilled before encoding.
     scrape: tokio::sync::Mutex<()>,
 }
@@ -158,8 +184,54 @@ impl Metrics {
             "Bytes the store takes on disk (read at scrape time)",
             store_bytes.clone(),
         );
+        let store_writable = Gauge::default();
+        registry.register(
+            "store_writable",
+            "1 while the store takes writes, 0 while it refuses them (a full disk, a storage \
+             error; reads are still answered)",
+            store_writable.clone(),
+        );
+        let requests_shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "requests_shed",
+            "Requests shed under load (UNAVAILABLE / 503) before any work, by reason: queue_full \
+             or queue_timeout",
+            requests_shed.clone(),
+        );
+        let requests_queued = Gauge::default();
+        registry.register(
+            "requests_queued",
+            "Requests waiting for a request slot",
+            requests_queued.clone(),
+        );
+        let requests_running = Gauge::default();
+        registry.register(
+            "requests_running",
+            "Requests holding a request slot (--max-concurrent-requests)",
+            requests_running.clone(),
+        );
+        let connections_open = Family::<PortLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Open connections, by port (grpc, http)",
+            connections_open.clone(),
+        );
+        let connections_closed = Family::<ClosedLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections the server closed, by port and reason: refused (at the limit, every \
+             connection busy), evicted (idle, to make room), header_timeout, idle_timeout",
+            connections_closed.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            store_writable,
+            requests_shed,
+            requests_queued,
+            requests_running,
+            connections_open,
+            connections_closed,
+            transport: std::sync::OnceLock::new(),
             events_dropped,
             commit_batch,
             flush_duration,
@@ -184,6 +256,8 @@ impl Metrics {
             self.store_bytes
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
+        let writable = matches!(*store.writable().borrow(), crate::store::Writable::Yes);
+        self.store_writable.set(i64::from(writable));
         let namespaces = store.namespaces().await?;
         self.runs.clear();
         for namespace in namespaces {
@@ -207,10 +281,68 @@ impl Metrics {
             }
         }
         self.watchers.set(services.watcher_count() as i64);
+        if let Some(transport) = self.transport.get() {
+            self.read_transport(transport);
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .map_err(crate::error::Error::internal)?;
         Ok(text)
+    }
+}
+
+/// What the transport metrics are read from.
+struct Transport {
+    limiter: Arc<Limiter>,
+    ports: Vec<(&'static str, Arc<Connections>)>,
+}
+
+/// Raises `counter` to `total`, a count kept elsewhere (scrapes are one at a time).
+fn catch_up(counter: &Counter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
+impl Metrics {
+    /// Reports the request limiter's and these ports' counts from now on (`name`: the `port`
+    /// label). The first call wins.
+    pub fn observe_transport(
+        &self,
+        limiter: Arc<Limiter>,
+        ports: Vec<(&'static str, Arc<Connections>)>,
+    ) {
+        let _ = self.transport.set(Transport { limiter, ports });
+    }
+
+    fn read_transport(&self, transport: &Transport) {
+        let limiter = &transport.limiter;
+        for reason in Shed::ALL {
+            let labels = ShedLabels {
+                reason: reason.name().to_owned(),
+            };
+            catch_up(
+                &self.requests_shed.get_or_create(&labels),
+                limiter.shed(reason),
+            );
+        }
+        self.requests_queued.set(limiter.queued() as i64);
+        self.requests_running.set(limiter.in_flight() as i64);
+        for (port, connections) in &transport.ports {
+            self.connections_open
+                .get_or_create(&PortLabels {
+                    port: (*port).to_owned(),
+                })
+                .set(connections.open() as i64);
+            for reason in Closed::ALL {
+                let labels = ClosedLabels {
+                    port: (*port).to_owned(),
+                    reason: reason.name().to_owned(),
+                };
+                catch_up(
+                    &self.connections_closed.get_or_create(&labels),
+                    connections.closed(reason),
+                );
+            }
+        }
     }
 }
 

@@ -81,6 +81,8 @@ pub enum Verb {
     EnableRecurringRun,
     DisableRecurringRun,
     DeleteRecurringRun,
+    /// runledger.admin.v1.Admin/Backup: a copy of every namespace.
+    Backup,
     /// `GET /metrics`: counts by namespace, so it reads every namespace.
     ReadMetrics,
 }
@@ -120,6 +122,7 @@ impl Verb {
             Verb::EnableRecurringRun => "EnableRecurringRun",
             Verb::DisableRecurringRun => "DisableRecurringRun",
             Verb::DeleteRecurringRun => "DeleteRecurringRun",
+            Verb::Backup => "Backup",
             Verb::ReadMetrics => "ReadMetrics",
         }
     }
@@ -159,7 +162,7 @@ impl Verb {
             | Verb::EnableRecurringRun
             | Verb::DisableRecurringRun
             | Verb::DeleteRecurringRun => Role::Editor,
-            Verb::DeleteExperiment => Role::Admin,
+            Verb::DeleteExperiment | Verb::Backup => Role::Admin,
         }
     }
 }
@@ -335,20 +338,14 @@ impl Core {
 
     /// Allows `verb` across every namespace (an unscoped list or watch): needs a `*` grant.
     pub(super) fn allow_everywhere(&self, ctx: &Context, verb: Verb) -> Result<()> {
-        let Some(grants) = self.grants(ctx)? else {
-            return Ok(());
-        };
-        if grants.every.is_some_and(|role| role >= verb.least_role()) {
-            return Ok(());
-        }
-        let error = Error::PermissionDenied(format!(
-            "{} may not {} across every namespace (that needs a grant on namespace \"*\"); pass \
-             a namespace",
-            ctx.principal.name(),
-            verb.name()
-        ));
-        audit_denial(ctx, verb, "", "*", &error);
-        Err(error)
+        self.allow_on_star(ctx, verb, "", || {
+            format!(
+                "{} may not {} across every namespace (that needs a grant on namespace \"*\"); \
+                 pass a namespace",
+                ctx.principal.name(),
+                verb.name()
+            )
+        })
     }
 
     /// Allows reading a record shared with every namespace (a pipeline in namespace ""): any
@@ -357,24 +354,49 @@ impl Core {
         self.grants(ctx).map(drop)
     }
 
+    /// Allows an operation on the server as a whole (a backup holds every namespace): needs
+    /// `verb`'s role on namespace `*`.
+    pub(super) fn allow_on_server(&self, ctx: &Context, verb: Verb) -> Result<()> {
+        self.allow_on_star(ctx, verb, "", || {
+            format!(
+                "{} may not {}: it covers every namespace, so it needs the {} role on namespace \
+                 \"*\"",
+                ctx.principal.name(),
+                verb.name(),
+                verb.least_role().name()
+            )
+        })
+    }
+
     /// Allows `GET /metrics`, whose labels name every namespace and count its runs: a grant on
     /// `*`, any role.
     pub(super) fn allow_metrics(&self, ctx: &Context) -> Result<()> {
+        self.allow_on_star(ctx, Verb::ReadMetrics, "/metrics", || {
+            format!(
+                "{} may not read /metrics: it counts runs in every namespace, so it needs a grant \
+                 on namespace \"*\"",
+                ctx.principal.name()
+            )
+        })
+    }
+
+    /// Allows `verb` when the caller holds its role on namespace `*`; else PERMISSION_DENIED
+    /// saying `why` (audited, with `resource`).
+    fn allow_on_star(
+        &self,
+        ctx: &Context,
+        verb: Verb,
+        resource: &str,
+        why: impl FnOnce() -> String,
+    ) -> Result<()> {
         let Some(grants) = self.grants(ctx)? else {
             return Ok(());
         };
-        if grants
-            .every
-            .is_some_and(|role| role >= Verb::ReadMetrics.least_role())
-        {
+        if grants.every.is_some_and(|role| role >= verb.least_role()) {
             return Ok(());
         }
-        let error = Error::PermissionDenied(format!(
-            "{} may not read /metrics: it counts runs in every namespace, so it needs a grant on \
-             namespace \"*\"",
-            ctx.principal.name()
-        ));
-        audit_denial(ctx, Verb::ReadMetrics, "/metrics", "*", &error);
+        let error = Error::PermissionDenied(why());
+        audit_denial(ctx, verb, resource, "*", &error);
         Err(error)
     }
 

@@ -1,8 +1,8 @@
 //! The transport-free core: one service per resource ([`Runs`], [`Experiments`], [`Pipelines`],
-//! [`RecurringRuns`]), one method per use case, each taking the call's [`Context`]. Validation,
-//! defaults, the state machine and every business rule live here; the gRPC and HTTP adapters
-//! only convert, build the context and call, so whatever is checked here covers every transport
-//! path.
+//! [`RecurringRuns`]; [`Admin`] for the server as a whole), one method per use case, each taking
+//! the call's [`Context`]. Validation, defaults, the state machine and every business rule live
+//! here; the gRPC and HTTP adapters only convert, build the context and call, so whatever is
+//! checked here covers every transport path.
 //!
 //! Writes read the records they change, decide, and write back naming the revisions they read
 //! (compare-and-set, see [`crate::store`]); a write that lost a race is retried against the
@@ -25,6 +25,7 @@ macro_rules! until_not_outraced {
 }
 
 pub mod access;
+mod admin;
 mod context;
 pub mod cron;
 mod experiments;
@@ -41,6 +42,7 @@ mod watch;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
+pub use admin::{Admin, BackupRun};
 pub use context::{Clock, Context, IdSource, Principal, RandomIds, SystemClock};
 pub use experiments::{DEFAULT_EXPERIMENT_NAME, Experiments};
 pub use pipelines::{Pipelines, Upload};
@@ -61,6 +63,7 @@ pub struct Services {
     pub experiments: Experiments,
     pub pipelines: Pipelines,
     pub recurring_runs: RecurringRuns,
+    pub admin: Admin,
     core: Arc<Core>,
 }
 
@@ -112,6 +115,7 @@ impl Services {
             experiments: Experiments::new(core.clone()),
             pipelines: Pipelines::new(core.clone()),
             recurring_runs: RecurringRuns::new(core.clone()),
+            admin: Admin::new(core.clone()),
             core,
         }))
     }

@@ -34,7 +34,7 @@ pub use record::{Revision, SpecBlob, Stored, StoredRun, split_spec};
 pub use schedule::{RecurringRunRecord, ScheduleState};
 
 use crate::api::{Experiment, Pipeline, PipelineVersion, Run};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::query::{ListQuery, Page, Scope, Tally};
 use crate::wkt::Timestamp;
 
@@ -133,6 +133,48 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         until: Timestamp,
     ) -> Result<bool>;
+    /// Whether the store takes writes now, and the error writes get while it does not (a full
+    /// disk, a storage error); follows every change. Reads are answered either way. Default:
+    /// always writable.
+    fn writable(&self) -> tokio::sync::watch::Receiver<Writable> {
+        tokio::sync::watch::channel(Writable::Yes).1
+    }
+    /// Writes a consistent copy of the whole store (one point in time) into `to`, a new or empty
+    /// directory, while the store keeps serving, and checks it; reports progress on `progress`
+    /// and stops (removing what it wrote) when every receiver of it is gone. Default: this
+    /// backend has no online backup (FAILED_PRECONDITION, pointing at its own tools).
+    async fn backup(
+        &self,
+        _to: &Path,
+        _progress: tokio::sync::watch::Sender<BackupProgress>,
+    ) -> Result<BackupProgress> {
+        Err(Error::FailedPrecondition(
+            "this store has no online backup; use its own backup tools".into(),
+        ))
+    }
+}
+
+/// How far a backup is; the last one has `done` and the totals (see [`Store::backup`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupProgress {
+    /// Keys (records, index entries, counters, settings) and their bytes copied so far.
+    pub keys: u64,
+    pub bytes: u64,
+    /// The copy is complete and checked.
+    pub done: bool,
+    /// Runs and experiments in the backup (when done).
+    pub runs: u64,
+    pub experiments: u64,
+    /// Keys that writes changed while the copy was made (copied as they were at its start).
+    pub changed_during: u64,
+}
+
+/// Whether a store takes writes (see [`Store::writable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Writable {
+    Yes,
+    /// Writes are refused with this error until the store recovers by itself.
+    No(Error),
 }
 
 /// Changes applied together, atomically.

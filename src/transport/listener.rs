@@ -1,7 +1,7 @@
 //! Accepting connections: every accepted TCP connection gets TCP_NODELAY and, when TLS is on, a
 //! handshake with the configuration current at that moment; what comes out is a [`Conn`] that
 //! knows its [`Peer`] (the client certificate's name included). The same [`Listener`] feeds
-//! both servers: axum through its `Listener` trait, tonic through [`Listener::into_incoming`].
+//! both servers, through the port's connection limits ([`super::connections::Bounded`]).
 //!
 //! Handshakes run beside the accept loop, not in it, so one slow or silent client cannot hold up
 //! the others; each is bounded in time, and while [`MAX_PENDING_HANDSHAKES`] are under way no
@@ -24,7 +24,8 @@ use tokio_rustls::server::TlsStream;
 use super::Peer;
 use super::tls::{Tls, client_name};
 
-/// Longest a client may take to finish its TLS handshake.
+/// Longest a client may take to finish its TLS handshake, unless
+/// [`Listener::handshake_timeout`] says otherwise (the server gives it `--header-timeout-ms`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most handshakes under way at once on one listener.
 pub const MAX_PENDING_HANDSHAKES: usize = 512;
@@ -33,6 +34,7 @@ pub const MAX_PENDING_HANDSHAKES: usize = 512;
 pub struct Listener {
     tcp: TcpListener,
     tls: Option<Arc<Tls>>,
+    handshake_timeout: Duration,
     handshakes: FuturesUnordered<BoxFuture<'static, Option<Conn>>>,
     /// Set after an accept error that is not the client's (e.g. out of file descriptors): no
     /// accept until it fires, while handshakes under way go on.
@@ -45,9 +47,16 @@ impl Listener {
         Listener {
             tcp,
             tls,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
             handshakes: FuturesUnordered::new(),
             pause: None,
         }
+    }
+
+    /// Gives clients `timeout` to finish their TLS handshake.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Listener {
+        self.handshake_timeout = timeout;
+        self
     }
 
     /// The next connection ready to carry requests (handshake done, when TLS is on).
@@ -55,6 +64,7 @@ impl Listener {
         let Listener {
             tcp,
             tls,
+            handshake_timeout,
             handshakes,
             pause,
         } = self;
@@ -70,7 +80,12 @@ impl Listener {
                         }
                         match tls {
                             None => return Conn::plain(stream, addr),
-                            Some(tls) => handshakes.push(Box::pin(handshake(tls.clone(), stream, addr))),
+                            Some(tls) => handshakes.push(Box::pin(handshake(
+                                tls.clone(),
+                                stream,
+                                addr,
+                                *handshake_timeout,
+                            ))),
                         }
                     }
                     Err(e) if is_connection_error(&e) => {}
@@ -89,13 +104,9 @@ impl Listener {
         }
     }
 
-    /// The connections as the stream tonic's `serve_with_incoming_shutdown` takes; dropping it
-    /// closes the listening socket.
-    pub fn into_incoming(self) -> impl futures::Stream<Item = io::Result<Conn>> + Send + 'static {
-        futures::stream::unfold(self, |mut listener| async move {
-            let conn = listener.next_conn().await;
-            Some((Ok(conn), listener))
-        })
+    /// The address it listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
     }
 }
 
@@ -119,10 +130,15 @@ fn is_connection_error(e: &io::Error) -> bool {
 
 /// The TLS handshake of one connection; None (logged at debug: it is the client's problem,
 /// e.g. a plaintext client, an untrusted or missing client certificate) when it fails or takes
-/// longer than [`HANDSHAKE_TIMEOUT`].
-async fn handshake(tls: Arc<Tls>, stream: TcpStream, addr: SocketAddr) -> Option<Conn> {
+/// longer than `timeout`.
+async fn handshake(
+    tls: Arc<Tls>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Option<Conn> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             let client_name = stream
                 .get_ref()
@@ -143,28 +159,6 @@ async fn handshake(tls: Arc<Tls>, stream: TcpStream, addr: SocketAddr) -> Option
             tracing::debug!(peer = %addr, "TLS handshake timed out");
             None
         }
-    }
-}
-
-impl axum::serve::Listener for Listener {
-    type Io = Conn;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Conn, SocketAddr) {
-        let conn = self.next_conn().await;
-        let addr = conn.peer.addr;
-        (conn, addr)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
-    }
-}
-
-/// What axum's `into_make_service_with_connect_info::<Peer>()` puts in each request.
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Listener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, Listener>) -> Peer {
-        stream.io().peer.clone()
     }
 }
 

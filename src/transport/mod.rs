@@ -1,14 +1,18 @@
-//! Connections: accepting them (TCP_NODELAY, TLS when configured) and who is on the other end
-//! of a request, as the accept loop saw it.
+//! Connections: accepting them (TCP_NODELAY, TLS when configured), who is on the other end of a
+//! request, as the accept loop saw it, and how much of the server a connection or a request may
+//! take ([`limits`], [`connections`]).
 //!
 //! Both ports accept through one [`Listener`], which records the [`Peer`] of every connection in
 //! the requests it carries (tonic's connect info on the gRPC port, axum's on the HTTP port);
 //! [`peer`] reads it back in one shape, whichever port and middleware stack the request came
 //! through.
 
+pub mod connections;
+pub mod limits;
 pub mod listener;
 pub mod tls;
 
+pub use limits::Limits;
 pub use listener::{Conn, Listener};
 
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@ use runledger::api::run_service_client::RunServiceClient;
 use runledger::api::*;
 use runledger::server::{self, Listeners, ServerOptions};
 use runledger::service::{Limits, Services};
-use runledger::store::{self, DataDirOptions};
+use runledger::store::{self, DataDirOptions, Store};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -33,7 +33,13 @@ pub struct Config {
     pub store: DataDirOptions,
     pub limits: Limits,
     pub server: ServerOptions,
+    /// Wraps the opened store before the services use it (a test double that delays or
+    /// observes calls).
+    pub wrap_store: Option<WrapStore>,
 }
+
+/// A function that wraps the opened store (see [`Config::wrap_store`]).
+pub type WrapStore = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn Store> + Send>;
 
 impl TestServer {
     pub async fn start() -> TestServer {
@@ -51,12 +57,20 @@ impl TestServer {
         Self::start_in(dir, Config::default(), Some(temp)).await
     }
 
+    /// Starts a server on `dir`, which the caller keeps (and removes).
+    pub async fn start_at(dir: &Path, config: Config) -> TestServer {
+        Self::start_in(dir, config, None).await
+    }
+
     async fn start_in(
         dir: &Path,
         config: Config,
         temp: Option<Arc<tempfile::TempDir>>,
     ) -> TestServer {
-        let store = store::open_data_dir(dir, config.store).expect("open store");
+        let mut store = store::open_data_dir(dir, config.store).expect("open store");
+        if let Some(wrap) = config.wrap_store {
+            store = wrap(store);
+        }
         let services = Services::new(store, config.limits).await.expect("services");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -101,6 +115,14 @@ impl TestServer {
         }
         if let Some(task) = self.task.take() {
             task.await.expect("server task").expect("server result");
+            // Connection tasks let go of the services a moment after the server returns; wait,
+            // so that the store (and its data dir's lock) is free once stop returns.
+            for _ in 0..1000 {
+                if Arc::strong_count(&self.services) == 1 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
         }
     }
 
@@ -108,6 +130,11 @@ impl TestServer {
     pub async fn restart(self) -> TestServer {
         let (dir, temp) = self.stop().await;
         Self::start_in(&dir, Config::default(), temp).await
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// The gRPC endpoint.

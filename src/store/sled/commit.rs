@@ -12,6 +12,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::watch;
 
+use super::reopen::{Health, unflushed};
 use crate::error::{Error, Result};
 use crate::store::feed::{Change, ChangeFeed};
 
@@ -28,8 +29,9 @@ pub enum Durability {
 struct Flushed {
     /// Every write up to this sequence number is on disk.
     durable: u64,
-    /// Writes up to this number were in a flush that failed, with its error.
-    failed: Option<(u64, String)>,
+    /// Writes up to this number were in a flush that failed (or were abandoned), with the
+    /// error their writers get.
+    failed: Option<(u64, Error)>,
 }
 
 #[derive(Default)]
@@ -49,17 +51,20 @@ pub struct GroupCommit {
     wake: Condvar,
     flushed: watch::Sender<Flushed>,
     feed: Arc<ChangeFeed>,
+    /// Told when a flush fails (the store then refuses writes and reopens).
+    health: Arc<Health>,
 }
 
 impl GroupCommit {
     /// Group commit publishing each write's changes on `feed` once durable.
-    pub fn new(mode: Durability, feed: Arc<ChangeFeed>) -> Arc<Self> {
+    pub(super) fn new(mode: Durability, feed: Arc<ChangeFeed>, health: Arc<Health>) -> Arc<Self> {
         Arc::new(GroupCommit {
             mode,
             requests: Mutex::default(),
             wake: Condvar::new(),
             flushed: watch::Sender::new(Flushed::default()),
             feed,
+            health,
         })
     }
 
@@ -107,14 +112,10 @@ impl GroupCommit {
         if state.durable >= seq {
             Ok(())
         } else {
-            let message = state
-                .failed
-                .as_ref()
-                .map(|(_, e)| e.clone())
-                .unwrap_or_default();
-            Err(Error::Internal(format!(
-                "the write was applied but could not be flushed to disk: {message}"
-            )))
+            Err(state.failed.as_ref().map_or_else(
+                || Error::internal("the write's flush failed"),
+                |(_, e)| e.clone(),
+            ))
         }
     }
 
@@ -155,8 +156,17 @@ impl GroupCommit {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "flushing the store failed");
+                    let error = unflushed(e);
+                    self.health.failed(&error);
+                    // Not published: these changes wait for the reopen to tell whether they
+                    // reached the disk (kept in commit order, before the later writes').
+                    let mut requests = lock(&self.requests);
+                    for batch in events.into_iter().rev() {
+                        requests.pending.push_front(batch);
+                    }
+                    drop(requests);
                     self.flushed
-                        .send_modify(|f| f.failed = Some((target, e.to_string())));
+                        .send_modify(|f| f.failed = Some((target, error)));
                 }
             }
         }
@@ -171,6 +181,21 @@ impl GroupCommit {
     pub fn shutdown(&self) {
         lock(&self.requests).shutdown = true;
         self.wake.notify_all();
+    }
+
+    /// Gives up on every write not yet durable (the store is being reopened): their writers get
+    /// `error`, and the flusher stops.
+    pub(super) fn abandon(&self, error: Error) {
+        let mut requests = lock(&self.requests);
+        requests.shutdown = true;
+        let last = requests.committed.max(requests.wanted);
+        self.flushed.send_modify(|f| f.failed = Some((last, error)));
+        self.wake.notify_all();
+    }
+
+    /// The changes of writes that never became durable, in commit order.
+    pub(super) fn take_pending(&self) -> Vec<(u64, Vec<Change>)> {
+        lock(&self.requests).pending.drain(..).collect()
     }
 
     fn publish(&self, changes: Vec<Change>) {
@@ -196,9 +221,13 @@ mod tests {
         Arc::new(ChangeFeed::new(8, 8, 0))
     }
 
+    fn health() -> Arc<Health> {
+        Health::new(std::path::Path::new("."), &Default::default())
+    }
+
     #[test]
     fn a_wait_after_shutdown_answers_at_once_instead_of_hanging() {
-        let commit = GroupCommit::new(Durability::Durable, feed());
+        let commit = GroupCommit::new(Durability::Durable, feed(), health());
         commit.shutdown();
         commit.committed(1, Vec::new());
         let answer = commit.wait(1).now_or_never();
@@ -210,8 +239,28 @@ mod tests {
 
     #[test]
     fn buffered_writes_are_acknowledged_at_once() {
-        let commit = GroupCommit::new(Durability::Buffered { flush_every_ms: 10 }, feed());
+        let commit = GroupCommit::new(
+            Durability::Buffered { flush_every_ms: 10 },
+            feed(),
+            health(),
+        );
         commit.committed(1, Vec::new());
         assert_eq!(commit.wait(1).now_or_never(), Some(Ok(())));
+    }
+
+    #[test]
+    fn abandoned_writes_get_the_error_and_keep_their_changes() {
+        let commit = GroupCommit::new(Durability::Durable, feed(), health());
+        commit.committed(1, Vec::new());
+        commit.committed(2, Vec::new());
+        commit.abandon(Error::StorageFull("disk full: x".into()));
+        for seq in [1, 2] {
+            let answer = commit.wait(seq).now_or_never();
+            assert!(
+                matches!(answer, Some(Err(Error::StorageFull(_)))),
+                "{seq}: {answer:?}"
+            );
+        }
+        assert!(commit.take_pending().is_empty());
     }
 }

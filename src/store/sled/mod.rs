@@ -8,7 +8,12 @@
 //! Reads never take the lock. No sled call runs on the async worker threads: reads by key go to a
 //! pool of reader threads, scans to a pool that grows with demand, writes to the writer thread,
 //! so a long scan or a slow disk cannot hold up other calls (or Health/Check).
+//!
+//! The `Db` can be replaced while the store runs: after a storage error (a full disk) it is
+//! reopened in place ([`reopen`]), so every thread reaches it through [`Live`] for one call at a
+//! time and keeps no handle between calls.
 
+mod backup;
 mod catalog;
 mod catalog_check;
 mod check;
@@ -22,6 +27,7 @@ mod list;
 pub mod migrate;
 mod pipelines;
 mod recurring;
+mod reopen;
 pub mod specs;
 mod startup;
 mod txn;
@@ -37,10 +43,12 @@ pub use codec::FORMAT_VERSION as RECORD_VERSION;
 pub use commit::Durability;
 pub use format::DATA_FORMAT;
 pub use migrate::{MigrateOptions, MigrationReport, migrate_data_dir};
+pub use reopen::{BALLAST_FILE, free_bytes};
 pub use startup::STARTUP_FULL_CHECK_KEYS;
 
 use commit::GroupCommit;
 use counts::Counts;
+use reopen::{Claim, Health, Live};
 
 use super::feed::ChangeFeed;
 use super::{RecurringRunRecord, Revision, Store, Stored, StoredRun, Subscription, Write, Written};
@@ -59,6 +67,12 @@ pub struct DataDirOptions {
     pub event_retain: usize,
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
+    /// Writes are refused (before they are applied) while the data dir's filesystem has less
+    /// free space than this (`--min-free-disk-mb`); 0: only a real full disk stops them.
+    pub min_free_bytes: u64,
+    /// Size of the ballast file kept in the data dir and deleted when the disk is full, so the
+    /// store can reopen; 0: none.
+    pub ballast_bytes: u64,
 }
 
 impl Default for DataDirOptions {
@@ -68,13 +82,16 @@ impl Default for DataDirOptions {
             event_buffer: 1024,
             event_retain: 1024,
             cache_bytes: 256 * 1024 * 1024,
+            min_free_bytes: 64 * 1024 * 1024,
+            ballast_bytes: 4 * 1024 * 1024,
         }
     }
 }
 
 /// The embedded store on a data directory.
 pub struct SledStore {
-    inner: Arc<Inner>,
+    /// The current sled handle (replaced when the store is reopened after a storage error).
+    live: Arc<Live>,
     writer: Writer,
 }
 
@@ -86,10 +103,22 @@ struct Writer {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-type WriteJob = (Write, tokio::sync::oneshot::Sender<Result<(u64, Written)>>);
+type WriteJob = (Write, tokio::sync::oneshot::Sender<Result<Applied>>);
+
+/// A write applied by the writer thread: the `Db` it went to (whose group commit makes it
+/// durable), its commit ticket, what it wrote, and its share of the free-space reserve, held
+/// until it is durable.
+struct Applied {
+    inner: Arc<Inner>,
+    ticket: u64,
+    written: Written,
+    _claim: Claim,
+}
 
 impl Writer {
-    fn start(inner: Arc<Inner>) -> Result<Writer> {
+    /// The writer thread holds the [`Live`] store, never a `Db` between writes, so that a reopen
+    /// can replace the `Db` between two writes.
+    fn start(live: Arc<Live>) -> Result<Writer> {
         let (queue, jobs) = std::sync::mpsc::channel::<WriteJob>();
         let thread = std::thread::Builder::new()
             .name("runledger-writer".into())
@@ -98,7 +127,7 @@ impl Writer {
                 // Ends when the store is dropped (its sender with it).
                 while let Ok((write, answer)) = jobs.recv() {
                     // The caller may have gone: the write stands, as any committed write.
-                    let _ = answer.send(txn::apply(&inner, write));
+                    let _ = answer.send(apply(&live, write));
                 }
             })
             .map_err(|e| Error::internal(format!("cannot start the writer thread: {e}")))?;
@@ -108,7 +137,7 @@ impl Writer {
         })
     }
 
-    async fn apply(&self, write: Write) -> Result<(u64, Written)> {
+    async fn apply(&self, write: Write) -> Result<Applied> {
         let (answer, answered) = tokio::sync::oneshot::channel();
         lock(&self.queue)
             .as_ref()
@@ -118,6 +147,21 @@ impl Writer {
             .await
             .map_err(|_| Error::internal("a store write was dropped without an answer"))?
     }
+}
+
+/// Applies `write` to the current `Db`, unless it must be refused before it is applied (a
+/// storage failure, or free space below the reserve: [`Health::claim`]).
+fn apply(live: &Live, write: Write) -> Result<Applied> {
+    let claim = live.health.claim(reopen::estimate(&write))?;
+    live.with(move |inner| {
+        let (ticket, written) = txn::apply(inner, write)?;
+        Ok(Applied {
+            inner: inner.clone(),
+            ticket,
+            written,
+            _claim: claim,
+        })
+    })
 }
 
 impl Drop for SledStore {
@@ -139,7 +183,8 @@ struct Inner {
     /// The last commit's number, readable without the lock.
     committed: AtomicU64,
     commit: Arc<GroupCommit>,
-    feed: Arc<ChangeFeed>,
+    /// Records what writes overwrite while a backup runs (shared by every reopened `Db`).
+    recorder: Arc<backup::Recorder>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -212,61 +257,58 @@ fn sled_config(dir: &Path) -> sled::Config {
 }
 
 fn storage(e: sled::Error) -> Error {
-    Error::Internal(format!("storage error: {e}"))
+    reopen::classify(e)
+}
+
+/// Opens sled on `dir` with the tree everything lives in (format marker checked, written on a
+/// new store); returns the last change sequence number stored.
+fn open_sled(dir: &Path, options: &DataDirOptions) -> Result<(sled::Db, sled::Tree, u64)> {
+    let flush_every_ms = match options.durability {
+        Durability::Durable => None,
+        Durability::Buffered { flush_every_ms } => Some(flush_every_ms.max(1)),
+    };
+    let db = sled_config(dir)
+        .cache_capacity(options.cache_bytes)
+        .flush_every_ms(flush_every_ms)
+        .open()
+        .map_err(|e| Error::Unavailable(format!("cannot open data dir {}: {e}", dir.display())))?;
+    let tree = db.open_tree(TREE).map_err(storage)?;
+    format::ensure_format(&tree)?;
+    let last_change = tree
+        .get(keys::setting(CHANGE_SEQ))
+        .map_err(storage)?
+        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0);
+    Ok((db, tree, last_change))
 }
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`. Refuses a store written by a newer runledger, and
     /// one that fails the startup check (see `startup.rs`): the error names `runledger check`.
     pub fn open(dir: &Path, options: DataDirOptions) -> Result<Arc<SledStore>> {
-        let flush_every_ms = match options.durability {
-            Durability::Durable => None,
-            Durability::Buffered { flush_every_ms } => Some(flush_every_ms.max(1)),
-        };
-        let db = sled_config(dir)
-            .cache_capacity(options.cache_bytes)
-            .flush_every_ms(flush_every_ms)
-            .open()
-            .map_err(|e| {
-                Error::Unavailable(format!("cannot open data dir {}: {e}", dir.display()))
-            })?;
-        let tree = db.open_tree(TREE).map_err(storage)?;
-        format::ensure_format(&tree)?;
+        let (db, tree, last_change) = open_sled(dir, &options)?;
         migrate::migrate(&db, &tree, &migrate::MigrateOptions::default())?;
         startup::at_startup(&tree, dir)?;
         db.flush().map_err(storage)?;
-        let last_change = tree
-            .get(keys::setting(CHANGE_SEQ))
-            .map_err(storage)?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0);
         let feed = Arc::new(ChangeFeed::new(
             options.event_buffer,
             options.event_retain,
             last_change,
         ));
-        let commit = GroupCommit::new(options.durability, feed.clone());
-        let inner = Arc::new(Inner {
-            db: db.clone(),
+        let health = Health::new(dir, &options);
+        let recorder = Arc::new(backup::Recorder::default());
+        let inner = Inner::start(
+            db,
             tree,
-            writer: Mutex::new(WriterState {
-                commit: 0,
-                change: last_change,
-            }),
-            committed: AtomicU64::new(0),
-            commit: commit.clone(),
-            feed,
-            flusher: Mutex::new(None),
-        });
-        if options.durability == Durability::Durable {
-            let handle = std::thread::Builder::new()
-                .name("runledger-flusher".into())
-                .spawn(move || commit.run_flusher(&db))
-                .map_err(|e| Error::internal(format!("cannot start the flusher thread: {e}")))?;
-            *lock(&inner.flusher) = Some(handle);
-        }
-        let writer = Writer::start(inner.clone())?;
-        Ok(Arc::new(SledStore { inner, writer }))
+            last_change,
+            &options,
+            feed.clone(),
+            health.clone(),
+            recorder.clone(),
+        )?;
+        let live = Live::start(dir, options, feed, health, recorder, inner)?;
+        let writer = Writer::start(live.clone())?;
+        Ok(Arc::new(SledStore { live, writer }))
     }
 
     /// Runs `f`, work of unbounded length (a scan, a write that waits for the writer lock), on
@@ -275,12 +317,12 @@ impl SledStore {
     /// ~3 µs of CPU against ~11-16 µs (64 concurrent callers on 2 cores).
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Arc<Inner>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let inner = self.inner.clone();
+        let live = self.live.clone();
         blocking::unblock(move || {
             yield_cpu_to_the_runtime();
-            f(&inner)
+            live.with(f)
         })
         .await
     }
@@ -291,16 +333,16 @@ impl SledStore {
     /// the growing pool's wake-ups added half of that again, these add next to nothing.
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Arc<Inner>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let inner = self.inner.clone();
+        let live = self.live.clone();
         let (answer, answered) = tokio::sync::oneshot::channel();
         readers().spawn(move || {
-            let result = f(&inner);
+            let result = live.with(f);
             // Let go of the store before answering: once the last caller has its answer and
             // drops the store, the data dir must be free (a reopen in the same process would
             // otherwise race this thread, which runs at a lower priority, for sled's lock).
-            drop(inner);
+            drop(live);
             // The caller may have gone (its request was cancelled): nothing to tell.
             let _ = answer.send(result);
         });
@@ -366,26 +408,31 @@ impl Store for SledStore {
     }
 
     async fn namespaces(&self) -> Result<Vec<String>> {
-        self.read(Inner::namespaces).await
+        self.read(|inner| inner.namespaces()).await
     }
 
     async fn write(&self, write: Write) -> Result<Written> {
-        let (ticket, written) = self.writer.apply(write).await?;
-        self.inner.commit.wait(ticket).await?;
-        Ok(written)
+        let applied = self.writer.apply(write).await?;
+        applied.inner.commit.wait(applied.ticket).await?;
+        Ok(applied.written)
     }
 
     async fn settle(&self) -> Result<()> {
-        let last = self.inner.committed.load(Ordering::Acquire);
-        self.inner.commit.wait(last).await
+        let inner = self.live.current()?;
+        let last = inner.committed.load(Ordering::Acquire);
+        inner.commit.wait(last).await
     }
 
     fn subscribe(&self, after: Option<u64>) -> Result<Subscription> {
-        self.inner.feed.subscribe(after)
+        self.live.feed.subscribe(after)
     }
 
     fn observe(&self, observer: Arc<dyn crate::store::StoreObserver>) -> bool {
-        self.inner.feed.observer().set(observer)
+        self.live.feed.observer().set(observer)
+    }
+
+    fn writable(&self) -> tokio::sync::watch::Receiver<crate::store::Writable> {
+        self.live.health.subscribe()
     }
 
     async fn size_on_disk(&self) -> Result<Option<u64>> {
@@ -394,11 +441,26 @@ impl Store for SledStore {
     }
 
     async fn token_key(&self) -> Result<Vec<u8>> {
-        self.blocking(Inner::token_key).await
+        self.blocking(|inner| inner.token_key()).await
     }
 
     async fn close(&self) -> Result<()> {
-        self.blocking(Inner::close).await
+        let live = self.live.clone();
+        blocking::unblock(move || live.close()).await
+    }
+
+    async fn backup(
+        &self,
+        to: &Path,
+        progress: tokio::sync::watch::Sender<crate::store::BackupProgress>,
+    ) -> Result<crate::store::BackupProgress> {
+        let live = self.live.clone();
+        let to = to.to_path_buf();
+        blocking::unblock(move || {
+            yield_cpu_to_the_runtime();
+            backup::run(&live, &to, &progress)
+        })
+        .await
     }
 
     // Pipelines, versions, recurring runs and leases: pipelines.rs, recurring.rs, catalog.rs.
@@ -518,6 +580,40 @@ fn assert_off_runtime() {
 }
 
 impl Inner {
+    /// The store's state over an opened sled, writing change numbers after `last_change`, with
+    /// its group commit (and flusher thread, in durable mode).
+    fn start(
+        db: sled::Db,
+        tree: sled::Tree,
+        last_change: u64,
+        options: &DataDirOptions,
+        feed: Arc<ChangeFeed>,
+        health: Arc<Health>,
+        recorder: Arc<backup::Recorder>,
+    ) -> Result<Arc<Inner>> {
+        let commit = GroupCommit::new(options.durability, feed, health);
+        let inner = Arc::new(Inner {
+            db: db.clone(),
+            tree,
+            writer: Mutex::new(WriterState {
+                commit: 0,
+                change: last_change,
+            }),
+            committed: AtomicU64::new(0),
+            commit: commit.clone(),
+            recorder,
+            flusher: Mutex::new(None),
+        });
+        if options.durability == Durability::Durable {
+            let handle = std::thread::Builder::new()
+                .name("runledger-flusher".into())
+                .spawn(move || commit.run_flusher(&db))
+                .map_err(|e| Error::internal(format!("cannot start the flusher thread: {e}")))?;
+            *lock(&inner.flusher) = Some(handle);
+        }
+        Ok(inner)
+    }
+
     fn raw(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
         assert_off_runtime();
         self.tree.get(key).map_err(storage)
@@ -567,16 +663,11 @@ impl Inner {
             return Ok(existing.to_vec());
         }
         let secret: [u8; 32] = rand::random();
+        self.recorder
+            .before_write([key.as_slice()], |k| self.raw(k))?;
         self.tree.insert(key, &secret[..]).map_err(storage)?;
         self.db.flush().map_err(storage)?;
         Ok(secret.to_vec())
-    }
-
-    /// Flushes everything to disk and stops the flusher.
-    fn close(&self) -> Result<()> {
-        self.stop_flusher();
-        self.db.flush().map_err(storage)?;
-        Ok(())
     }
 
     fn stop_flusher(&self) {

@@ -498,6 +498,12 @@ impl<'a> Txn<'a> {
             let last = self.guard.change;
             self.put(keys::setting(super::CHANGE_SEQ), &last.to_be_bytes()[..]);
         }
+        // A running backup keeps what these keys held before (its point in time).
+        self.inner
+            .recorder
+            .before_write(self.overlay.keys().map(Vec::as_slice), |key| {
+                self.inner.raw(key)
+            })?;
         let batch = std::mem::take(&mut self.batch);
         self.inner.tree.apply_batch(batch).map_err(storage)?;
         self.guard.commit += 1;
