@@ -13,9 +13,8 @@ use common::rest::Http;
 use common::{Config, TestServer, expect_code, new_run};
 use runledger::api::experiment_service_client::ExperimentServiceClient;
 use runledger::api::*;
-use runledger::query::{ListQuery, Page, Scope, Tally};
 use runledger::server::ServerOptions;
-use runledger::store::{Store, Stored, StoredRun, Subscription, Write, Written};
+use runledger::store::{Intercepted, Store, Write, WriteInterceptor, Written};
 use runledger::transport::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -82,128 +81,23 @@ enum Hold {
     AfterWrite,
 }
 
-struct GatedStore {
-    inner: Arc<dyn Store>,
+/// Writes that wait at a gate.
+struct Gated {
     gate: Arc<Gate>,
     hold: Hold,
 }
 
 #[async_trait::async_trait]
-impl Store for GatedStore {
-    async fn run(&self, run_id: &str) -> runledger::error::Result<Option<StoredRun>> {
-        self.inner.run(run_id).await
-    }
-    async fn experiment(&self, id: &str) -> runledger::error::Result<Option<Stored<Experiment>>> {
-        self.inner.experiment(id).await
-    }
-    async fn experiment_named(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> runledger::error::Result<Option<Stored<Experiment>>> {
-        self.inner.experiment_named(namespace, name).await
-    }
-    async fn default_experiment(&self, ns: &str) -> runledger::error::Result<Option<String>> {
-        self.inner.default_experiment(ns).await
-    }
-    async fn list_runs(&self, query: ListQuery) -> runledger::error::Result<Page<StoredRun>> {
-        self.inner.list_runs(query).await
-    }
-    async fn list_experiments(
-        &self,
-        query: ListQuery,
-    ) -> runledger::error::Result<Page<Stored<Experiment>>> {
-        self.inner.list_experiments(query).await
-    }
-    async fn run_tally(&self, scope: &Scope) -> runledger::error::Result<Tally> {
-        self.inner.run_tally(scope).await
-    }
-    async fn namespaces(&self) -> runledger::error::Result<Vec<String>> {
-        self.inner.namespaces().await
-    }
-    async fn write(&self, write: Write) -> runledger::error::Result<Written> {
+impl WriteInterceptor for Gated {
+    async fn write(&self, inner: &dyn Store, write: Write) -> runledger::error::Result<Written> {
         if self.hold == Hold::BeforeWrite {
             self.gate.pass().await;
         }
-        let written = self.inner.write(write).await;
+        let written = inner.write(write).await;
         if self.hold == Hold::AfterWrite {
             self.gate.pass().await;
         }
         written
-    }
-    async fn settle(&self) -> runledger::error::Result<()> {
-        self.inner.settle().await
-    }
-    fn subscribe(&self, after: Option<u64>) -> runledger::error::Result<Subscription> {
-        self.inner.subscribe(after)
-    }
-    async fn token_key(&self) -> runledger::error::Result<Vec<u8>> {
-        self.inner.token_key().await
-    }
-    async fn close(&self) -> runledger::error::Result<()> {
-        self.inner.close().await
-    }
-    async fn pipeline(&self, id: &str) -> runledger::error::Result<Option<Stored<Pipeline>>> {
-        self.inner.pipeline(id).await
-    }
-    async fn pipeline_named(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> runledger::error::Result<Option<Stored<Pipeline>>> {
-        self.inner.pipeline_named(ns, name).await
-    }
-    async fn list_pipelines(
-        &self,
-        query: ListQuery,
-    ) -> runledger::error::Result<Page<Stored<Pipeline>>> {
-        self.inner.list_pipelines(query).await
-    }
-    async fn pipeline_version(
-        &self,
-        id: &str,
-    ) -> runledger::error::Result<Option<Stored<PipelineVersion>>> {
-        self.inner.pipeline_version(id).await
-    }
-    async fn pipeline_version_named(
-        &self,
-        pipeline_id: &str,
-        name: &str,
-    ) -> runledger::error::Result<Option<Stored<PipelineVersion>>> {
-        self.inner.pipeline_version_named(pipeline_id, name).await
-    }
-    async fn latest_pipeline_version(
-        &self,
-        pipeline_id: &str,
-    ) -> runledger::error::Result<Option<Stored<PipelineVersion>>> {
-        self.inner.latest_pipeline_version(pipeline_id).await
-    }
-    async fn list_pipeline_versions(
-        &self,
-        query: ListQuery,
-    ) -> runledger::error::Result<Page<Stored<PipelineVersion>>> {
-        self.inner.list_pipeline_versions(query).await
-    }
-    async fn recurring_run(
-        &self,
-        id: &str,
-    ) -> runledger::error::Result<Option<Stored<runledger::store::RecurringRunRecord>>> {
-        self.inner.recurring_run(id).await
-    }
-    async fn list_recurring_runs(
-        &self,
-        query: ListQuery,
-    ) -> runledger::error::Result<Page<Stored<runledger::store::RecurringRunRecord>>> {
-        self.inner.list_recurring_runs(query).await
-    }
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        now: runledger::wkt::Timestamp,
-        until: runledger::wkt::Timestamp,
-    ) -> runledger::error::Result<bool> {
-        self.inner.acquire_lease(name, holder, now, until).await
     }
 }
 
@@ -217,11 +111,13 @@ async fn gated(limits: Limits, hold: Hold) -> (TestServer, Arc<Gate>) {
             ..Default::default()
         },
         wrap_store: Some(Box::new(move |inner| {
-            Arc::new(GatedStore {
+            Intercepted::new(
                 inner,
-                gate: for_store,
-                hold,
-            })
+                Gated {
+                    gate: for_store,
+                    hold,
+                },
+            )
         })),
         ..Default::default()
     })

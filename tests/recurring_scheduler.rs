@@ -11,14 +11,12 @@ use std::sync::{Arc, Mutex};
 
 use runledger::api::*;
 use runledger::error::{Error, Result};
-use runledger::query::{ListQuery, Page, Scope, Tally};
 use runledger::scheduler::Scheduler;
 use runledger::service::{
     Clock, Context, Limits, Principal, RandomIds, Services, scheduled_run_id,
 };
 use runledger::store::{
-    self, DataDirOptions, Op, RecurringRunRecord, Store, Stored, StoredRun, Subscription, Write,
-    Written,
+    self, DataDirOptions, Intercepted, Op, Store, StoredRun, Write, WriteInterceptor, Written,
 };
 use runledger::wkt::{StructBytes, Timestamp};
 
@@ -503,7 +501,6 @@ enum Crash {
 /// A store that "crashes" at the scheduler's first write creating a run: from then on every
 /// write fails, as nothing more would be written by a dead process.
 struct Crashing {
-    inner: Arc<dyn Store>,
     crash: Crash,
     crashed: Mutex<bool>,
     scheduler_writes: AtomicUsize,
@@ -525,105 +522,20 @@ impl Crashing {
 }
 
 #[async_trait::async_trait]
-impl Store for Crashing {
-    async fn write(&self, write: Write) -> Result<Written> {
+impl WriteInterceptor for Crashing {
+    async fn write(&self, inner: &dyn Store, write: Write) -> Result<Written> {
         if *self.crashed.lock().unwrap() {
             return Err(Error::Unavailable("the process is dead".into()));
         }
         if !Self::is_scheduler_write(&write) {
-            return self.inner.write(write).await;
+            return inner.write(write).await;
         }
         self.scheduler_writes.fetch_add(1, Ordering::SeqCst);
         *self.crashed.lock().unwrap() = true;
         if self.crash == Crash::AfterWrite {
-            self.inner.write(write).await?;
+            inner.write(write).await?;
         }
         Err(Error::Unavailable("killed".into()))
-    }
-    async fn run(&self, run_id: &str) -> Result<Option<StoredRun>> {
-        self.inner.run(run_id).await
-    }
-    async fn experiment(&self, id: &str) -> Result<Option<Stored<Experiment>>> {
-        self.inner.experiment(id).await
-    }
-    async fn experiment_named(&self, ns: &str, name: &str) -> Result<Option<Stored<Experiment>>> {
-        self.inner.experiment_named(ns, name).await
-    }
-    async fn default_experiment(&self, namespace: &str) -> Result<Option<String>> {
-        self.inner.default_experiment(namespace).await
-    }
-    async fn list_runs(&self, query: ListQuery) -> Result<Page<StoredRun>> {
-        self.inner.list_runs(query).await
-    }
-    async fn list_experiments(&self, query: ListQuery) -> Result<Page<Stored<Experiment>>> {
-        self.inner.list_experiments(query).await
-    }
-    async fn run_tally(&self, scope: &Scope) -> Result<Tally> {
-        self.inner.run_tally(scope).await
-    }
-    async fn namespaces(&self) -> Result<Vec<String>> {
-        self.inner.namespaces().await
-    }
-    async fn settle(&self) -> Result<()> {
-        self.inner.settle().await
-    }
-    fn subscribe(&self, after: Option<u64>) -> Result<Subscription> {
-        self.inner.subscribe(after)
-    }
-    async fn token_key(&self) -> Result<Vec<u8>> {
-        self.inner.token_key().await
-    }
-    async fn close(&self) -> Result<()> {
-        self.inner.close().await
-    }
-    async fn pipeline(&self, id: &str) -> Result<Option<Stored<Pipeline>>> {
-        self.inner.pipeline(id).await
-    }
-    async fn pipeline_named(&self, ns: &str, name: &str) -> Result<Option<Stored<Pipeline>>> {
-        self.inner.pipeline_named(ns, name).await
-    }
-    async fn list_pipelines(&self, query: ListQuery) -> Result<Page<Stored<Pipeline>>> {
-        self.inner.list_pipelines(query).await
-    }
-    async fn pipeline_version(&self, id: &str) -> Result<Option<Stored<PipelineVersion>>> {
-        self.inner.pipeline_version(id).await
-    }
-    async fn pipeline_version_named(
-        &self,
-        pipeline_id: &str,
-        name: &str,
-    ) -> Result<Option<Stored<PipelineVersion>>> {
-        self.inner.pipeline_version_named(pipeline_id, name).await
-    }
-    async fn latest_pipeline_version(
-        &self,
-        pipeline_id: &str,
-    ) -> Result<Option<Stored<PipelineVersion>>> {
-        self.inner.latest_pipeline_version(pipeline_id).await
-    }
-    async fn list_pipeline_versions(
-        &self,
-        query: ListQuery,
-    ) -> Result<Page<Stored<PipelineVersion>>> {
-        self.inner.list_pipeline_versions(query).await
-    }
-    async fn recurring_run(&self, id: &str) -> Result<Option<Stored<RecurringRunRecord>>> {
-        self.inner.recurring_run(id).await
-    }
-    async fn list_recurring_runs(
-        &self,
-        query: ListQuery,
-    ) -> Result<Page<Stored<RecurringRunRecord>>> {
-        self.inner.list_recurring_runs(query).await
-    }
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        now: Timestamp,
-        until: Timestamp,
-    ) -> Result<bool> {
-        self.inner.acquire_lease(name, holder, now, until).await
     }
 }
 
@@ -634,12 +546,12 @@ async fn crash_and_restart(crash: Crash) -> Vec<Run> {
     let r = f.create(periodic("fragile", 60)).await;
     let id = r.recurring_run_id.clone();
     let crashing = Arc::new(Crashing {
-        inner: f.services.store().clone(),
         crash,
         crashed: Mutex::new(false),
         scheduler_writes: AtomicUsize::new(0),
     });
-    let (dying, scheduler) = services_on(crashing.clone(), &f.clock).await;
+    let store = Intercepted::new(f.services.store().clone(), crashing.clone());
+    let (dying, scheduler) = services_on(store, &f.clock).await;
     f.clock.set(T0 + 60);
     // The pass computes T0 + 60 as due and dies writing its run; it reports the failure.
     let _ = scheduler.run_due().await;

@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use super::*;
 use crate::api::{ReportRunStateRequest, Run, RuntimeState, run};
 use crate::error::Error;
-use crate::query::{ListQuery, Page, Scope, Tally};
-use crate::store::{self, DataDirOptions, Op, Stored, StoredRun, Subscription, Write, Written};
+use crate::store::{self, DataDirOptions, Intercepted, Op, Write, WriteInterceptor, Written};
 use crate::wkt::Timestamp;
 
 /// A clock that says what it is told.
@@ -34,52 +33,18 @@ impl IdSource for CountingIds {
     }
 }
 
-/// A store whose next `races` writes each lose to another writer: just before the write goes
+/// Writes of which the next `races` each lose to another writer: just before the write goes
 /// through, the run it names is changed behind its back (its description), so the real store
 /// answers Conflict.
+#[derive(Default)]
 struct Racing {
-    inner: Arc<dyn Store>,
     races: AtomicUsize,
     writes: AtomicUsize,
 }
 
 #[async_trait::async_trait]
-impl Store for Racing {
-    async fn run(&self, run_id: &str) -> crate::error::Result<Option<StoredRun>> {
-        self.inner.run(run_id).await
-    }
-    async fn experiment(
-        &self,
-        id: &str,
-    ) -> crate::error::Result<Option<Stored<crate::api::Experiment>>> {
-        self.inner.experiment(id).await
-    }
-    async fn experiment_named(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> crate::error::Result<Option<Stored<crate::api::Experiment>>> {
-        self.inner.experiment_named(namespace, name).await
-    }
-    async fn default_experiment(&self, namespace: &str) -> crate::error::Result<Option<String>> {
-        self.inner.default_experiment(namespace).await
-    }
-    async fn list_runs(&self, query: ListQuery) -> crate::error::Result<Page<StoredRun>> {
-        self.inner.list_runs(query).await
-    }
-    async fn list_experiments(
-        &self,
-        query: ListQuery,
-    ) -> crate::error::Result<Page<Stored<crate::api::Experiment>>> {
-        self.inner.list_experiments(query).await
-    }
-    async fn run_tally(&self, scope: &Scope) -> crate::error::Result<Tally> {
-        self.inner.run_tally(scope).await
-    }
-    async fn namespaces(&self) -> crate::error::Result<Vec<String>> {
-        self.inner.namespaces().await
-    }
-    async fn write(&self, write: Write) -> crate::error::Result<Written> {
+impl WriteInterceptor for Racing {
+    async fn write(&self, inner: &dyn Store, write: Write) -> crate::error::Result<Written> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         let race = self
             .races
@@ -91,11 +56,11 @@ impl Store for Racing {
                     run,
                     replaces: Some(_),
                 } = op
-                    && let Some(current) = self.inner.run(&run.run_id).await?
+                    && let Some(current) = inner.run(&run.run_id).await?
                 {
                     let mut other = current.decode();
                     other.description.push('+');
-                    self.inner
+                    inner
                         .write(Write::new(vec![Op::PutRun {
                             run: Box::new(other),
                             replaces: Some(current.revision().clone()),
@@ -104,84 +69,7 @@ impl Store for Racing {
                 }
             }
         }
-        self.inner.write(write).await
-    }
-    async fn settle(&self) -> crate::error::Result<()> {
-        self.inner.settle().await
-    }
-    fn subscribe(&self, after: Option<u64>) -> crate::error::Result<Subscription> {
-        self.inner.subscribe(after)
-    }
-    async fn token_key(&self) -> crate::error::Result<Vec<u8>> {
-        self.inner.token_key().await
-    }
-    async fn close(&self) -> crate::error::Result<()> {
-        self.inner.close().await
-    }
-    async fn pipeline(
-        &self,
-        id: &str,
-    ) -> crate::error::Result<Option<Stored<crate::api::Pipeline>>> {
-        self.inner.pipeline(id).await
-    }
-    async fn pipeline_named(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> crate::error::Result<Option<Stored<crate::api::Pipeline>>> {
-        self.inner.pipeline_named(namespace, name).await
-    }
-    async fn list_pipelines(
-        &self,
-        query: ListQuery,
-    ) -> crate::error::Result<Page<Stored<crate::api::Pipeline>>> {
-        self.inner.list_pipelines(query).await
-    }
-    async fn pipeline_version(
-        &self,
-        id: &str,
-    ) -> crate::error::Result<Option<Stored<crate::api::PipelineVersion>>> {
-        self.inner.pipeline_version(id).await
-    }
-    async fn pipeline_version_named(
-        &self,
-        pipeline_id: &str,
-        name: &str,
-    ) -> crate::error::Result<Option<Stored<crate::api::PipelineVersion>>> {
-        self.inner.pipeline_version_named(pipeline_id, name).await
-    }
-    async fn latest_pipeline_version(
-        &self,
-        pipeline_id: &str,
-    ) -> crate::error::Result<Option<Stored<crate::api::PipelineVersion>>> {
-        self.inner.latest_pipeline_version(pipeline_id).await
-    }
-    async fn list_pipeline_versions(
-        &self,
-        query: ListQuery,
-    ) -> crate::error::Result<Page<Stored<crate::api::PipelineVersion>>> {
-        self.inner.list_pipeline_versions(query).await
-    }
-    async fn recurring_run(
-        &self,
-        id: &str,
-    ) -> crate::error::Result<Option<Stored<store::RecurringRunRecord>>> {
-        self.inner.recurring_run(id).await
-    }
-    async fn list_recurring_runs(
-        &self,
-        query: ListQuery,
-    ) -> crate::error::Result<Page<Stored<store::RecurringRunRecord>>> {
-        self.inner.list_recurring_runs(query).await
-    }
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        now: Timestamp,
-        until: Timestamp,
-    ) -> crate::error::Result<bool> {
-        self.inner.acquire_lease(name, holder, now, until).await
+        inner.write(write).await
     }
 }
 
@@ -195,14 +83,10 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let inner = store::open_data_dir(dir.path(), DataDirOptions::default()).expect("store");
-    let racing = Arc::new(Racing {
-        inner,
-        races: AtomicUsize::new(0),
-        writes: AtomicUsize::new(0),
-    });
+    let racing = Arc::new(Racing::default());
     let clock = Arc::new(FakeClock(AtomicI64::new(1_000)));
     let services = Services::with_sources(
-        racing.clone(),
+        Intercepted::new(inner, racing.clone()),
         Limits::default(),
         clock.clone(),
         Arc::new(CountingIds::default()),

@@ -17,6 +17,7 @@
 //! suite every backend must pass.
 
 pub mod feed;
+mod intercept;
 mod observe;
 mod record;
 mod schedule;
@@ -29,6 +30,7 @@ pub use self::sled::{
     CheckReport, DataDirOptions, Durability, MigrateOptions, MigrationReport, RepairReport,
 };
 pub use feed::{Change, ChangeKind, Subscription};
+pub use intercept::{Intercepted, WriteInterceptor};
 pub use observe::{ObserverSlot, StoreObserver};
 pub use record::{Revision, SpecBlob, Stored, StoredRun, split_spec};
 pub use schedule::{RecurringRunRecord, ScheduleState};
