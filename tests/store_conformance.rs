@@ -24,7 +24,7 @@ struct Backend {
     _guard: Box<dyn std::any::Any + Send>,
 }
 
-async fn sled() -> Option<Backend> {
+async fn sled(_case: &str) -> Option<Backend> {
     let dir = tempfile::tempdir().expect("temp dir");
     let options = DataDirOptions {
         durability: Durability::Durable,
@@ -36,6 +36,32 @@ async fn sled() -> Option<Backend> {
     Some(Backend {
         store,
         _guard: Box::new(dir),
+    })
+}
+
+/// A database of its own in the test binary's PostgreSQL cluster (skipped, loudly, when the
+/// machine has no PostgreSQL and CI is not set).
+async fn postgres(case: &str) -> Option<Backend> {
+    let case = case.to_owned();
+    let url = tokio::task::spawn_blocking(move || {
+        let cluster = runledger_testkit::postgres::shared_or_skip(&case)?;
+        let name: String = case.chars().take(60).collect();
+        Some(cluster.create_database(&name).expect("create database"))
+    })
+    .await
+    .expect("create database")?;
+    let options = store::PostgresOptions {
+        pool_size: 4,
+        event_buffer: 256,
+        event_retain: 64,
+        ..Default::default()
+    };
+    let store = store::open(&store::Location::Database { url, options })
+        .await
+        .expect("open");
+    Some(Backend {
+        store,
+        _guard: Box::new(()),
     })
 }
 
@@ -822,7 +848,7 @@ macro_rules! suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let Some(backend) = $open().await else { return };
+                    let Some(backend) = $open(stringify!($case)).await else { return };
                     super::cases::$case(backend.store.clone()).await;
                     backend.store.close().await.expect("close");
                 }
@@ -834,6 +860,7 @@ macro_rules! suite {
 macro_rules! every_backend {
     ($($case:ident),* $(,)?) => {
         suite!(sled, super::sled, [$($case),*]);
+        suite!(postgres, super::postgres, [$($case),*]);
     };
 }
 

@@ -1,0 +1,465 @@
+//! The PostgreSQL backend: several stateless runledger processes (replicas) on one database.
+//! The only code that knows PostgreSQL.
+//!
+//! Everything that must hold across replicas holds in the database: records and their
+//! revisions (compare-and-set by row locks, see [`txn`]), unique names and the default
+//! experiment of a namespace (unique keys), the page-token key (`settings`), counters, and the
+//! change log WatchRuns follows ([`changes`]). A replica keeps only a connection pool, a
+//! statement cache and its in-process copy of the change feed.
+//!
+//! Schema (created and upgraded by [`migrate`], embedded SQL in `migrations/`):
+//!
+//! | table | holds |
+//! |---|---|
+//! | `runs` | one row per run: hot fields as columns, `record` (the Run without its spec, protobuf), `spec_digest` |
+//! | `specs` | each distinct pipeline spec once: SHA-256, bytes, reference count |
+//! | `experiments` | one row per experiment: hot fields, `last_run_s/ns`, `record` (protobuf) |
+//! | `default_experiments` | namespace → its default experiment |
+//! | `counts` | records per scope and (state, storage_state): total_size without COUNT |
+//! | `changes`, `change_seq` | the change log, numbered in commit order |
+//! | `settings` | the page-token signing key |
+//! | `schema_migrations` | the versions applied |
+//!
+//! Writes are acknowledged once COMMIT returns (with the server's `synchronous_commit`,
+//! durable). A database that cannot be reached makes calls fail with UNAVAILABLE naming it; the
+//! pool opens new connections once it is back.
+
+mod changes;
+mod check;
+pub mod connect;
+mod error;
+mod list;
+pub mod migrate;
+mod rows;
+mod txn;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{Notify, OnceCell, watch};
+
+pub use check::{CheckReport, check_database};
+pub use connect::DatabaseUrl;
+pub use migrate::{Migrated, migrate};
+
+use self::error::{from_db, from_pool};
+use self::list::Table;
+use super::feed::ChangeFeed;
+use super::{Store, Stored, StoredRun, Subscription, Write, Written};
+use crate::api::Experiment;
+use crate::error::{Error, Result};
+use crate::query::filter::Filter;
+use crate::query::{ListQuery, Page, Scope, Tally, TallyGroup};
+
+/// How a replica uses the database.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Most connections this process holds (the change follower holds one more).
+    pub pool_size: usize,
+    /// Changes buffered for this replica's watchers; a watcher further behind is stopped.
+    pub event_buffer: usize,
+    /// Changes this replica keeps for watchers that resume after a sequence number.
+    pub event_retain: usize,
+    /// Changes the database's log keeps (at least `event_retain`): how far a replica that lost
+    /// the database can fall behind and still deliver every change once it is back.
+    pub log_retain: u64,
+    /// How often the change follower reads the log when no notification woke it.
+    pub poll_interval: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            pool_size: 16,
+            event_buffer: 1024,
+            event_retain: 1024,
+            log_retain: 10_000,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The store on a PostgreSQL database.
+pub struct PgStore {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// What the store's calls and its change follower share.
+pub(crate) struct Shared {
+    db: DatabaseUrl,
+    pool: Pool,
+    options: PostgresOptions,
+    feed: Arc<ChangeFeed>,
+    /// The last sequence number the follower published on `feed`.
+    published: watch::Sender<u64>,
+    /// Wakes the follower (a write of this replica committed changes).
+    wake: Notify,
+    token_key: OnceCell<Vec<u8>>,
+    closed: AtomicBool,
+}
+
+/// A client from the pool, as the rest of the backend uses it.
+type Client = deadpool_postgres::Object;
+
+impl Shared {
+    async fn client(&self) -> Result<Client> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Unavailable(format!(
+                "the store on {} is closed (the server is shutting down)",
+                self.db
+            )));
+        }
+        self.pool.get().await.map_err(|e| from_pool(&self.db, e))
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| from_db(&self.db, e))?;
+        client
+            .query(&statement, params)
+            .await
+            .map_err(|e| from_db(&self.db, e))
+    }
+
+    async fn query_built(&self, sql: &list::Sql) -> Result<Vec<tokio_postgres::Row>> {
+        let client = self.client().await?;
+        client
+            .query_typed(&sql.text, &sql.params())
+            .await
+            .map_err(|e| from_db(&self.db, e))
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url`, brings its schema up to date (under an advisory
+    /// lock, so replicas starting together apply each migration once) and starts following
+    /// its change log.
+    pub async fn open(url: &str, options: PostgresOptions) -> Result<Arc<PgStore>> {
+        let db = DatabaseUrl::parse(url)?;
+        let migrated = migrate(&db).await?;
+        if !migrated.applied.is_empty() {
+            tracing::info!(database = %db, "{migrated}");
+        }
+        let pool = db.pool(options.pool_size)?;
+        let options = PostgresOptions {
+            log_retain: options.log_retain.max(options.event_retain as u64),
+            ..options
+        };
+        let (published, _) = watch::channel(0);
+        let mut shared = Shared {
+            db,
+            pool,
+            feed: Arc::new(ChangeFeed::new(
+                options.event_buffer,
+                options.event_retain,
+                0,
+            )),
+            options,
+            published,
+            wake: Notify::new(),
+            token_key: OnceCell::new(),
+            closed: AtomicBool::new(false),
+        };
+        let (last, retained) = {
+            let client = shared.client().await?;
+            changes::tail(&client, &shared, shared.options.event_retain).await?
+        };
+        let first = retained.first().map_or(last, |c| c.seq - 1);
+        shared.feed = Arc::new(ChangeFeed::new(
+            shared.options.event_buffer,
+            shared.options.event_retain,
+            first,
+        ));
+        shared.feed.publish(retained);
+        shared.published.send_replace(last);
+        let shared = Arc::new(shared);
+        let (stop, stopped) = watch::channel(false);
+        let follower = tokio::spawn(changes::follow(shared.clone(), stopped));
+        Ok(Arc::new(PgStore {
+            shared,
+            stop,
+            follower: std::sync::Mutex::new(Some(follower)),
+        }))
+    }
+
+    /// The database this store is on (without its password).
+    pub fn database(&self) -> &DatabaseUrl {
+        &self.shared.db
+    }
+
+    async fn count(&self, table: Table, scope: &Scope, filter: &Filter) -> Result<u64> {
+        let tally = match table {
+            Table::Runs => self.tally(run_counter(scope)?, true).await?,
+            Table::Experiments => self.tally(experiment_counter(scope)?, false).await?,
+        };
+        if let Some(total) = filter.count_from(&tally) {
+            return Ok(total);
+        }
+        let sql = list::count(table, scope, filter)?;
+        let rows = self.shared.query_built(&sql).await?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
+    }
+
+    async fn tally(&self, (kind, key): (i8, Vec<u8>), with_state: bool) -> Result<Tally> {
+        let rows = self
+            .shared
+            .query(
+                "SELECT state, storage_state, n FROM counts \
+                 WHERE kind = $1 AND key = $2 AND n > 0",
+                &[&kind, &key],
+            )
+            .await?;
+        Ok(Tally {
+            groups: rows
+                .iter()
+                .map(|row| TallyGroup {
+                    state: with_state.then(|| rows::state_number(row.get(0))),
+                    storage_state: rows::storage_number(row.get(1)),
+                    count: row.get::<_, i64>(2) as u64,
+                })
+                .collect(),
+        })
+    }
+
+    async fn list<T>(
+        &self,
+        table: Table,
+        query: &ListQuery,
+        read: impl Fn(&tokio_postgres::Row) -> Result<(String, T)>,
+    ) -> Result<Page<T>> {
+        let (sql, sort_at) = list::page(table, query)?;
+        let (rows, total_size) = tokio::try_join!(
+            self.shared.query_built(&sql),
+            self.count(table, &query.scope, &query.filter)
+        )?;
+        let more = rows.len() > query.page_size;
+        let mut items = Vec::with_capacity(rows.len().min(query.page_size));
+        let mut next = None;
+        for row in rows.iter().take(query.page_size) {
+            let (id, item) = read(row)?;
+            if more && items.len() + 1 == query.page_size {
+                next = Some(list::position(table, query, row, sort_at, &id)?);
+            }
+            items.push(item);
+        }
+        Ok(Page {
+            items,
+            total_size,
+            next,
+        })
+    }
+}
+
+fn run_counter(scope: &Scope) -> Result<(i8, Vec<u8>)> {
+    Ok(match scope {
+        Scope::All => (b'a' as i8, Vec::new()),
+        Scope::Experiment(id) => (b'x' as i8, id.as_bytes().to_vec()),
+        Scope::Namespace(ns) => (b'n' as i8, ns.as_bytes().to_vec()),
+        Scope::Run(_) => return Err(Error::internal("runs are not counted per run")),
+    })
+}
+
+fn experiment_counter(scope: &Scope) -> Result<(i8, Vec<u8>)> {
+    Ok(match scope {
+        Scope::All => (b'e' as i8, Vec::new()),
+        Scope::Namespace(ns) => (b'p' as i8, ns.as_bytes().to_vec()),
+        other => {
+            return Err(Error::internal(format!(
+                "experiments are not counted per {other:?}"
+            )));
+        }
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn run(&self, run_id: &str) -> Result<Option<StoredRun>> {
+        let sql = format!(
+            "SELECT {} FROM runs r LEFT JOIN specs s ON s.digest = r.spec_digest \
+             WHERE r.run_id = $1",
+            rows::RUN_READ_COLUMNS
+        );
+        let rows = self.shared.query(&sql, &[&run_id.as_bytes()]).await?;
+        rows.first().map(rows::run_from_row).transpose()
+    }
+
+    async fn experiment(&self, experiment_id: &str) -> Result<Option<Stored<Experiment>>> {
+        let sql = format!(
+            "SELECT {} FROM experiments WHERE experiment_id = $1",
+            rows::EXPERIMENT_READ_COLUMNS
+        );
+        let rows = self
+            .shared
+            .query(&sql, &[&experiment_id.as_bytes()])
+            .await?;
+        rows.first().map(rows::experiment_from_row).transpose()
+    }
+
+    async fn experiment_named(
+        &self,
+        namespace: &str,
+        display_name: &str,
+    ) -> Result<Option<Stored<Experiment>>> {
+        let sql = format!(
+            "SELECT {} FROM experiments WHERE namespace = $1 AND display_name = $2",
+            rows::EXPERIMENT_READ_COLUMNS
+        );
+        let rows = self
+            .shared
+            .query(&sql, &[&namespace.as_bytes(), &display_name.as_bytes()])
+            .await?;
+        rows.first().map(rows::experiment_from_row).transpose()
+    }
+
+    async fn default_experiment(&self, namespace: &str) -> Result<Option<String>> {
+        let rows = self
+            .shared
+            .query(
+                "SELECT experiment_id FROM default_experiments WHERE namespace = $1",
+                &[&namespace.as_bytes()],
+            )
+            .await?;
+        rows.first()
+            .map(|r| rows::utf8(r.get(0), "experiment_id"))
+            .transpose()
+    }
+
+    async fn list_runs(&self, query: ListQuery) -> Result<Page<StoredRun>> {
+        self.list(Table::Runs, &query, |row| {
+            let run = rows::run_from_row(row)?;
+            Ok((run.run_id().to_owned(), run))
+        })
+        .await
+    }
+
+    async fn list_experiments(&self, query: ListQuery) -> Result<Page<Stored<Experiment>>> {
+        self.list(Table::Experiments, &query, |row| {
+            let e = rows::experiment_from_row(row)?;
+            Ok((e.value.experiment_id.clone(), e))
+        })
+        .await
+    }
+
+    async fn run_tally(&self, scope: &Scope) -> Result<Tally> {
+        self.tally(run_counter(scope)?, true).await
+    }
+
+    async fn namespaces(&self) -> Result<Vec<String>> {
+        let rows = self
+            .shared
+            .query(
+                "SELECT DISTINCT key FROM counts WHERE kind = 'n' AND n > 0 ORDER BY key",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| rows::utf8(r.get(0), "namespace"))
+            .collect()
+    }
+
+    async fn write(&self, write: Write) -> Result<Written> {
+        let (written, last) = txn::apply(&self.shared, write).await?;
+        if let Some(last) = last {
+            // Acknowledge once this replica's own watchers have the change too, so a client
+            // that writes and then watches here never sees its own write arrive late.
+            self.shared.wake.notify_one();
+            let mut published = self.shared.published.subscribe();
+            let caught_up = published.wait_for(|p| *p >= last);
+            if tokio::time::timeout(Duration::from_secs(2), caught_up)
+                .await
+                .is_err()
+            {
+                tracing::debug!(
+                    seq = last,
+                    "the change follower is behind; acknowledging anyway"
+                );
+            }
+        }
+        Ok(written)
+    }
+
+    async fn settle(&self) -> Result<()> {
+        // Whatever a read saw was committed, hence durable.
+        Ok(())
+    }
+
+    fn subscribe(&self, after: Option<u64>) -> Result<Subscription> {
+        self.shared.feed.subscribe(after)
+    }
+
+    async fn token_key(&self) -> Result<Vec<u8>> {
+        self.shared
+            .token_key
+            .get_or_try_init(|| async {
+                // The first replica to ask creates it; every other one reads that one.
+                let candidate: [u8; 32] = rand::random();
+                self.shared
+                    .query(
+                        "INSERT INTO settings (name, value) VALUES ('page-token-key', $1) \
+                         ON CONFLICT (name) DO NOTHING",
+                        &[&&candidate[..]],
+                    )
+                    .await?;
+                let rows = self
+                    .shared
+                    .query(
+                        "SELECT value FROM settings WHERE name = 'page-token-key'",
+                        &[],
+                    )
+                    .await?;
+                rows.first()
+                    .map(|r| r.get::<_, Vec<u8>>(0))
+                    .ok_or_else(|| Error::internal("the page-token key vanished"))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.shared.closed.store(true, Ordering::Release);
+        self.stop.send_replace(true);
+        let follower = self
+            .follower
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(follower) = follower {
+            let _ = follower.await;
+        }
+        self.shared.pool.close();
+        Ok(())
+    }
+
+    fn observe(&self, observer: Arc<dyn crate::store::StoreObserver>) -> bool {
+        self.shared.feed.observer().set(observer)
+    }
+
+    async fn size_on_disk(&self) -> Result<Option<u64>> {
+        let rows = self
+            .shared
+            .query("SELECT pg_database_size(current_database())", &[])
+            .await?;
+        Ok(rows.first().map(|r| r.get::<_, i64>(0) as u64))
+    }
+
+    async fn check_health(&self) -> Result<()> {
+        self.shared.query("SELECT 1", &[]).await.map(drop)
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
