@@ -62,6 +62,57 @@ fn without_nagle(
     })
 }
 
+/// How often the store's health is checked for gRPC health.
+const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// A health check that takes longer than this counts as failed.
+const HEALTH_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Keeps gRPC health in step with the store: NOT_SERVING (the server as a whole, "", and each
+/// API service) while the store cannot serve, e.g. its database is unreachable; SERVING again
+/// once it can. Ends when the server stops.
+async fn report_store_health(
+    services: Arc<Services>,
+    health: tonic_health::server::HealthReporter,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    use tonic::server::NamedService;
+    use tonic_health::ServingStatus;
+    let names = [
+        "",
+        <RunServiceServer<GrpcApi> as NamedService>::NAME,
+        <ExperimentServiceServer<GrpcApi> as NamedService>::NAME,
+    ];
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(HEALTH_EVERY) => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+        let checked = tokio::time::timeout(HEALTH_LIMIT, services.store().check_health()).await;
+        let now = matches!(checked, Ok(Ok(())));
+        if now == serving {
+            continue;
+        }
+        serving = now;
+        match checked {
+            Ok(Ok(())) => tracing::info!("the store serves again: health SERVING"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "the store cannot serve: health NOT_SERVING"),
+            Err(_) => tracing::warn!(
+                "the store's health check took over {} s: health NOT_SERVING",
+                HEALTH_LIMIT.as_secs()
+            ),
+        }
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in names {
+            health.set_service_status(name, status).await;
+        }
+    }
+}
+
 /// Serves gRPC and HTTP until `shutdown` completes, then ends watch streams, lets in-flight calls
 /// finish on both and flushes the store. If either server fails, the other is stopped too.
 pub async fn run(
@@ -120,6 +171,11 @@ pub async fn run(
     let signal = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopping.wait_for(|stop| *stop).await;
     };
+    tokio::spawn(report_store_health(
+        services.clone(),
+        health.clone(),
+        stopping.clone(),
+    ));
 
     let metrics = crate::metrics::Metrics::new();
     if !services.store().observe(metrics.clone()) {

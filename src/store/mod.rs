@@ -19,6 +19,7 @@
 
 pub mod feed;
 mod observe;
+pub mod portable;
 pub mod postgres;
 mod record;
 pub mod sled;

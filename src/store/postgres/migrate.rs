@@ -115,9 +115,11 @@ fn refuse_newer(db: &DatabaseUrl, version: i32) -> Result<()> {
 
 async fn apply(db: &DatabaseUrl, client: &mut tokio_postgres::Client) -> Result<Migrated> {
     let err = |e| from_db(db, e);
+    // Without the NOTICE "already exists, skipping" on every start.
     client
         .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
+            "SET client_min_messages TO warning;
+             CREATE TABLE IF NOT EXISTS schema_migrations (
                  version     integer PRIMARY KEY,
                  description text NOT NULL,
                  applied_at  timestamptz NOT NULL DEFAULT now()
