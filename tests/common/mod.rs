@@ -1,19 +1,131 @@
-//! Test harness: a real runledger server on 127.0.0.1:0 with a fresh data directory, and real
-//! tonic clients.
+//! Test harness: a real runledger server on 127.0.0.1:0 with a fresh store, and real tonic
+//! clients.
+//!
+//! The store is a fresh data directory, or, inside a test written with
+//! `#[runledger_testkit::every_backend]` and running its `postgres` instance, a fresh database
+//! in the test binary's PostgreSQL cluster (one cluster per binary, one database per server a
+//! test starts). Such a test is written once and runs on both backends.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use runledger::api::experiment_service_client::ExperimentServiceClient;
 use runledger::api::run_service_client::RunServiceClient;
 use runledger::api::*;
 use runledger::server::{self, Listeners, ServerOptions};
 use runledger::service::{Limits, Services};
-use runledger::store::{self, DataDirOptions};
+use runledger::store::{self, DataDirOptions, Location, PostgresOptions};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
+
+/// The store backend a test instance runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sled,
+    Postgres,
+}
+
+/// The backend of the test running on this task, and what it needs to make databases.
+struct Current {
+    backend: Backend,
+    test: &'static str,
+    databases: AtomicUsize,
+}
+
+tokio::task_local! {
+    static CURRENT: Current;
+}
+
+/// Runs one instance of an `#[every_backend]` test: `body` on `backend`. Without PostgreSQL on
+/// the machine the postgres instance skips, saying so (and fails when CI=true).
+pub async fn on_backend(
+    backend: Backend,
+    test: &'static str,
+    body: impl std::future::Future<Output = ()>,
+) {
+    if backend == Backend::Postgres && !postgres_available(test).await {
+        return;
+    }
+    let current = Current {
+        backend,
+        test,
+        databases: AtomicUsize::new(0),
+    };
+    CURRENT.scope(current, body).await
+}
+
+/// The backend of the running test (sled outside `#[every_backend]` tests).
+pub fn backend() -> Backend {
+    CURRENT.try_with(|c| c.backend).unwrap_or(Backend::Sled)
+}
+
+async fn postgres_available(test: &'static str) -> bool {
+    tokio::task::spawn_blocking(move || runledger_testkit::postgres::shared_or_skip(test).is_some())
+        .await
+        .expect("start PostgreSQL")
+}
+
+/// A new, empty database in the test binary's cluster, named after `test`.
+pub async fn new_database(test: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    static SERIAL: AtomicUsize = AtomicUsize::new(0);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    test.hash(&mut hasher);
+    let prefix: String = test
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(40)
+        .collect();
+    let name = format!(
+        "{prefix}_{:08x}_{}",
+        hasher.finish() as u32,
+        SERIAL.fetch_add(1, Ordering::Relaxed)
+    );
+    let test = test.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let cluster = runledger_testkit::postgres::shared_or_skip(&test)
+            .expect("PostgreSQL is available (checked before the test started)");
+        cluster
+            .create_database(&name)
+            .unwrap_or_else(|e| panic!("create database {name}: {e}"))
+    })
+    .await
+    .expect("create database")
+}
+
+/// Where a server of the running test keeps its data: `dir` for sled, a new database for
+/// PostgreSQL.
+async fn fresh_location(dir: &Path, options: DataDirOptions) -> Location {
+    match CURRENT.try_with(|c| {
+        (
+            c.backend,
+            c.test,
+            c.databases.fetch_add(1, Ordering::Relaxed),
+        )
+    }) {
+        Ok((Backend::Postgres, test, n)) => Location::Database {
+            url: new_database(&format!("{test}_{n}")).await,
+            options: postgres_options(&options),
+        },
+        _ => Location::DataDir {
+            dir: dir.to_path_buf(),
+            options,
+        },
+    }
+}
+
+/// The PostgreSQL options matching a test's data-dir options (buffers), with a small pool.
+pub fn postgres_options(options: &DataDirOptions) -> PostgresOptions {
+    PostgresOptions {
+        pool_size: 4,
+        event_buffer: options.event_buffer,
+        event_retain: options.event_retain,
+        ..PostgresOptions::default()
+    }
+}
 
 pub struct TestServer {
     /// The gRPC address.
@@ -24,6 +136,8 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<runledger::error::Result<()>>>,
     data_dir: PathBuf,
+    /// Where the store is (the data dir, or the test's database).
+    pub location: Location,
     /// Keeps the temporary directory alive (and removes it at the end) when the server owns it.
     _temp: Option<Arc<tempfile::TempDir>>,
 }
@@ -42,21 +156,32 @@ impl TestServer {
 
     pub async fn start_with(config: Config) -> TestServer {
         let temp = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let location = fresh_location(temp.path(), config.store.clone()).await;
         let dir = temp.path().to_path_buf();
-        Self::start_in(&dir, config, Some(temp)).await
+        Self::start_at(location, &dir, config, Some(temp)).await
     }
 
     /// Starts a server on an existing data directory, which `temp` keeps alive.
     pub async fn start_on(dir: &Path, temp: Arc<tempfile::TempDir>) -> TestServer {
-        Self::start_in(dir, Config::default(), Some(temp)).await
+        let location = Location::DataDir {
+            dir: dir.to_path_buf(),
+            options: DataDirOptions::default(),
+        };
+        Self::start_at(location, dir, Config::default(), Some(temp)).await
     }
 
-    async fn start_in(
+    /// Starts a server on the store at `location` (e.g. a second replica on a database).
+    pub async fn start_at_location(location: Location) -> TestServer {
+        Self::start_at(location, Path::new(""), Config::default(), None).await
+    }
+
+    async fn start_at(
+        location: Location,
         dir: &Path,
         config: Config,
         temp: Option<Arc<tempfile::TempDir>>,
     ) -> TestServer {
-        let store = store::open_data_dir(dir, config.store).expect("open store");
+        let store = store::open(&location).await.expect("open store");
         let services = Services::new(store, config.limits).await.expect("services");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -85,6 +210,7 @@ impl TestServer {
             stop: Some(stop),
             task: Some(task),
             data_dir: dir.to_path_buf(),
+            location,
             _temp: temp,
         }
     }
@@ -104,10 +230,11 @@ impl TestServer {
         }
     }
 
-    /// Stops the server and starts a new one on the same data directory.
+    /// Stops the server and starts a new one on the same store.
     pub async fn restart(self) -> TestServer {
+        let location = self.location.clone();
         let (dir, temp) = self.stop().await;
-        Self::start_in(&dir, Config::default(), temp).await
+        Self::start_at(location, &dir, Config::default(), temp).await
     }
 
     /// The gRPC endpoint.

@@ -2,12 +2,24 @@
 # The kfp SDK compatibility suite: installs the official kfp SDK into target/kfp-venv (reused when
 # present), builds runledger (debug; or uses $RUNLEDGER_BIN), starts it on free loopback ports with a fresh data dir,
 # runs pytest against it through kfp.Client, stops the server (also on failure) and exits with
-# pytest's status. Extra arguments go to pytest (e.g. `-k terminate`, `-x`).
+# pytest's status. `--database-url URL` (first) serves from that PostgreSQL database instead of a
+# data dir (it should be empty: the suite expects a fresh store). Extra arguments go to pytest
+# (e.g. `-k terminate`, `-x`).
 # RUNLEDGER_LOG_LEVEL=runledger=debug logs every HTTP request; RUNLEDGER_KFP_SERVER_LOG=FILE keeps
 # the server log (by default it lives in the temp dir and is shown only on failure).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+database_url=""
+if [ "${1:-}" = "--database-url" ]; then
+    if [ -z "${2:-}" ]; then
+        echo "kfp suite: --database-url needs a URL" >&2
+        exit 2
+    fi
+    database_url="$2"
+    shift 2
+fi
 venv="$root/target/kfp-venv"
 python="${PYTHON:-python3}"
 
@@ -50,10 +62,15 @@ for s in socks:
 PY
 )
 
+if [ -n "$database_url" ]; then
+    store_args=(--database-url "$database_url")
+else
+    store_args=(--data-dir "$work/data")
+fi
 "$binary" serve \
     --grpc-addr "127.0.0.1:$grpc_port" \
     --http-addr "127.0.0.1:$http_port" \
-    --data-dir "$work/data" \
+    "${store_args[@]}" \
     --log-level "${RUNLEDGER_LOG_LEVEL:-warn}" \
     2>"$log" &
 server_pid=$!
