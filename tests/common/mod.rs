@@ -62,10 +62,24 @@ pub fn backend() -> Backend {
     CURRENT.try_with(|c| c.backend).unwrap_or(Backend::Sled)
 }
 
-async fn postgres_available(test: &'static str) -> bool {
+/// Whether the test binary's PostgreSQL cluster runs (started by the first caller); false,
+/// after saying so, on a machine without PostgreSQL (a panic when CI=true).
+pub async fn postgres_available(test: &'static str) -> bool {
     tokio::task::spawn_blocking(move || runledger_testkit::postgres::shared_or_skip(test).is_some())
         .await
         .expect("start PostgreSQL")
+}
+
+/// A fresh database of the binary's cluster as a store location (None: no PostgreSQL here,
+/// and the test should return).
+pub async fn database_location(test: &'static str) -> Option<Location> {
+    if !postgres_available(test).await {
+        return None;
+    }
+    Some(Location::Database {
+        url: new_database(test).await,
+        options: postgres_options(&DataDirOptions::default()),
+    })
 }
 
 /// A new, empty database in the test binary's cluster, named after `test`.
