@@ -352,4 +352,5 @@ pub fn expect_code<T: std::fmt::Debug>(
         }
     }
 }
+pub mod process;
 pub mod rest;
