@@ -13,7 +13,10 @@
 //! - [`workload`]: the pipeline spec, the run records and each scenario's calls.
 //! - [`load`]: the closed-loop driver and its measured window.
 //! - [`report`]: the Markdown table and JSON.
+//! - [`backends`]: `--backends`: the store backends (sled, PostgreSQL with N replicas) side by
+//!   side.
 
+mod backends;
 mod load;
 mod preload;
 mod report;
@@ -124,6 +127,16 @@ pub struct BenchArgs {
     /// The `runledger` binary to start servers from (default: the one next to this program).
     #[arg(long)]
     pub server_bin: Option<std::path::PathBuf>,
+    /// Compare store backends instead of running the scenarios above: each of these
+    /// (comma-separated: sled, postgres, postgres-N = N replicas on one database with the
+    /// clients spread over them) gets the same base data, then baseline, get, list-20, a state
+    /// filter and create are measured on it, side by side.
+    #[arg(long, value_delimiter = ',')]
+    pub backends: Vec<String>,
+    /// The PostgreSQL database of --backends postgres (each backend adds its own experiment to
+    /// it). Default: a throwaway cluster of this machine's PostgreSQL, with fsync on.
+    #[arg(long)]
+    pub database_url: Option<String>,
 }
 
 fn progress(message: impl AsRef<str>) {
@@ -271,12 +284,27 @@ pub async fn run(args: BenchArgs) -> Result<Report, String> {
         scale: Vec::new(),
         targets: Vec::new(),
         notes: Vec::new(),
+        backends: Vec::new(),
     };
     let temp = tempfile::Builder::new()
         .prefix("runledger-bench-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     progress(format!("working directory {}", temp.path().display()));
+
+    if !bench.args.backends.is_empty() {
+        if bench.args.target.is_some() {
+            return Err("--backends starts its own servers; it does not take --target".into());
+        }
+        let backends = bench
+            .args
+            .backends
+            .iter()
+            .map(|b| backends::Backend::parse(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        report.backends = backends::compare(&bench, &spec, temp.path(), &backends).await?;
+        return Ok(report);
+    }
 
     let main_scenarios = SCENARIOS
         .iter()
@@ -425,7 +453,8 @@ async fn run_main(
         None => {
             let dir = temp.join("durable");
             progress(format!("loading {} runs offline", bench.args.base_runs));
-            let loaded = preload::load(&dir, "bench", bench.args.base_runs, spec, |n, s| {
+            let location = preload::data_dir(&dir);
+            let loaded = preload::load(&location, "bench", bench.args.base_runs, spec, |n, s| {
                 progress(format!("  {n} runs written ({s:.1} s)"))
             })
             .await?;
@@ -672,12 +701,18 @@ async fn run_scale(
 ) -> Result<ScaleResult, String> {
     let dir = temp.join(format!("scale-{runs}"));
     progress(format!("scale {runs}: loading {runs} runs offline"));
-    let loaded = preload::load(&dir, "bench-scale", runs, spec, move |n, s| {
-        progress(format!(
-            "  {n}/{runs} runs written ({s:.1} s, {:.0} runs/s)",
-            n as f64 / s.max(1e-9)
-        ))
-    })
+    let loaded = preload::load(
+        &preload::data_dir(&dir),
+        "bench-scale",
+        runs,
+        spec,
+        move |n, s| {
+            progress(format!(
+                "  {n}/{runs} runs written ({s:.1} s, {:.0} runs/s)",
+                n as f64 / s.max(1e-9)
+            ))
+        },
+    )
     .await?;
     let data_dir_mb = server::dir_size(&dir) as f64 / 1024.0 / 1024.0;
     progress(format!(

@@ -1,13 +1,14 @@
-//! The offline loader: fills a data directory with an experiment and N runs through the store
-//! interface (the same writes CreateRun makes, so records, indexes and counters are exactly what
-//! the server would have stored), many runs per atomic write, before the server starts on it.
-//! Far faster than N CreateRun calls, and it still exercises the real key layout.
+//! The offline loader: fills a store (a data directory, or a PostgreSQL database) with an
+//! experiment and N runs through the store interface (the same writes CreateRun makes, so
+//! records, indexes and counters are exactly what the server would have stored), many runs per
+//! atomic write, before the server starts on it. Far faster than N CreateRun calls, and it
+//! still exercises the real key layout or schema.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use runledger::api::{Experiment, experiment};
-use runledger::store::{self, DataDirOptions, Durability, Op, Write};
+use runledger::store::{self, DataDirOptions, Durability, Location, Op, Write};
 use runledger::wkt::StructBytes;
 use runledger::wkt::Timestamp;
 
@@ -26,21 +27,12 @@ pub struct Loaded {
     pub seconds: f64,
 }
 
-/// Creates experiment `name` in `dir` and `runs` runs in it, created one millisecond apart and
-/// ending now; every other run is finished (SUCCEEDED), the rest PENDING. `progress` is called
-/// with the number of runs written so far, now and then.
-pub async fn load(
-    dir: &Path,
-    name: &str,
-    runs: usize,
-    spec: &StructBytes,
-    mut progress: impl FnMut(usize, f64) + Send + 'static,
-) -> Result<Loaded, String> {
-    let started = Instant::now();
-    let store = store::open_data_dir(
-        dir,
-        DataDirOptions {
-            // Nothing waits on the loader's writes; closing the store makes them durable.
+/// Where the loader writes a data directory: buffered (nothing waits on the loader's writes;
+/// closing the store makes them durable).
+pub fn data_dir(dir: &Path) -> Location {
+    Location::DataDir {
+        dir: dir.to_owned(),
+        options: DataDirOptions {
             durability: Durability::Buffered {
                 flush_every_ms: 5_000,
             },
@@ -48,8 +40,21 @@ pub async fn load(
             event_retain: 0,
             cache_bytes: 256 * 1024 * 1024,
         },
-    )
-    .map_err(|e| e.to_string())?;
+    }
+}
+
+/// Creates experiment `name` in the store at `location` and `runs` runs in it, created one
+/// millisecond apart and ending now; every other run is finished (SUCCEEDED), the rest
+/// PENDING. `progress` is called with the number of runs written so far, now and then.
+pub async fn load(
+    location: &Location,
+    name: &str,
+    runs: usize,
+    spec: &StructBytes,
+    mut progress: impl FnMut(usize, f64) + Send + 'static,
+) -> Result<Loaded, String> {
+    let started = Instant::now();
+    let store = store::open(location).await.map_err(|e| e.to_string())?;
     let now = Timestamp::now();
     let experiment = Experiment {
         experiment_id: uuid::Uuid::new_v4().to_string(),

@@ -191,6 +191,12 @@ async fn catch_up(
             .query(statement, &[&(last as i64), &BATCH])
             .await
             .map_err(|e| from_db(&shared.db, e))?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Watchers hear of a change only once it is durable (its writer may not have waited
+        // for the flush yet).
+        shared.durable(client).await?;
         let mut changes = Vec::with_capacity(rows.len());
         let mut expected = last + 1;
         for row in &rows {

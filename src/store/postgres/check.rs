@@ -110,7 +110,7 @@ pub async fn check_database(url: &str) -> Result<CheckReport> {
                 "SELECT {}, r.experiment_id, r.namespace, r.display_name, r.description, \
                  r.pipeline_id, r.service_account, r.recurring_run_id, r.created_s, r.created_ns, \
                  r.scheduled_s, r.scheduled_ns, r.finished_s, r.finished_ns, r.state, \
-                 r.storage_state FROM runs r LEFT JOIN specs s ON s.digest = r.spec_digest",
+                 r.storage_state FROM runs r",
                 rows::RUN_READ_COLUMNS
             ),
             std::iter::empty::<i32>(),

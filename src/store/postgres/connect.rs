@@ -147,8 +147,18 @@ impl DatabaseUrl {
 
     /// A connection pool of at most `size` connections; nothing is connected yet.
     pub fn pool(&self, size: usize) -> Result<Pool> {
+        // The pool's transactions commit without waiting for the WAL flush, so that the rows
+        // every write updates last (the change log's counter) are not held through an fsync;
+        // a write waits for durability afterwards, in a flush many writers share
+        // (`Shared::durable`).
+        let mut config = self.config.clone();
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c synchronous_commit=off"),
+            None => "-c synchronous_commit=off".to_owned(),
+        };
+        config.options(&options);
         let manager = Manager::from_config(
-            self.config.clone(),
+            config,
             self.tls()?,
             ManagerConfig {
                 // A connection the server closed (a restart) is noticed and replaced.

@@ -34,7 +34,7 @@ enum Columns {
 impl Table {
     fn from(self) -> &'static str {
         match self {
-            Table::Runs => "runs r LEFT JOIN specs s ON s.digest = r.spec_digest",
+            Table::Runs => "runs r",
             Table::Experiments => "experiments r",
         }
     }
@@ -57,10 +57,10 @@ impl Table {
         }
     }
 
-    /// How many columns [`Table::read_columns`] selects.
+    /// How many columns [`Table::read_columns`] selects (see [`rows::run_from_row`]).
     fn read_width(self) -> usize {
         match self {
-            Table::Runs => rows::RUN_READ_COLUMNS.split(", ").count(),
+            Table::Runs => 5,
             Table::Experiments => rows::EXPERIMENT_READ_COLUMNS.split(", ").count(),
         }
     }

@@ -20,8 +20,10 @@
 //! | `settings` | the page-token signing key |
 //! | `schema_migrations` | the versions applied |
 //!
-//! Writes are acknowledged once COMMIT returns (with the server's `synchronous_commit`,
-//! durable). A database that cannot be reached makes calls fail with UNAVAILABLE naming it; the
+//! Writes are acknowledged once committed and durable: the pool's transactions commit with
+//! `synchronous_commit = off` (so the rows every write takes last are not held through an
+//! fsync), then each write waits for a flush that covers its commit ([`Shared::durable`]), one
+//! many writers share. The change follower publishes only what such a flush covers. A database that cannot be reached makes calls fail with UNAVAILABLE naming it; the
 //! pool opens new connections once it is back.
 
 mod changes;
@@ -128,6 +130,23 @@ impl Shared {
             .map_err(|e| from_db(&self.db, e))?;
         client
             .query(&statement, params)
+            .await
+            .map_err(|e| from_db(&self.db, e))
+    }
+
+    /// Waits until every transaction committed so far, on any connection, is durable: the
+    /// pool commits without waiting for the WAL flush, and this commits one more transaction
+    /// with synchronous_commit on. Its commit record comes after all of theirs, so once it is
+    /// flushed (and replicated to synchronous standbys, when there are some) so are they.
+    /// Concurrent callers share flushes (PostgreSQL's group commit). PostgreSQL flushes at
+    /// commit only for a transaction that wrote WAL: the barrier writes an empty logical
+    /// message (prefix `runledger-durable`; logical decoding consumers ignore unknown ones).
+    async fn durable(&self, client: &tokio_postgres::Client) -> Result<()> {
+        client
+            .batch_execute(
+                "BEGIN; SET LOCAL synchronous_commit TO on; \
+                 SELECT pg_logical_emit_message(true, 'runledger-durable', ''); COMMIT",
+            )
             .await
             .map_err(|e| from_db(&self.db, e))
     }
@@ -286,7 +305,7 @@ fn experiment_counter(scope: &Scope) -> Result<(i8, Vec<u8>)> {
 impl Store for PgStore {
     async fn run(&self, run_id: &str) -> Result<Option<StoredRun>> {
         let sql = format!(
-            "SELECT {} FROM runs r LEFT JOIN specs s ON s.digest = r.spec_digest \
+            "SELECT {} FROM runs r \
              WHERE r.run_id = $1",
             rows::RUN_READ_COLUMNS
         );
@@ -390,8 +409,9 @@ impl Store for PgStore {
     }
 
     async fn settle(&self) -> Result<()> {
-        // Whatever a read saw was committed, hence durable.
-        Ok(())
+        // A read may have seen a commit whose WAL is not flushed yet.
+        let client = self.shared.client().await?;
+        self.shared.durable(&client).await
     }
 
     fn subscribe(&self, after: Option<u64>) -> Result<Subscription> {

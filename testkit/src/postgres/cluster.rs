@@ -60,6 +60,8 @@ pub struct Cluster {
     watchdog: Watchdog,
     /// Whether the server also accepts TLS connections (see [`Cluster::enable_tls`]).
     tls: bool,
+    /// Whether commits wait for fsync (see [`Cluster::start_durable`]).
+    fsync: bool,
 }
 
 impl Cluster {
@@ -69,6 +71,16 @@ impl Cluster {
     /// says what is missing and how to install it), [`Error::Failed`] with the server log's tail
     /// when a step fails.
     pub fn start() -> Result<Cluster, Error> {
+        Self::start_with_fsync(false)
+    }
+
+    /// [`Cluster::start`] with `fsync = on`: commits reach the disk before they return, as on
+    /// a production server. For benchmarks whose figures must include durability.
+    pub fn start_durable() -> Result<Cluster, Error> {
+        Self::start_with_fsync(true)
+    }
+
+    fn start_with_fsync(fsync: bool) -> Result<Cluster, Error> {
         let binaries = Binaries::locate()?;
         let user = ServerUser::for_this_process()?;
         let dir = WorkDir::create(&user)?;
@@ -88,6 +100,7 @@ impl Cluster {
             postmaster: None,
             watchdog,
             tls: false,
+            fsync,
         };
         cluster.initdb()?;
         cluster.launch_on_free_port()?;
@@ -259,10 +272,11 @@ impl Cluster {
              port = {port}\n\
              unix_socket_directories = '{socket_dir}'\n\
              max_connections = {MAX_CONNECTIONS}\n\
-             # Durability against machine crashes is worthless here; killed processes lose\n\
+             # Durability against machine crashes is worthless in tests; killed processes lose\n\
              # nothing anyway, because commits still reach the OS before they return.\n\
-             fsync = off\n\
-             timezone = 'UTC'\n"
+             fsync = {}\n\
+             timezone = 'UTC'\n",
+            if self.fsync { "on" } else { "off" }
         );
         if self.tls {
             settings.push_str(&format!(
