@@ -293,7 +293,7 @@ fn show(config: &tokio_postgres::Config) -> String {
             match host {
                 Host::Tcp(name) => format!("{name}:{port}"),
                 #[cfg(unix)]
-                Host::Unix(path) => format!("{}:{port}", path.display()),
+                Host::Unix(path) => format!("unix:{}:{port}", path.display()),
             }
         })
         .collect();
@@ -481,6 +481,11 @@ mod tests {
         let url = DatabaseUrl::parse("postgresql://127.0.0.1/runs").unwrap();
         assert_eq!(url.to_string(), "postgres://127.0.0.1:5432/runs");
         assert_eq!(url.tls_mode(), TlsMode::Prefer);
+        let url = DatabaseUrl::parse("postgres:///runs?host=/var/run/postgresql").unwrap();
+        assert_eq!(
+            url.to_string(),
+            "postgres://unix:/var/run/postgresql:5432/runs"
+        );
     }
 
     #[test]
