@@ -38,8 +38,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 const SELECT_CHANGES: &str = "SELECT c.seq, c.kind, c.run_id, c.experiment_id, c.namespace, \
-     c.revision, c.record, c.spec_digest, s.bytes FROM changes c \
-     LEFT JOIN specs s ON s.digest = c.spec_digest";
+     c.revision, c.record, c.spec_digest, s.bytes, pg_current_wal_insert_lsn()::text \
+     FROM changes c LEFT JOIN specs s ON s.digest = c.spec_digest";
 
 /// The last sequence number of the log, and its retained changes from `last - retain` on.
 pub async fn tail(
@@ -150,14 +150,24 @@ async fn session(
         .batch_execute(&format!("LISTEN {CHANNEL}"))
         .await
         .map_err(|e| from_db(&shared.db, e))?;
-    let statement = client
-        .prepare(&format!(
+    let prepare = |sql: String| {
+        let client = &client;
+        async move {
+            client
+                .prepare(&sql)
+                .await
+                .map_err(|e| from_db(&shared.db, e))
+        }
+    };
+    let statements = Statements {
+        changes: prepare(format!(
             "{SELECT_CHANGES} WHERE c.seq > $1 ORDER BY c.seq LIMIT $2"
         ))
-        .await
-        .map_err(|e| from_db(&shared.db, e))?;
+        .await?,
+        flushed: prepare(FLUSHED.to_owned()).await?,
+    };
     loop {
-        catch_up(shared, &client, &statement).await?;
+        catch_up(shared, &client, &statements).await?;
         if let Some(since) = down_since.take() {
             tracing::info!(
                 after_seconds = since.elapsed().as_secs_f64(),
@@ -179,24 +189,31 @@ async fn session(
     }
 }
 
+/// The follower's statements, prepared once per connection.
+struct Statements {
+    changes: tokio_postgres::Statement,
+    flushed: tokio_postgres::Statement,
+}
+
+/// Whether the WAL is flushed up to $1 (an LSN as text).
+const FLUSHED: &str = "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn";
+
 /// Publishes every change after the last one published.
 async fn catch_up(
     shared: &Shared,
     client: &tokio_postgres::Client,
-    statement: &tokio_postgres::Statement,
+    statements: &Statements,
 ) -> Result<()> {
     loop {
         let last = shared.feed.last_seq();
         let rows = client
-            .query(statement, &[&(last as i64), &BATCH])
+            .query(&statements.changes, &[&(last as i64), &BATCH])
             .await
             .map_err(|e| from_db(&shared.db, e))?;
-        if rows.is_empty() {
+        let Some(read_at) = rows.last().map(|r| r.get::<_, String>(9)) else {
             return Ok(());
-        }
-        // Watchers hear of a change only once it is durable (its writer may not have waited
-        // for the flush yet).
-        shared.durable(client).await?;
+        };
+        wait_flushed(shared, client, &statements.flushed, &read_at).await?;
         let mut changes = Vec::with_capacity(rows.len());
         let mut expected = last + 1;
         for row in &rows {
@@ -221,6 +238,30 @@ async fn catch_up(
             return Ok(());
         }
     }
+}
+
+/// Waits until the WAL is flushed up to `lsn` (where it was when changes were read), so that
+/// watchers hear of a change only once it is durable: its writer commits without waiting for
+/// the flush and waits afterwards, so the flush is usually there or a moment away; if it is
+/// not, the follower asks for one itself.
+async fn wait_flushed(
+    shared: &Shared,
+    client: &tokio_postgres::Client,
+    flushed: &tokio_postgres::Statement,
+    lsn: &str,
+) -> Result<()> {
+    for pause_ms in [0, 2] {
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        let flushed: bool = client
+            .query_one(flushed, &[&lsn])
+            .await
+            .map_err(|e| from_db(&shared.db, e))?
+            .get(0);
+        if flushed {
+            return Ok(());
+        }
+    }
+    shared.durable(client).await
 }
 
 /// Deletes changes more than `log_retain` behind the last, then the specs nothing holds any
