@@ -490,3 +490,64 @@ async fn check_finds_rows_that_disagree_with_their_records() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--repair"));
 }
+
+#[tokio::test]
+async fn a_write_that_finds_derived_data_inconsistent_is_refused_whole() {
+    let Some(location) = database_location("write_refused_on_inconsistency").await else {
+        return;
+    };
+    let url = url_of(&location);
+    let server = TestServer::start_at_location(location).await;
+    let mut runs = server.runs().await;
+    let mut run = new_run("kept");
+    run.pipeline_source = Some(run::PipelineSource::PipelineSpec(
+        pbjson_types::Struct::default().into(),
+    ));
+    let run = create_run(&mut runs, run).await;
+    let client = store::postgres::DatabaseUrl::parse(&url)
+        .unwrap()
+        .connect_spawned()
+        .await
+        .unwrap();
+    let delete = || {
+        let mut runs = runs.clone();
+        let run_id = run.run_id.clone();
+        async move {
+            runs.delete_run(DeleteRunRequest {
+                run_id,
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    // The spec it names is gone: its reference cannot be dropped.
+    client.batch_execute("DELETE FROM specs").await.unwrap();
+    let status = delete().await.expect_err("refused");
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(
+        status.message().contains("which is not stored"),
+        "{status:?}"
+    );
+    // A counter already at zero: it cannot go below.
+    client
+        .batch_execute(
+            "INSERT INTO specs (digest, bytes, refs) SELECT spec_digest, '', 1 FROM runs;
+             UPDATE counts SET n = 0 WHERE kind = 'a'",
+        )
+        .await
+        .unwrap();
+    let status = delete().await.expect_err("refused");
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(status.message().contains("below zero"), "{status:?}");
+    // Nothing of either write happened, and the server still serves.
+    let kept = runs
+        .get_run(GetRunRequest {
+            run_id: run.run_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("the run is still there")
+        .into_inner();
+    assert_eq!(kept.run_id, run.run_id);
+    create_run(&mut runs, new_run("still writable")).await;
+}

@@ -7,13 +7,15 @@
 //! last_run_created_at, spec reference counts, scope counters, then the change log under the
 //! single `change_seq` row, and COMMIT. Taking those shared rows last and in one order keeps
 //! their locks short and makes them deadlock-free; taking `change_seq` last of all makes the
-//! change log's order the commit order. The write is acknowledged once COMMIT returns.
+//! change log's order the commit order. BEGIN goes out with the first op's first statement and
+//! COMMIT with the derived data's statements, so a write's shared rows stay locked for about
+//! one round trip. The write is acknowledged once COMMIT returned and its commit is durable.
 
 mod commit;
 
 use std::collections::BTreeMap;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::Object;
 use prost::Message;
 use tokio_postgres::error::SqlState;
 
@@ -53,22 +55,31 @@ struct OldRun {
 
 /// Applies `write`; returns what it stored and the last change-log sequence number it wrote.
 pub async fn apply(inner: &Shared, write: Write) -> Result<(Written, Option<u64>)> {
-    let mut client = inner.client().await?;
-    let db = &inner.db;
-    let tx = client.transaction().await.map_err(|e| from_db(db, e))?;
+    let open = InTransaction(Some(inner.client().await?));
     let mut txn = Txn {
-        tx,
+        client: open.client(),
         inner,
         counts: BTreeMap::new(),
         specs: BTreeMap::new(),
         raises: BTreeMap::new(),
         changes: Vec::new(),
         written: Written::default(),
+        ended: false,
     };
-    for op in write.ops {
-        txn.apply(op).await?;
-    }
-    let (written, last) = txn.commit().await?;
+    let result = txn.run(write).await;
+    let ended = txn.ended;
+    let (written, last) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            let client = open.client();
+            if ended || client.batch_execute("ROLLBACK").await.is_ok() {
+                // Back to the pool.
+                drop(open.ended());
+            }
+            return Err(e);
+        }
+    };
+    let client = open.ended();
     inner.durable(&client).await.map_err(|e| match e {
         Error::Unavailable(m) => Error::Unavailable(format!(
             "{m} (after COMMIT, before the write was known to be durable: it may or may not \
@@ -79,8 +90,37 @@ pub async fn apply(inner: &Shared, write: Write) -> Result<(Written, Option<u64>
     Ok((written, last))
 }
 
+/// A pooled connection inside a transaction this module opened. Dropped before the
+/// transaction ended (the call was cancelled, or COMMIT's outcome is unknown), the connection
+/// leaves the pool and is closed, which makes the server roll the transaction back: it never
+/// goes back to the pool in the middle of one.
+struct InTransaction(Option<Object>);
+
+impl InTransaction {
+    fn client(&self) -> &Object {
+        self.0
+            .as_ref()
+            .expect("the connection is held until the transaction ends")
+    }
+
+    /// The transaction ended (committed or rolled back): the connection may be reused.
+    fn ended(mut self) -> Object {
+        self.0
+            .take()
+            .expect("the connection is held until the transaction ends")
+    }
+}
+
+impl Drop for InTransaction {
+    fn drop(&mut self) {
+        if let Some(object) = self.0.take() {
+            drop(Object::take(object));
+        }
+    }
+}
+
 struct Txn<'a> {
-    tx: Transaction<'a>,
+    client: &'a Object,
     inner: &'a Shared,
     counts: BTreeMap<CountKey, i64>,
     /// Reference count changes by spec digest, with the bytes of specs that gained one.
@@ -89,6 +129,8 @@ struct Txn<'a> {
     raises: BTreeMap<Vec<u8>, (i64, i32)>,
     changes: Vec<Pending>,
     written: Written,
+    /// Whether the server ended the transaction (its COMMIT was answered).
+    ended: bool,
 }
 
 fn conflict(what: String) -> Error {
@@ -96,6 +138,27 @@ fn conflict(what: String) -> Error {
 }
 
 impl Txn<'_> {
+    /// BEGIN, every op, then the end of the write (see `commit.rs`).
+    async fn run(&mut self, write: Write) -> Result<(Written, Option<u64>)> {
+        let mut ops = write.ops.into_iter();
+        let client = self.client;
+        if let Some(first) = ops.next() {
+            // Sent before the op's first statement, without waiting for its answer.
+            let (began, applied) = futures::join!(client.batch_execute("BEGIN"), self.apply(first));
+            began.map_err(|e| self.err(e))?;
+            applied?;
+        } else {
+            client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        for op in ops {
+            self.apply(op).await?;
+        }
+        self.commit().await
+    }
+
     fn err(&self, e: tokio_postgres::Error) -> Error {
         from_db(&self.inner.db, e)
     }
@@ -115,8 +178,8 @@ impl Txn<'_> {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-        let statement = self.tx.prepare_cached(sql).await?;
-        self.tx.query(&statement, params).await
+        let statement = self.client.prepare_cached(sql).await?;
+        self.client.query(&statement, params).await
     }
 
     /// Runs a statement whose foreign key names an experiment: a violation means it is gone.

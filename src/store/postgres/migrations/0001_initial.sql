@@ -7,6 +7,14 @@
 -- and nanos (full precision); an unset one is (-9223372036854775808, 0), earlier than every
 -- set one, as lists compare it.
 
+-- Aborts the statement (and its transaction) with `message`: how a write's SQL refuses a
+-- result it must never produce (a counter below zero), so that COMMIT can be sent with it.
+CREATE FUNCTION runledger_fail(message text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '%', message USING ERRCODE = 'check_violation';
+END
+$$;
+
 -- The page-token signing key and other per-database values.
 CREATE TABLE settings (
     name  text PRIMARY KEY,

@@ -1,21 +1,21 @@
 //! The end of a write: the derived data accumulated by the ops (experiments'
 //! last_run_created_at, spec reference counts, scope counters), the change log append under
 //! the single `change_seq` row, and COMMIT. Its statements are sent together, in this fixed
-//! order, each part sorted, so that every writer takes these shared rows in one order and for
-//! as short as possible (see the module above).
+//! order, each part sorted, so that every writer takes these shared rows in one order and holds
+//! them for about one round trip (see the module above).
 
 use std::collections::BTreeMap;
 
 use super::{CountKey, Pending, Txn};
 use crate::error::{Error, Result};
 use crate::store::Written;
-use crate::store::postgres::error::from_db;
 
 impl Txn<'_> {
-    /// Applies the derived data, appends the changes and commits. The derived data's
-    /// statements are sent together (prepared first, so that they run in the order sent) and
-    /// their results checked before COMMIT.
-    pub(super) async fn commit(mut self) -> Result<(Written, Option<u64>)> {
+    /// Applies the derived data, appends the changes and commits, all sent at once (prepared
+    /// first, so that they run in the order sent); the statements refuse, in SQL, a result
+    /// that must not be (a counter below zero, a spec that is not stored), which makes the
+    /// COMMIT behind them a rollback.
+    pub(super) async fn commit(&mut self) -> Result<(Written, Option<u64>)> {
         let raise = self.prepare(RAISE_LAST_RUN).await?;
         let add_spec = self.prepare(ADD_SPEC_REFS).await?;
         let drop_spec = self.prepare(DROP_SPEC_REFS).await?;
@@ -31,7 +31,7 @@ impl Txn<'_> {
         let counts = Counts::of(std::mem::take(&mut self.counts));
         let changes = Changes::of(std::mem::take(&mut self.changes));
 
-        let tx = &self.tx;
+        let client = self.client;
         type Sent<'a> = futures::future::BoxFuture<
             'a,
             std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
@@ -40,7 +40,7 @@ impl Txn<'_> {
         for (experiment_id, (seconds, nanos)) in &raises {
             let raise = &raise;
             sent.push(Box::pin(async move {
-                tx.query(raise, &[experiment_id, seconds, nanos]).await
+                client.query(raise, &[experiment_id, seconds, nanos]).await
             }));
         }
         for (digest, delta, bytes) in &specs {
@@ -49,65 +49,62 @@ impl Txn<'_> {
                 let digest = &digest[..];
                 match bytes {
                     Some(bytes) if *delta > 0 => {
-                        tx.query(add_spec, &[&digest, &&bytes[..], delta]).await
+                        client.query(add_spec, &[&digest, &&bytes[..], delta]).await
                     }
-                    _ => tx.query(drop_spec, &[&digest, delta]).await,
+                    _ => client.query(drop_spec, &[&digest, delta]).await,
                 }
             }));
         }
-        let counted = !counts.kinds.is_empty();
-        if counted {
+        if !counts.kinds.is_empty() {
             let (count, counts) = (&count, &counts);
-            sent.push(Box::pin(
-                async move { tx.query(count, &counts.params()).await },
-            ));
+            sent.push(Box::pin(async move {
+                client.query(count, &counts.params()).await
+            }));
         }
         let appended = changes.n > 0;
         if appended {
             let (append, changes) = (&append, &changes);
             sent.push(Box::pin(async move {
-                tx.query(append, &changes.params()).await
+                client.query(append, &changes.params()).await
             }));
         }
-        let results = futures::future::try_join_all(sent)
-            .await
-            .map_err(|e| self.err(e))?;
-        let spec_results = &results[raises.len()..raises.len() + specs.len()];
-        if spec_results.iter().any(|rows| rows.is_empty()) {
-            return Err(Error::Internal(
-                "a run names a spec that is not stored: the store is inconsistent (run \
-                 `runledger check --database-url ...`)"
-                    .to_owned(),
-            ));
+        sent.push(Box::pin(async move {
+            client.batch_execute("COMMIT").await.map(|()| Vec::new())
+        }));
+        // Every one runs to its answer, so that COMMIT's tells whether the transaction ended.
+        let mut results = futures::future::join_all(sent).await;
+        let committed = results.pop().unwrap_or_else(|| Ok(Vec::new()));
+        self.ended = committed.is_ok();
+        // The first failure is the cause; the statements after it failed because of it (and
+        // COMMIT rolled back).
+        if let Some(failed) = results.iter_mut().find(|r| r.is_err()) {
+            let e = std::mem::replace(failed, Ok(Vec::new())).err();
+            return Err(e.map_or_else(|| Error::internal("a failed statement"), |e| self.err(e)));
         }
-        let tail = &results[raises.len() + specs.len()..];
-        if counted && tail[0].iter().any(|r| r.get::<_, i64>(0) < 0) {
-            return Err(Error::Internal(
-                "a counter would go below zero: the store's counters are inconsistent (run \
-                 `runledger check --database-url ...`)"
-                    .to_owned(),
-            ));
+        if let Err(e) = committed {
+            return Err(match self.err(e) {
+                Error::Unavailable(m) => Error::Unavailable(format!(
+                    "{m} (while committing: the write may or may not have been applied)"
+                )),
+                other => other,
+            });
         }
-        let last = match tail.last().filter(|_| appended) {
-            Some(rows) => Some(
+        let last = match results.last().filter(|_| appended) {
+            Some(Ok(rows)) => Some(
                 rows.first()
                     .map(|r| r.get::<_, i64>(0) as u64)
                     .ok_or_else(|| Error::internal("the change_seq row is missing"))?,
             ),
-            None => None,
+            _ => None,
         };
-        let db = &self.inner.db;
-        self.tx.commit().await.map_err(|e| match from_db(db, e) {
-            Error::Unavailable(m) => Error::Unavailable(format!(
-                "{m} (while committing: the write may or may not have been applied)"
-            )),
-            other => other,
-        })?;
-        Ok((self.written, last))
+        Ok((std::mem::take(&mut self.written), last))
     }
 
     async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement> {
-        self.tx.prepare_cached(sql).await.map_err(|e| self.err(e))
+        self.client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.err(e))
     }
 }
 
@@ -120,14 +117,21 @@ const RAISE_LAST_RUN: &str = "UPDATE experiments SET last_run_s = $2, last_run_n
 const ADD_SPEC_REFS: &str = "INSERT INTO specs (digest, bytes, refs) VALUES ($1, $2, $3) \
      ON CONFLICT (digest) DO UPDATE SET refs = specs.refs + excluded.refs RETURNING refs";
 
-/// Adds $2 (negative) references to spec $1; no row means the spec was not stored.
-const DROP_SPEC_REFS: &str = "UPDATE specs SET refs = refs + $2 WHERE digest = $1 RETURNING refs";
+/// Adds $2 (negative) references to spec $1, which must be stored.
+const DROP_SPEC_REFS: &str = "WITH d AS (UPDATE specs SET refs = refs + $2 WHERE digest = $1 \
+     RETURNING refs) \
+     SELECT runledger_fail('a run names the spec ' || encode($1, 'hex') || ', which is not \
+     stored: the store is inconsistent (run `runledger check --database-url ...`)') \
+     WHERE NOT EXISTS (SELECT 1 FROM d)";
 
-/// Adds deltas to counters (one row per counter, sorted, so writers lock them in one order).
-const COUNT: &str = "INSERT INTO counts (kind, key, state, storage_state, n) \
+/// Adds deltas to counters (one row per counter, sorted, so writers lock them in one order);
+/// none may go below zero.
+const COUNT: &str = "WITH c AS (INSERT INTO counts (kind, key, state, storage_state, n) \
      SELECT * FROM unnest($1::\"char\"[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[]) \
      ON CONFLICT (kind, key, state, storage_state) DO UPDATE SET n = counts.n + excluded.n \
-     RETURNING n";
+     RETURNING n) \
+     SELECT runledger_fail('a counter would go below zero: the store''s counters are \
+     inconsistent (run `runledger check --database-url ...`)') FROM c WHERE n < 0 LIMIT 1";
 
 /// Numbers $1 changes after the log's last one and appends them, holding `change_seq` until
 /// COMMIT (so the log's order is the commit order); NOTIFYs every replica's follower on commit.
