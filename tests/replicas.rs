@@ -328,3 +328,137 @@ async fn replicas_starting_together_apply_each_migration_once() {
         store.close().await.expect("close");
     }
 }
+
+/// A SQL session on the database of `location`.
+async fn sql(location: &Location) -> tokio_postgres::Client {
+    let Location::Database { url, .. } = location else {
+        unreachable!("a database location")
+    };
+    runledger::store::postgres::DatabaseUrl::parse(url)
+        .unwrap()
+        .connect_spawned()
+        .await
+        .expect("connect")
+}
+
+#[tokio::test]
+async fn a_replica_that_missed_pruned_changes_ends_its_watches_saying_so() {
+    let Some(location) = database_location("missed_pruned_changes").await else {
+        return;
+    };
+    let a = TestServer::start_at_location(location.clone()).await;
+    let b = TestServer::start_at_location(location.clone()).await;
+    create_run(&mut a.runs().await, new_run("before")).await;
+    let mut on_b = b.runs().await;
+    let mut watch = on_b
+        .watch_runs(WatchRunsRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    // Five changes B will never read: as if they were committed and pruned while it was cut
+    // off from the database.
+    sql(&location)
+        .await
+        .batch_execute("UPDATE change_seq SET last = last + 5")
+        .await
+        .unwrap();
+    create_run(&mut a.runs().await, new_run("after")).await;
+    let status = timeout(WAIT, watch.message())
+        .await
+        .expect("an answer in time")
+        .expect_err("the watch ends");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("missed 5 changes"), "{status:?}");
+    // Resuming from before the gap is refused; a new watch works.
+    let status = on_b
+        .watch_runs(WatchRunsRequest {
+            resume_after: 1,
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let mut fresh = on_b
+        .watch_runs(WatchRunsRequest::default())
+        .await
+        .expect("watch again")
+        .into_inner();
+    let third = create_run(&mut a.runs().await, new_run("third")).await;
+    let event = next_event(&mut fresh).await;
+    assert_eq!(event.run.unwrap().run_id, third.run_id);
+}
+
+#[tokio::test]
+async fn the_change_log_and_specs_no_run_holds_are_trimmed() {
+    let Some(Location::Database { url, .. }) = database_location("log_trimmed").await else {
+        return;
+    };
+    let location = Location::Database {
+        url,
+        options: store::PostgresOptions {
+            pool_size: 4,
+            event_retain: 10,
+            log_retain: 10,
+            poll_interval: Duration::from_millis(50),
+            prune_every: Duration::from_millis(50),
+            ..Default::default()
+        },
+    };
+    let server = TestServer::start_at_location(location.clone()).await;
+    let mut runs = server.runs().await;
+    let spec: pbjson_types::Struct =
+        serde_json::from_value(serde_json::json!({"root": {"dag": {}}})).unwrap();
+    let spec = run::PipelineSource::PipelineSpec(spec.into());
+    let mut with_spec = Vec::new();
+    for i in 0..12 {
+        let mut run = new_run(&format!("with the spec {i}"));
+        run.pipeline_source = Some(spec.clone());
+        with_spec.push(create_run(&mut runs, run).await);
+    }
+    for run in &with_spec {
+        runs.delete_run(DeleteRunRequest {
+            run_id: run.run_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete");
+    }
+    // Newer changes push the deletions (which name the spec) out of the retained log.
+    for i in 0..12 {
+        create_run(&mut runs, new_run(&format!("without {i}"))).await;
+    }
+    let db = sql(&location).await;
+    timeout(WAIT, async {
+        loop {
+            let row = db
+                .query_one(
+                    "SELECT (SELECT count(*) FROM changes), (SELECT count(*) FROM specs)",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let (changes, specs): (i64, i64) = (row.get(0), row.get(1));
+            if changes <= 10 && specs == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the log is trimmed to 10 changes and the spec released");
+    // A watcher cannot resume from a trimmed change.
+    let status = runs
+        .watch_runs(WatchRunsRequest {
+            resume_after: 2,
+            ..Default::default()
+        })
+        .await
+        .expect_err("trimmed");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    server.stop().await;
+    let Location::Database { url, .. } = &location else {
+        unreachable!()
+    };
+    let report = store::check_database(url).await.expect("check");
+    assert!(report.is_consistent(), "{report}");
+}

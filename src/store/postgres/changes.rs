@@ -31,9 +31,6 @@ pub const CHANNEL: &str = "runledger_changes";
 /// Rows read per query when catching up.
 const BATCH: i64 = 500;
 
-/// How often the retained log is trimmed.
-const PRUNE_EVERY: Duration = Duration::from_secs(30);
-
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -174,7 +171,7 @@ async fn session(
                 "the change log follower is connected again"
             );
         }
-        if last_prune.elapsed() >= PRUNE_EVERY {
+        if last_prune.elapsed() >= shared.options.prune_every {
             *last_prune = tokio::time::Instant::now();
             if let Err(e) = prune(shared).await {
                 tracing::debug!(error = %e, "trimming the change log failed; trying later");

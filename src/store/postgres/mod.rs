@@ -69,6 +69,8 @@ pub struct PostgresOptions {
     pub log_retain: u64,
     /// How often the change follower reads the log when no notification woke it.
     pub poll_interval: Duration,
+    /// How often the change log is trimmed to `log_retain` (and specs no run holds removed).
+    pub prune_every: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -79,6 +81,7 @@ impl Default for PostgresOptions {
             event_retain: 1024,
             log_retain: 10_000,
             poll_interval: Duration::from_secs(1),
+            prune_every: Duration::from_secs(30),
         }
     }
 }
