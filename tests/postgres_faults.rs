@@ -24,13 +24,6 @@ use tonic_health::pb::health_client::HealthClient;
 
 const LONG: Duration = Duration::from_secs(60);
 
-fn url_of(location: &Location) -> String {
-    match location {
-        Location::Database { url, .. } => url.clone(),
-        Location::DataDir { .. } => unreachable!("a database location"),
-    }
-}
-
 /// How far along PENDING → RUNNING → SUCCEEDED a state is.
 fn rank(state: i32) -> usize {
     [
@@ -161,7 +154,7 @@ async fn a_replica_killed_under_load_loses_no_acknowledged_write() {
     let Some(location) = database_location("replica_killed_under_load").await else {
         return;
     };
-    let url = url_of(&location);
+    let url = database_url(&location).to_owned();
     let mut doomed = ServerProcess::start(&["--database-url", &url]).await;
     let survivor = ServerProcess::start(&["--database-url", &url]).await;
     let load = Arc::new(Load::default());
@@ -409,17 +402,13 @@ async fn a_database_migrated_by_a_newer_runledger_is_refused() {
     let Some(location) = database_location("newer_schema").await else {
         return;
     };
-    let url = url_of(&location);
+    let url = database_url(&location).to_owned();
     let out = runledger(&["migrate", "--database-url", &url], None);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("applied migration 1"));
     let out = runledger(&["migrate", "--database-url", &url], None);
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to do"));
-    let client = store::postgres::DatabaseUrl::parse(&url)
-        .unwrap()
-        .connect_spawned()
-        .await
-        .unwrap();
+    let client = sql(&url).await;
     client
         .execute(
             "INSERT INTO schema_migrations (version, description) VALUES (999, 'from the future')",
@@ -443,7 +432,7 @@ async fn check_finds_rows_that_disagree_with_their_records() {
     let Some(location) = database_location("check_finds_disagreement").await else {
         return;
     };
-    let url = url_of(&location);
+    let url = database_url(&location).to_owned();
     let server = TestServer::start_at_location(location).await;
     let mut runs = server.runs().await;
     let mut created = Vec::new();
@@ -457,11 +446,7 @@ async fn check_finds_rows_that_disagree_with_their_records() {
     server.stop().await;
     assert_check_passes(&url);
 
-    let client = store::postgres::DatabaseUrl::parse(&url)
-        .unwrap()
-        .connect_spawned()
-        .await
-        .unwrap();
+    let client = sql(&url).await;
     client
         .batch_execute(
             "UPDATE counts SET n = n + 1 WHERE kind = 'a';
@@ -496,7 +481,7 @@ async fn a_write_that_finds_derived_data_inconsistent_is_refused_whole() {
     let Some(location) = database_location("write_refused_on_inconsistency").await else {
         return;
     };
-    let url = url_of(&location);
+    let url = database_url(&location).to_owned();
     let server = TestServer::start_at_location(location).await;
     let mut runs = server.runs().await;
     let mut run = new_run("kept");
@@ -504,11 +489,7 @@ async fn a_write_that_finds_derived_data_inconsistent_is_refused_whole() {
         pbjson_types::Struct::default().into(),
     ));
     let run = create_run(&mut runs, run).await;
-    let client = store::postgres::DatabaseUrl::parse(&url)
-        .unwrap()
-        .connect_spawned()
-        .await
-        .unwrap();
+    let client = sql(&url).await;
     let delete = || {
         let mut runs = runs.clone();
         let run_id = run.run_id.clone();

@@ -297,14 +297,7 @@ async fn replicas_starting_together_apply_each_migration_once() {
     for store in opened {
         stores.push(store.expect("every replica starts"));
     }
-    let Location::Database { url, .. } = &location else {
-        unreachable!()
-    };
-    let client = runledger::store::postgres::DatabaseUrl::parse(url)
-        .unwrap()
-        .connect_spawned()
-        .await
-        .expect("connect");
+    let client = sql(database_url(&location)).await;
     let rows = client
         .query(
             "SELECT version FROM schema_migrations ORDER BY version",
@@ -329,18 +322,6 @@ async fn replicas_starting_together_apply_each_migration_once() {
     }
 }
 
-/// A SQL session on the database of `location`.
-async fn sql(location: &Location) -> tokio_postgres::Client {
-    let Location::Database { url, .. } = location else {
-        unreachable!("a database location")
-    };
-    runledger::store::postgres::DatabaseUrl::parse(url)
-        .unwrap()
-        .connect_spawned()
-        .await
-        .expect("connect")
-}
-
 #[tokio::test]
 async fn a_replica_that_missed_pruned_changes_ends_its_watches_saying_so() {
     let Some(location) = database_location("missed_pruned_changes").await else {
@@ -357,7 +338,7 @@ async fn a_replica_that_missed_pruned_changes_ends_its_watches_saying_so() {
         .into_inner();
     // Five changes B will never read: as if they were committed and pruned while it was cut
     // off from the database.
-    sql(&location)
+    sql(database_url(&location))
         .await
         .batch_execute("UPDATE change_seq SET last = last + 5")
         .await
@@ -435,7 +416,7 @@ async fn the_change_log_and_specs_no_run_holds_are_trimmed() {
     for i in 0..12 {
         create_run(&mut runs, new_run(&format!("without {i}"))).await;
     }
-    let db = sql(&location).await;
+    let db = sql(database_url(&location)).await;
     timeout(WAIT, async {
         loop {
             let row = db
@@ -464,9 +445,8 @@ async fn the_change_log_and_specs_no_run_holds_are_trimmed() {
         .expect_err("trimmed");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     server.stop().await;
-    let Location::Database { url, .. } = &location else {
-        unreachable!()
-    };
-    let report = store::check_database(url).await.expect("check");
+    let report = store::check_database(database_url(&location))
+        .await
+        .expect("check");
     assert!(report.is_consistent(), "{report}");
 }

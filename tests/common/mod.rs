@@ -82,6 +82,24 @@ pub async fn database_location(test: &'static str) -> Option<Location> {
     })
 }
 
+/// The URL of a database location.
+pub fn database_url(location: &Location) -> &str {
+    match location {
+        Location::Database { url, .. } => url,
+        Location::DataDir { .. } => panic!("a database location was expected, not {location}"),
+    }
+}
+
+/// A SQL session of its own on the database at `url`, to look at or tamper with what the
+/// store wrote.
+pub async fn sql(url: &str) -> tokio_postgres::Client {
+    store::postgres::DatabaseUrl::parse(url)
+        .expect("a database URL")
+        .connect_spawned()
+        .await
+        .expect("connect to the database")
+}
+
 /// A new, empty database in the test binary's cluster, named after `test`.
 pub async fn new_database(test: &str) -> String {
     use std::hash::{Hash, Hasher};
