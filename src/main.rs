@@ -162,8 +162,8 @@ struct ServeArgs {
     /// Log filter: error, warn, info, debug, trace, or a tracing EnvFilter directive.
     #[arg(long, env = "RUNLEDGER_LOG_LEVEL", default_value = "info")]
     log_level: String,
-    /// When a write is acknowledged (the embedded store; with --database-url, once COMMIT
-    /// returns, durable as the database's synchronous_commit makes it).
+    /// When a write is acknowledged (the embedded store; with --database-url, once committed
+    /// and flushed, always).
     #[arg(
         long,
         env = "RUNLEDGER_DURABILITY",
@@ -265,19 +265,17 @@ fn check(args: CheckArgs) -> Result<bool, String> {
     if let Some(url) = &args.store.database_url {
         if args.repair {
             return Err(
-                "--repair rebuilds a data dir's indexes; a database keeps its own (drop \
-                 --repair to check it)"
+                "--repair rebuilds a data dir's indexes and counters; a database's are rebuilt \
+                 by exporting it and importing that into an empty database (drop --repair to \
+                 check it)"
                     .into(),
             );
         }
+        let db = store::postgres::DatabaseUrl::parse(url).map_err(|e| e.to_string())?;
         let report = runtime()?
             .block_on(store::check_database(url))
             .map_err(|e| e.to_string())?;
-        let shown = Location::Database {
-            url: url.clone(),
-            options: PostgresOptions::default(),
-        };
-        print!("{shown}: {report}");
+        print!("{db}: {report}");
         return Ok(report.is_consistent());
     }
     let dir = &args.store.data_dir;
@@ -462,7 +460,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on --http-addr {}: {e}", args.http_addr))?;
         let durability = match location {
             Location::DataDir { .. } => format!("{durability:?}"),
-            Location::Database { .. } => "on COMMIT".to_owned(),
+            Location::Database { .. } => "committed and flushed".to_owned(),
         };
         tracing::info!(
             grpc = %grpc.local_addr().map_err(|e| e.to_string())?,

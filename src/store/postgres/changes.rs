@@ -20,6 +20,7 @@ use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 use tokio_postgres::AsyncMessage;
 
+use super::DatabaseUrl;
 use super::error::from_db;
 use super::{Shared, rows};
 use crate::error::{Error, Result};
@@ -41,10 +42,10 @@ const SELECT_CHANGES: &str = "SELECT c.seq, c.kind, c.run_id, c.experiment_id, c
 /// The last sequence number of the log, and its retained changes from `last - retain` on.
 pub async fn tail(
     client: &tokio_postgres::Client,
-    shared: &Shared,
+    db: &DatabaseUrl,
     retain: usize,
 ) -> Result<(u64, Vec<Change>)> {
-    let err = |e| from_db(&shared.db, e);
+    let err = |e| from_db(db, e);
     let last: i64 = client
         .query_one("SELECT last FROM change_seq", &[])
         .await

@@ -137,21 +137,9 @@ impl Shared {
             .map_err(|e| from_db(&self.db, e))
     }
 
-    /// Waits until every transaction committed so far, on any connection, is durable: the
-    /// pool commits without waiting for the WAL flush, and this commits one more transaction
-    /// with synchronous_commit on. Its commit record comes after all of theirs, so once it is
-    /// flushed (and replicated to synchronous standbys, when there are some) so are they.
-    /// Concurrent callers share flushes (PostgreSQL's group commit). PostgreSQL flushes at
-    /// commit only for a transaction that wrote WAL: the barrier writes an empty logical
-    /// message (prefix `runledger-durable`; logical decoding consumers ignore unknown ones).
+    /// See [`durable`].
     async fn durable(&self, client: &tokio_postgres::Client) -> Result<()> {
-        client
-            .batch_execute(
-                "BEGIN; SET LOCAL synchronous_commit TO on; \
-                 SELECT pg_logical_emit_message(true, 'runledger-durable', ''); COMMIT",
-            )
-            .await
-            .map_err(|e| from_db(&self.db, e))
+        durable(&self.db, client).await
     }
 
     async fn query_built(&self, sql: &list::Sql) -> Result<Vec<tokio_postgres::Row>> {
@@ -161,6 +149,23 @@ impl Shared {
             .await
             .map_err(|e| from_db(&self.db, e))
     }
+}
+
+/// Waits until every transaction committed so far, on any connection, is durable: the pool
+/// commits without waiting for the WAL flush, and this commits one more transaction with
+/// synchronous_commit on. Its commit record comes after all of theirs, so once it is flushed
+/// (and replicated to synchronous standbys, when there are some) so are they. Concurrent
+/// callers share flushes (PostgreSQL's group commit). PostgreSQL flushes at commit only for a
+/// transaction that wrote WAL: the barrier writes an empty logical message (prefix
+/// `runledger-durable`; logical decoding consumers ignore unknown ones).
+async fn durable(db: &DatabaseUrl, client: &tokio_postgres::Client) -> Result<()> {
+    client
+        .batch_execute(
+            "BEGIN; SET LOCAL synchronous_commit TO on; \
+             SELECT pg_logical_emit_message(true, 'runledger-durable', ''); COMMIT",
+        )
+        .await
+        .map_err(|e| from_db(db, e))
 }
 
 impl PgStore {
@@ -178,33 +183,29 @@ impl PgStore {
             log_retain: options.log_retain.max(options.event_retain as u64),
             ..options
         };
-        let (published, _) = watch::channel(0);
-        let mut shared = Shared {
+        // The log's newest changes, for watchers that resume: flushed first, since they may
+        // have been committed without waiting for it.
+        let (last, retained) = {
+            let client = pool.get().await.map_err(|e| from_pool(&db, e))?;
+            durable(&db, &client).await?;
+            changes::tail(&client, &db, options.event_retain).await?
+        };
+        let feed = Arc::new(ChangeFeed::new(
+            options.event_buffer,
+            options.event_retain,
+            retained.first().map_or(last, |c| c.seq - 1),
+        ));
+        feed.publish(retained);
+        let shared = Shared {
             db,
             pool,
-            feed: Arc::new(ChangeFeed::new(
-                options.event_buffer,
-                options.event_retain,
-                0,
-            )),
             options,
-            published,
+            feed,
+            published: watch::channel(last).0,
             wake: Notify::new(),
             token_key: OnceCell::new(),
             closed: AtomicBool::new(false),
         };
-        let (last, retained) = {
-            let client = shared.client().await?;
-            changes::tail(&client, &shared, shared.options.event_retain).await?
-        };
-        let first = retained.first().map_or(last, |c| c.seq - 1);
-        shared.feed = Arc::new(ChangeFeed::new(
-            shared.options.event_buffer,
-            shared.options.event_retain,
-            first,
-        ));
-        shared.feed.publish(retained);
-        shared.published.send_replace(last);
         let shared = Arc::new(shared);
         let (stop, stopped) = watch::channel(false);
         let follower = tokio::spawn(changes::follow(shared.clone(), stopped));
@@ -213,11 +214,6 @@ impl PgStore {
             stop,
             follower: std::sync::Mutex::new(Some(follower)),
         }))
-    }
-
-    /// The database this store is on (without its password).
-    pub fn database(&self) -> &DatabaseUrl {
-        &self.shared.db
     }
 
     async fn count(&self, table: Table, scope: &Scope, filter: &Filter) -> Result<u64> {
