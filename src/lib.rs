@@ -11,7 +11,9 @@
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`), fed by a gRPC layer, an HTTP middleware
 //!   and the store's observer interface.
 //! - [`cli`]: the command-line client (`runledger runs|experiments ...`) over the gRPC API.
-//! - [`transport`]: connections: the peer (address, client certificate name) of each request.
+//! - [`transport`]: connections: one listener for both ports (TCP_NODELAY, TLS with reloadable
+//!   certificates and optional client certificates), and the peer (address, client certificate
+//!   name) of each request.
 //! - [`server`]: wiring: gRPC services, health, reflection, the HTTP router, graceful shutdown.
 //! - [`service`]: the transport-free core, one service per resource, each call with a
 //!   [`service::Context`] (principal, clock, ids): validation, defaults, the run state machine,

@@ -11,6 +11,21 @@ use runledger::query::QueryLimits;
 use runledger::server::{self, Listeners, ServerOptions};
 use runledger::service::{Limits, Services};
 use runledger::store::{self, DataDirOptions, Durability, Location, PostgresOptions};
+use runledger::transport::tls::{Tls, TlsFiles};
+
+/// glibc's malloc with at most two arenas. By default it keeps up to 8 per core, one for each
+/// thread that allocates at the same time as another (readers, the blocking pool that grows with
+/// demand, sled's threads), each holding on to pages it freed: RSS then grows far past
+/// `--cache-mb`. Two arenas keep memory near what is in use, at no measurable CPU cost here.
+/// mimalloc was tried and kept ~4x more memory under concurrent creates (BENCHMARKS.md,
+/// "Memory").
+fn bound_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable; called first thing in main, before other threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
 
 /// A run-tracking server for ML pipelines, wire-compatible with the Kubeflow Pipelines v2beta1
 /// Run API. Every flag can also be set as RUNLEDGER_<FLAG> (e.g. RUNLEDGER_DATA_DIR).
@@ -32,7 +47,10 @@ enum Command {
     /// replicas may keep serving): every index entry, name and counter must agree with the
     /// records and every value must decode. Exits 1 on any problem.
     Check(CheckArgs),
-    /// Create or upgrade the schema of a PostgreSQL database (servers also do it at startup).
+    /// Upgrade a store offline to this build: a data directory's data format (stop the server
+    /// first; a migration that was interrupted resumes where it stopped), or a PostgreSQL
+    /// database's schema (--database-url; replicas may keep serving). Servers also do it at
+    /// startup.
     Migrate(MigrateArgs),
     /// Write every experiment, pipeline spec and run of a store as JSON Lines (a portable
     /// backup; stop writers first for a snapshot of one instant).
@@ -109,9 +127,15 @@ impl StoreArgs {
 
 #[derive(Args)]
 struct MigrateArgs {
-    /// The PostgreSQL database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=...].
-    #[arg(long, env = "RUNLEDGER_DATABASE_URL")]
-    database_url: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Runs converted per atomic batch of a data dir's migration (each batch records the
+    /// migration's progress with it).
+    #[arg(long, default_value_t = store::sled::migrate::CHUNK, conflicts_with = "database_url")]
+    chunk_runs: usize,
+    /// For crash tests: abort once this many batches are on disk, as a kill would.
+    #[arg(long, hide = true, conflicts_with = "database_url")]
+    abort_after_chunks: Option<usize>,
 }
 
 #[derive(Args)]
@@ -209,12 +233,24 @@ struct ServeArgs {
     /// SIGHUP reloads it.
     #[arg(long, env = "RUNLEDGER_AUTH_CONFIG")]
     auth_config: Option<PathBuf>,
+    /// Serve TLS on both ports with this certificate chain (PEM, leaf first); needs --tls-key.
+    /// SIGHUP reloads it (new connections get the new certificate).
+    #[arg(long, env = "RUNLEDGER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "RUNLEDGER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: every client must present a certificate signed by one of these CAs (PEM);
+    /// the certificate's subject CN names the principal for --auth-config.
+    #[arg(long, env = "RUNLEDGER_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
     /// sled page cache size, in MiB.
     #[arg(long, env = "RUNLEDGER_CACHE_MB", default_value_t = 256)]
     cache_mb: u64,
 }
 
 fn main() -> ExitCode {
+    bound_malloc_arenas();
     // Usage errors exit 1 (not clap's 2): the client's documented codes are 0, 1, 3 and 4.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -231,7 +267,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args).map(|()| true),
         Command::Descriptor(args) => descriptor(args).map(|()| true),
         Command::Check(args) => check(args),
-        Command::Migrate(args) => migrate(args).map(|()| true),
+        Command::Migrate(args) => migrate(args),
         Command::Export(args) => export(args).map(|()| true),
         Command::Import(args) => import(args).map(|()| true),
         Command::Auth(command) => auth(command),
@@ -294,13 +330,23 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
-fn migrate(args: MigrateArgs) -> Result<(), String> {
-    let db = store::postgres::DatabaseUrl::parse(&args.database_url).map_err(|e| e.to_string())?;
-    let migrated = runtime()?
-        .block_on(store::migrate_database(&db))
-        .map_err(|e| e.to_string())?;
-    println!("{db}: {migrated}");
-    Ok(())
+fn migrate(args: MigrateArgs) -> Result<bool, String> {
+    if let Some(url) = &args.store.database_url {
+        let db = store::postgres::DatabaseUrl::parse(url).map_err(|e| e.to_string())?;
+        let migrated = runtime()?
+            .block_on(store::migrate_database(&db))
+            .map_err(|e| e.to_string())?;
+        println!("{db}: {migrated}");
+        return Ok(true);
+    }
+    let options = store::MigrateOptions {
+        chunk: args.chunk_runs,
+        abort_after_chunks: args.abort_after_chunks,
+    };
+    let dir = &args.store.data_dir;
+    let report = store::migrate_data_dir(dir, &options).map_err(|e| e.to_string())?;
+    println!("{}: {report}", dir.display());
+    Ok(true)
 }
 
 /// Opens the store of an offline command (export, import).
@@ -408,6 +454,20 @@ fn init_logging(filter: &str) -> Result<(), String> {
 
 fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging(&args.log_level)?;
+    // Before the store opens: a bad certificate or auth config is a usage error, not a
+    // half-started server.
+    let tls = TlsFiles::from_flags(
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+        args.tls_client_ca.clone(),
+    )?
+    .map(Tls::load)
+    .transpose()?
+    .map(std::sync::Arc::new);
+    let auth = match &args.auth_config {
+        Some(path) => Some(std::sync::Arc::new(runledger::auth::Auth::load(path)?)),
+        None => None,
+    };
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
@@ -458,30 +518,52 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         let http = tokio::net::TcpListener::bind(args.http_addr)
             .await
             .map_err(|e| format!("cannot listen on --http-addr {}: {e}", args.http_addr))?;
+        let grpc_addr = grpc.local_addr().map_err(|e| e.to_string())?;
+        let http_addr = http.local_addr().map_err(|e| e.to_string())?;
+        // Before the line that says where it listens, which tests and scripts wait for.
+        if let Some(tls) = &tls {
+            tls.log_in_force("TLS on both ports");
+        }
+        if tls.is_none() {
+            for (flag, addr) in [("--grpc-addr", grpc_addr), ("--http-addr", http_addr)] {
+                if runledger::transport::beyond_loopback(addr) {
+                    tracing::warn!(
+                        %addr,
+                        "{flag} is not a loopback address and TLS is off: tokens and data cross \
+                         the network in clear text (pass --tls-cert and --tls-key)"
+                    );
+                }
+            }
+        }
         let durability = match location {
             Location::DataDir { .. } => format!("{durability:?}"),
             Location::Database { .. } => "committed and flushed".to_owned(),
         };
         tracing::info!(
-            grpc = %grpc.local_addr().map_err(|e| e.to_string())?,
-            http = %http.local_addr().map_err(|e| e.to_string())?,
+            grpc = %grpc_addr,
+            http = %http_addr,
             store = %location,
             durability,
+            tls = match &tls {
+                None => "off",
+                Some(tls) if tls.mutual() => "on, client certificates required",
+                Some(_) => "on",
+            },
             "runledger listening"
         );
-        let auth = match &args.auth_config {
-            Some(path) => Some(std::sync::Arc::new(runledger::auth::Auth::load(path)?)),
-            None => None,
-        };
         let mut reload_hooks: Vec<Box<dyn Fn() + Send + Sync>> = Vec::new();
         if let Some(auth) = auth.clone() {
             reload_hooks.push(Box::new(move || auth.reload_and_log()));
+        }
+        if let Some(tls) = tls.clone() {
+            reload_hooks.push(Box::new(move || tls.reload_and_log()));
         }
         on_reload_signal(reload_hooks);
         let options = ServerOptions {
             max_message_bytes: args.max_message_bytes,
             max_http_body_bytes: args.max_http_body_bytes,
             auth,
+            tls,
         };
         server::run(
             services,

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::api::experiment_service_server::ExperimentServiceServer;
@@ -14,6 +13,7 @@ use crate::api::run_service_server::RunServiceServer;
 use crate::error::{Error, Result};
 use crate::grpc::{GrpcApi, RunRoutes};
 use crate::service::Services;
+use crate::transport::Listener;
 
 /// The descriptor set of every served proto file (with source comments and the google.api.http
 /// options), as reflection serves it and `runledger descriptor` prints it.
@@ -29,6 +29,8 @@ pub struct ServerOptions {
     pub max_http_body_bytes: usize,
     /// Authentication (`--auth-config`); None: off, every caller is anonymous and allowed.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// TLS on both ports (`--tls-cert`, `--tls-key`, `--tls-client-ca`); None: plaintext.
+    pub tls: Option<Arc<crate::transport::tls::Tls>>,
 }
 
 impl Default for ServerOptions {
@@ -37,29 +39,17 @@ impl Default for ServerOptions {
             max_message_bytes: 16 * 1024 * 1024,
             max_http_body_bytes: 16 * 1024 * 1024,
             auth: None,
+            tls: None,
         }
     }
 }
 
-/// The already-bound sockets the server answers on.
+/// The already-bound sockets the server answers on (with TLS when `ServerOptions::tls` is set).
 pub struct Listeners {
     /// gRPC (HTTP/2).
     pub grpc: TcpListener,
-    /// The JSON/HTTP API (HTTP/1.1 and h2c).
+    /// The JSON/HTTP API (HTTP/1.1 and HTTP/2).
     pub http: TcpListener,
-}
-
-/// Accepted connections with TCP_NODELAY: tonic sets it only on listeners it binds itself, and
-/// without it a multi-segment message waits for the peer's delayed ACK (~40 ms per call).
-fn without_nagle(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
 }
 
 /// How often the store's health is checked for gRPC health.
@@ -192,13 +182,8 @@ pub async fn run(
     let http_router = http_router.layer(identify.clone());
     let http = async {
         let result = axum::serve(
-            axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
-                // As for gRPC: no Nagle delay on responses of several segments.
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            }),
-            http_router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            Listener::new(listeners.http, options.tls.clone()),
+            http_router.into_make_service_with_connect_info::<crate::transport::Peer>(),
         )
         .with_graceful_shutdown(signal(stopping.clone()))
         .await
@@ -226,7 +211,10 @@ pub async fn run(
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(without_nagle(listeners.grpc), signal(stopping.clone()))
+            .serve_with_incoming_shutdown(
+                Listener::new(listeners.grpc, options.tls.clone()).into_incoming(),
+                signal(stopping.clone()),
+            )
             .await
             .map_err(|e| Error::internal(format!("gRPC server failed: {e}")));
         if result.is_err() {

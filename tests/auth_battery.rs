@@ -785,3 +785,26 @@ async fn the_trusted_header_names_the_principal_from_a_proxy_address() {
         404
     );
 }
+
+#[tokio::test]
+async fn metrics_name_every_namespace_so_they_need_a_grant_on_all_of_them() {
+    let server = start("10.0.0.0/8").await;
+    setup(&server).await;
+    let client = reqwest::Client::new();
+    for base in [server.http_url(), server.url()] {
+        let url = format!("{base}/metrics");
+        let none = client.get(&url).send().await.unwrap();
+        assert_eq!(none.status(), 401, "{url}");
+        assert_eq!(none.headers()["www-authenticate"], "Bearer");
+        // A grant on one namespace is not enough: the labels name the others.
+        let partial = client.get(&url).bearer_auth(EXEC_A).send().await.unwrap();
+        assert_eq!(partial.status(), 403, "{url}");
+        let body: serde_json::Value = partial.json().await.unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(r#"namespace "*""#), "{message}");
+        let admin = client.get(&url).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(admin.status(), 200, "{url}");
+        let text = admin.text().await.unwrap();
+        assert!(text.contains("namespace=\"team-a\""), "{text}");
+    }
+}

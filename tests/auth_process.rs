@@ -1,12 +1,12 @@
 //! The `runledger` binary with `--auth-config`: `auth hash-token` and `auth check-config`, audit
 //! lines on stderr, and SIGHUP reloading the file (a bad file keeps the previous config).
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_runledger");
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::process::{BIN, ServerProcess};
 
 fn hash(token: &str) -> String {
     let mut child = Command::new(BIN)
@@ -32,64 +32,9 @@ fn config(principals: &[(&str, &str)]) -> String {
     text
 }
 
-struct Server {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    http: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &std::path::Path, config: &std::path::Path) -> Server {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--auth-config")
-        .arg(config)
-        .args(["--log-level", "info,runledger::audit=info"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(at) = line.find("http=") {
-                let addr: String = line[at + 5..].split_whitespace().next().unwrap().to_owned();
-                let _ = tx.send(addr);
-            }
-            sink.lock().unwrap().push_str(&line);
-            sink.lock().unwrap().push('\n');
-        }
-    });
-    let http = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the server logs its addresses");
-    Server {
-        child,
-        log,
-        http: format!("http://{http}"),
-    }
-}
-
-async fn status(server: &Server, token: &str, body: serde_json::Value) -> u16 {
+async fn status(server: &ServerProcess, token: &str, body: serde_json::Value) -> u16 {
     reqwest::Client::new()
-        .post(format!("{}/apis/v2beta1/experiments", server.http))
+        .post(format!("http://{}/apis/v2beta1/experiments", server.http))
         .bearer_auth(token)
         .json(&body)
         .send()
@@ -97,23 +42,6 @@ async fn status(server: &Server, token: &str, body: serde_json::Value) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-fn hangup(server: &Server) {
-    // SAFETY: kill(2) on our own child's pid.
-    let rc = unsafe { libc::kill(server.child.id() as i32, libc::SIGHUP) };
-    assert_eq!(rc, 0);
-}
-
-/// Waits (bounded) until the server has logged `needle` `count` times.
-fn wait_for_log(server: &Server, needle: &str, count: usize) {
-    for _ in 0..300 {
-        if server.log.lock().unwrap().matches(needle).count() >= count {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no {needle:?} in the log:\n{}", server.log.lock().unwrap());
 }
 
 #[test]
@@ -160,7 +88,7 @@ async fn writes_and_denials_are_audited_and_sighup_reloads_the_config() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("auth.toml");
     std::fs::write(&file, config(&[("alice", "alice-token")])).unwrap();
-    let server = start(dir.path(), &file);
+    let server = ServerProcess::start(dir.path(), &["--auth-config".as_ref(), file.as_os_str()]);
     let exp = |name: &str, ns: &str| serde_json::json!({"display_name": name, "namespace": ns});
 
     assert_eq!(
@@ -171,8 +99,8 @@ async fn writes_and_denials_are_audited_and_sighup_reloads_the_config() {
         status(&server, "alice-token", exp("two", "team-b")).await,
         403
     );
-    wait_for_log(&server, "rpc=\"CreateExperiment\"", 2);
-    let log = server.log.lock().unwrap().clone();
+    server.wait_for_log("rpc=\"CreateExperiment\"", 2);
+    let log = server.log();
     assert!(
         log.lines().any(|l| l.contains("runledger::audit")
             && l.contains("principal=\"alice\"")
@@ -196,8 +124,8 @@ async fn writes_and_denials_are_audited_and_sighup_reloads_the_config() {
         config(&[("alice", "alice-token"), ("bob", "bob-token")]),
     )
     .unwrap();
-    hangup(&server);
-    wait_for_log(&server, "auth config reloaded", 1);
+    server.hangup();
+    server.wait_for_log("auth config reloaded", 1);
     assert_eq!(
         status(&server, "bob-token", exp("three", "team-a")).await,
         200
@@ -205,8 +133,8 @@ async fn writes_and_denials_are_audited_and_sighup_reloads_the_config() {
 
     // A bad file, then SIGHUP: the previous config stays in force.
     std::fs::write(&file, "[[principals]]\nname = 1\n").unwrap();
-    hangup(&server);
-    wait_for_log(&server, "auth config not reloaded", 1);
+    server.hangup();
+    server.wait_for_log("auth config not reloaded", 1);
     assert_eq!(
         status(&server, "bob-token", exp("four", "team-a")).await,
         200

@@ -155,8 +155,11 @@ async fn a_dangling_entry_and_a_wrong_counter_are_found_and_repaired() {
         },
         "ghost",
     );
-    let mut counter = vec![0u8; 16];
-    counter[7] = 42;
+    // 42 runs PENDING (1) and AVAILABLE (1), where the records say 3 in various states.
+    let mut counter = vec![2u8];
+    counter.extend_from_slice(&keys::encode_i32(1));
+    counter.extend_from_slice(&keys::encode_i32(1));
+    counter.extend_from_slice(&42u64.to_be_bytes());
     edit_offline(
         dir.path(),
         &[],
@@ -174,7 +177,7 @@ async fn a_dangling_entry_and_a_wrong_counter_are_found_and_repaired() {
         "{out}"
     );
     assert!(
-        out.contains("says 42 (0 archived); the records say 3"),
+        out.contains("says 42 [(1, 1): 42]; the records say 3 ["),
         "{out}"
     );
     assert!(open_error(dir.path()).contains("refusing to start"));
@@ -278,4 +281,174 @@ async fn the_server_binary_refuses_to_start_on_a_damaged_store_and_names_the_che
         )),
         "{stderr}"
     );
+}
+
+/// A spec (google.protobuf.Struct) from JSON.
+fn spec(name: &str) -> pbjson_types::Struct {
+    serde_json::from_value(serde_json::json!({"pipelineInfo": {"name": name},
+        "root": {"dag": {"tasks": {"a": {}, "b": {}}}}}))
+    .unwrap()
+}
+
+fn spec_run(id: &str, experiment_id: &str, spec_name: &str) -> Run {
+    Run {
+        run_id: id.into(),
+        experiment_id: experiment_id.into(),
+        display_name: id.into(),
+        created_at: Some(Timestamp {
+            seconds: 100,
+            nanos: 0,
+        }),
+        storage_state: run::StorageState::Available as i32,
+        state: RuntimeState::Pending as i32,
+        pipeline_source: Some(run::PipelineSource::PipelineSpec(spec(spec_name).into())),
+        ..Default::default()
+    }
+}
+
+/// Writes experiments e1 and e2 and the given runs straight through the store; closes it.
+async fn store_with_runs(dir: &Path, runs: Vec<Run>) {
+    let store = store::open_data_dir(dir, DataDirOptions::default()).unwrap();
+    let mut ops = Vec::new();
+    for id in ["e1", "e2"] {
+        ops.push(store::Op::PutExperiment {
+            experiment: Experiment {
+                experiment_id: id.into(),
+                display_name: id.into(),
+                ..Default::default()
+            },
+            replaces: None,
+        });
+    }
+    for run in runs {
+        ops.push(store::Op::PutRun {
+            run: Box::new(run),
+            replaces: None,
+        });
+    }
+    store.write(store::Write::new(ops)).await.unwrap();
+    store.close().await.unwrap();
+}
+
+/// The number of spec blobs `runledger check` counts (it also checks their use counts).
+fn specs_stored(dir: &Path) -> u64 {
+    let (ok, out) = check(dir, false);
+    assert!(ok, "{out}");
+    let before = out.split(" specs (").next().unwrap();
+    before.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn identical_specs_are_stored_once_and_released_with_their_last_run() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_runs(
+        dir.path(),
+        vec![
+            spec_run("a1", "e1", "train"),
+            spec_run("a2", "e1", "train"),
+            spec_run("a3", "e2", "train"),
+            spec_run("b1", "e2", "eval"),
+        ],
+    )
+    .await;
+    assert_eq!(specs_stored(dir.path()), 2);
+
+    let store = store::open_data_dir(dir.path(), DataDirOptions::default()).unwrap();
+    let delete = |id: &str, revision: store::Revision| store::Op::DeleteRun {
+        run_id: id.into(),
+        replaces: revision,
+    };
+    let a1 = store.run("a1").await.unwrap().unwrap();
+    let a2 = store.run("a2").await.unwrap().unwrap();
+    // Every run reads back with its whole spec.
+    assert_eq!(a1.decode(), spec_run("a1", "e1", "train"));
+    store
+        .write(store::Write::new(vec![
+            delete("a1", a1.revision().clone()),
+            delete("a2", a2.revision().clone()),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.run("a3").await.unwrap().unwrap().decode(),
+        spec_run("a3", "e2", "train")
+    );
+    let e2 = store.experiment("e2").await.unwrap().unwrap();
+    store
+        .write(store::Write::new(vec![store::Op::DeleteExperiment {
+            experiment_id: "e2".into(),
+            replaces: e2.revision,
+        }]))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    assert_eq!(specs_stored(dir.path()), 0);
+}
+
+#[tokio::test]
+async fn dangling_and_orphaned_specs_and_wrong_use_counts_are_found_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_runs(
+        dir.path(),
+        vec![
+            spec_run("a1", "e1", "train"),
+            spec_run("a2", "e1", "train"),
+            spec_run("b1", "e2", "eval"),
+        ],
+    )
+    .await;
+    let digest = |name: &str| {
+        let bytes = runledger::wkt::StructBytes::from(spec(name));
+        store::SpecBlob::of(bytes.protobuf().clone()).digest
+    };
+    let (train, eval, orphan) = (digest("train"), digest("eval"), digest("orphan"));
+    let five = 5u64.to_be_bytes().to_vec();
+    edit_offline(
+        dir.path(),
+        &[store::sled::specs::blob_key(&eval)],
+        &[
+            (store::sled::specs::uses_key(&train), five),
+            (store::sled::specs::blob_key(&orphan), b"\x0a\x00".to_vec()),
+        ],
+    )
+    .unwrap();
+
+    let (ok, out) = check(dir.path(), false);
+    assert!(!ok, "{out}");
+    let show = store::sled::specs::show;
+    for problem in [
+        format!(
+            "run \"b1\" references pipeline spec {}, which is missing",
+            show(&eval)
+        ),
+        format!(
+            "spec {} has 5 references counted; the records hold 2",
+            show(&train)
+        ),
+        format!(
+            "spec {} is stored but no record references it",
+            show(&orphan)
+        ),
+        format!("spec {} has a use count but is not stored", show(&eval)),
+    ] {
+        assert!(out.contains(&problem), "{problem} in {out}");
+    }
+    assert!(open_error(dir.path()).contains("refusing to start"));
+
+    let (ok, out) = check(dir.path(), true);
+    assert!(ok, "{out}");
+    assert_eq!(specs_stored(dir.path()), 1);
+    let store = store::open_data_dir(dir.path(), DataDirOptions::default()).unwrap();
+    // The run whose spec was lost says so; the others read back whole.
+    let lost = store.run("b1").await.unwrap().unwrap().decode();
+    assert!(lost.pipeline_source.is_none());
+    let error = lost.error.expect("an error on the run");
+    assert_eq!(error.code, tonic::Code::DataLoss as i32);
+    assert!(error.message.contains(&show(&eval)), "{}", error.message);
+    assert_eq!(
+        store.run("a2").await.unwrap().unwrap().decode(),
+        spec_run("a2", "e1", "train")
+    );
+    store.close().await.unwrap();
 }

@@ -435,10 +435,7 @@ async fn the_token_is_sent_as_bearer_metadata_and_auth_errors_exit_4() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_servers_and_bad_tokens_are_refused_clearly() {
-    let https = cli("https://127.0.0.1:1", &["runs", "list"]).await;
-    assert_eq!(https.status.code(), Some(1));
-    assert!(stderr(&https).contains("https:// servers are not supported yet"));
+async fn a_token_that_cannot_be_a_header_is_refused_clearly() {
     let token = cli("http://127.0.0.1:1", &["runs", "list", "--token", "a\nb"]).await;
     assert_eq!(token.status.code(), Some(1));
     assert_eq!(

@@ -1,8 +1,9 @@
 //! Runs the kfp SDK compatibility suite (`tests/kfp/run.sh`: the official `kfp` Python SDK from
-//! PyPI, in a virtualenv under target/, driving this build's `runledger` binary), so that
-//! `cargo test` is the whole test suite: once on a data dir, once on a PostgreSQL database (in a
-//! cluster the test starts; skipped, loudly, on a machine without PostgreSQL unless CI=true).
-//! Needs python3 with venv and access to PyPI.
+//! PyPI, in a virtualenv under target/, driving this build's `runledger` binary twice: plain, and
+//! multi-user with TLS and --auth-config), so that `cargo test` is the whole test suite: once on
+//! data dirs, once on PostgreSQL databases (in a cluster the test starts; skipped, loudly, on a
+//! machine without PostgreSQL unless CI=true). Needs python3 with venv, access to PyPI, and
+//! openssl (for the multi-user server's certificate).
 
 use std::process::Command;
 
@@ -20,7 +21,7 @@ fn run_suite(store: &[&str]) {
     assert!(
         status.success(),
         "the kfp SDK suite failed ({status}); its output is above. Rerun it alone with \
-         `bash tests/kfp/run.sh {}` (needs python3 with venv, and PyPI)",
+         `bash tests/kfp/run.sh {}` (needs python3 with venv, PyPI and openssl)",
         store.join(" ")
     );
 }
@@ -36,6 +37,9 @@ fn the_official_kfp_sdk_works_against_runledger_on_postgresql() {
     let Some(cluster) = runledger_testkit::postgres::shared_or_skip(test) else {
         return;
     };
-    let url = cluster.create_database("kfp_sdk").expect("create database");
-    run_suite(&["--database-url", &url]);
+    let plain = cluster.create_database("kfp_sdk").expect("create database");
+    let multi_user = cluster
+        .create_database("kfp_sdk_multi_user")
+        .expect("create database");
+    run_suite(&["--database-url", &plain, "--database-url", &multi_user]);
 }

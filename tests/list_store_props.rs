@@ -74,6 +74,9 @@ fn arb_query() -> impl Strategy<Value = Query> {
         r#"{"predicates":[{"operation":"GREATER_THAN","key":"display_name","string_value":"a"}]}"#.to_owned(),
         r#"{"predicates":[{"operation":"IN","key":"state","string_values":{"values":["RUNNING","FAILED"]}}]}"#.to_owned(),
         r#"{"predicates":[{"operation":"LESS_THAN","key":"finished_at","timestamp_value":"2000-01-01T00:00:00Z"}]}"#.to_owned(),
+        r#"{"predicates":[{"operation":"EQUALS","key":"state","string_value":"PENDING"}]}"#.to_owned(),
+        r#"{"predicates":[{"operation":"IN","key":"state","string_values":{"values":["PENDING","SUCCEEDED"]}},{"operation":"EQUALS","key":"storage_state","string_value":"AVAILABLE"}]}"#.to_owned(),
+        r#"{"predicates":[{"operation":"EQUALS","key":"state","string_value":"FAILED"},{"operation":"EQUALS","key":"display_name","string_value":"b"}]}"#.to_owned(),
     ];
     (
         0usize..6,
@@ -217,10 +220,11 @@ proptest! {
                 }
                 prop_assert_eq!(&got, &expected, "{:?}", q);
             }
-            // With creates and deletes between pages: no survivor skipped or repeated.
+            // With creates, deletes and state changes between pages: no run that stayed
+            // unchanged is skipped or repeated.
             let q = &queries[0];
             let before = naive(&runs, &experiments, q);
-            let mut deleted = Vec::new();
+            let mut touched = Vec::new();
             let mut seen = Vec::new();
             let mut token = String::new();
             let mut churn = churn.iter();
@@ -234,14 +238,26 @@ proptest! {
                 if let Some(spec) = churn.next() {
                     create(&services, &experiments, spec).await;
                     if let Some(victim) = before.get(seen.len() % before.len().max(1))
-                        && !deleted.contains(victim) {
+                        && !touched.contains(victim) {
                             services.runs.delete(&ctx(), victim).await.unwrap();
-                            deleted.push(victim.clone());
+                            touched.push(victim.clone());
                         }
+                    // A run that finishes moves in the state and finished_at orders.
+                    if let Some(mover) = before.iter().rev().find(|id| !touched.contains(*id)) {
+                        let moved = services.runs.report_state(&ctx(), ReportRunStateRequest {
+                            run_id: mover.clone(),
+                            state: RuntimeState::Succeeded as i32,
+                            ..Default::default()
+                        }).await;
+                        // A run already finished cannot move on: it stays unchanged.
+                        if moved.is_ok() {
+                            touched.push(mover.clone());
+                        }
+                    }
                 }
             }
             for id in &before {
-                if !deleted.contains(id) {
+                if !touched.contains(id) {
                     prop_assert_eq!(seen.iter().filter(|s| *s == id).count(), 1, "{} in {:?}", id, q);
                 }
             }

@@ -173,8 +173,7 @@ async fn runs_by_state_and_group_commits_follow_the_store() {
     .await
     .unwrap();
 
-    // The store's counters tell runs apart by namespace and storage state, not (yet) by
-    // runtime state: the state label is UNKNOWN (see README "Metrics").
+    // The store's counters tell runs apart by namespace, runtime state and storage state.
     let m = Metrics::scrape(&server.http_url()).await;
     let runs_in = |namespace: &str, storage: &str| {
         m.sum(
@@ -187,6 +186,16 @@ async fn runs_by_state_and_group_commits_follow_the_store() {
     assert_eq!(runs_in("team-b", "AVAILABLE"), 1.0);
     assert_eq!(runs_in("team-b", "ARCHIVED"), 0.0);
     assert_eq!(m.sum("runledger_runs", &[]), 4.0);
+    let runs_by_state = |namespace: &str, state: &str| {
+        m.sum(
+            "runledger_runs",
+            &[("namespace", namespace), ("state", state)],
+        )
+    };
+    assert_eq!(runs_by_state("team-a", "RUNNING"), 1.0);
+    assert_eq!(runs_by_state("team-a", "PENDING"), 2.0);
+    assert_eq!(runs_by_state("team-b", "PENDING"), 1.0);
+    assert_eq!(m.sum("runledger_runs", &[("state", "UNKNOWN")]), 0.0);
 
     // Durable mode: every acknowledged write went through a group-commit flush first.
     let flushes = m.sum("runledger_store_commit_batch_writes_count", &[]);

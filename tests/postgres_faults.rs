@@ -155,8 +155,13 @@ async fn a_replica_killed_under_load_loses_no_acknowledged_write() {
         return;
     };
     let url = database_url(&location).to_owned();
-    let mut doomed = ServerProcess::start(&["--database-url", &url]).await;
-    let survivor = ServerProcess::start(&["--database-url", &url]).await;
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    let store = ["--database-url".as_ref(), url.as_ref()];
+    let mut doomed = ServerProcess::start(dirs[0].path(), &store);
+    let survivor = ServerProcess::start(dirs[1].path(), &store);
     let load = Arc::new(Load::default());
     let mut clients = Vec::new();
     for i in 0..6 {
@@ -376,6 +381,26 @@ fn a_server_whose_database_is_unreachable_exits_naming_it() {
     assert!(
         !stderr.contains("s3cret"),
         "the password is never shown: {stderr}"
+    );
+}
+
+#[test]
+fn migrate_refuses_a_data_dir_flag_with_a_database_url() {
+    let out = runledger(
+        &[
+            "migrate",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+            "--chunk-runs",
+            "10",
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--chunk-runs") && stderr.contains("--database-url"),
+        "{stderr}"
     );
 }
 

@@ -538,7 +538,14 @@ mod cases {
         r#"{"predicates":[{"operation":"IS_SUBSTRING","key":"display_name","string_value":"et"}]}"#,
         r#"{"predicates":[{"operation":"LESS_THAN","key":"finished_at","timestamp_value":"1970-01-01T00:03:21Z"}]}"#,
         r#"{"predicates":[{"operation":"EQUALS","key":"pipeline_id","string_value":"p1"}]}"#,
+        r#"{"predicates":[{"operation":"NOT_EQUALS","key":"state","string_value":"RUNNING"},{"operation":"EQUALS","key":"storage_state","string_value":"ARCHIVED"}]}"#,
+        r#"{"predicates":[{"operation":"IN","key":"state","string_values":{"values":["PENDING","SUCCEEDED"]}},{"operation":"GREATER_THAN","key":"display_name","string_value":"a"}]}"#,
+        r#"{"predicates":[{"operation":"EQUALS","key":"state","string_value":"PAUSED"}]}"#,
     ];
+
+    /// The orders a person sorts by most, which a backend is expected to keep indexes for:
+    /// every filter is tried on every scope with them.
+    const INDEXED_SORTS: &[&str] = &["created_at", "display_name", "finished_at"];
 
     pub async fn every_sort_key_pages_in_both_directions_like_a_naive_sort(store: Arc<dyn Store>) {
         let runs = listing_data(&store).await;
@@ -552,15 +559,21 @@ mod cases {
                 let sort = Sort::parse::<Run>(&format!("{name}{direction}")).unwrap();
                 for (i, filter_text) in FILTERS.iter().enumerate() {
                     let filter = Filter::parse::<Run>(filter_text).unwrap();
-                    let scope = &scopes[i % scopes.len()];
-                    let expected = naive(&runs, scope, &sort, &filter);
-                    for page_size in [1, 4, 50] {
-                        let (got, total) = all_pages(&store, scope, sort, &filter, page_size).await;
-                        assert_eq!(
-                            got, expected,
-                            "{name}{direction}, {scope:?}, {filter_text}, page {page_size}"
-                        );
-                        assert_eq!(total as usize, expected.len(), "{name} {filter_text}");
+                    let every_scope = INDEXED_SORTS.contains(name);
+                    for (j, scope) in scopes.iter().enumerate() {
+                        if !every_scope && j != i % scopes.len() {
+                            continue;
+                        }
+                        let expected = naive(&runs, scope, &sort, &filter);
+                        for page_size in [1, 4, 50] {
+                            let (got, total) =
+                                all_pages(&store, scope, sort, &filter, page_size).await;
+                            assert_eq!(
+                                got, expected,
+                                "{name}{direction}, {scope:?}, {filter_text}, page {page_size}"
+                            );
+                            assert_eq!(total as usize, expected.len(), "{name} {filter_text}");
+                        }
                     }
                 }
             }
@@ -571,14 +584,22 @@ mod cases {
         store: Arc<dyn Store>,
     ) {
         let runs = listing_data(&store).await;
-        for sort_by in [
-            "created_at",
-            "created_at desc",
-            "display_name",
-            "state desc",
-        ] {
+        let pending_or_running = r#"{"predicates":[{"operation":"IN","key":"state","string_values":{"values":["PENDING","RUNNING"]}}]}"#;
+        for (k, (sort_by, filter_text)) in [
+            ("created_at", ""),
+            ("created_at desc", ""),
+            ("display_name", ""),
+            ("display_name desc", ""),
+            ("finished_at desc", ""),
+            ("state desc", ""),
+            ("created_at desc", pending_or_running),
+            ("created_at", pending_or_running),
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let sort = Sort::parse::<Run>(sort_by).unwrap();
-            let filter = Filter::default();
+            let filter = Filter::parse::<Run>(filter_text).unwrap();
             let before = naive(&runs, &Scope::All, &sort, &filter);
             let mut seen = Vec::new();
             let mut touched = BTreeSet::new();
@@ -600,7 +621,7 @@ mod cases {
                 after = Some(next);
                 // Between pages: a new run, and a deletion of one not seen yet.
                 step += 1;
-                let id = format!("{sort_by}-new{step}");
+                let id = format!("new{k}-{step}");
                 write(
                     &store,
                     vec![put_new(run(&id, "e1", "ns", at(100 + step, 1)))],
@@ -621,6 +642,25 @@ mod cases {
                     .unwrap();
                     touched.insert(victim.clone());
                 }
+                // And a run that finishes: it moves in the state and finished_at orders.
+                if let Some(mover) = before.iter().find(|id| !touched.contains(*id)) {
+                    let current = store.run(mover).await.unwrap().unwrap();
+                    let finished = Run {
+                        state: RuntimeState::Succeeded as i32,
+                        finished_at: Some(at(300 + step, 0)),
+                        ..current.decode()
+                    };
+                    write(
+                        &store,
+                        vec![Op::PutRun {
+                            run: Box::new(finished),
+                            replaces: Some(current.revision().clone()),
+                        }],
+                    )
+                    .await
+                    .unwrap();
+                    touched.insert(mover.clone());
+                }
             }
             for id in before.iter().filter(|id| !touched.contains(*id)) {
                 let times = seen.iter().filter(|s| *s == id).count();
@@ -629,11 +669,17 @@ mod cases {
                     "{id} was returned {times} times sorted by {sort_by}"
                 );
             }
-            // Put the deleted runs back for the next sort.
+            // Put the deleted and changed runs back for the next sort.
             for r in &runs {
-                if store.run(&r.run_id).await.unwrap().is_none() {
-                    write(&store, vec![put_new(r.clone())]).await.unwrap();
-                }
+                let op = match store.run(&r.run_id).await.unwrap() {
+                    None => put_new(r.clone()),
+                    Some(current) if current.decode() != *r => Op::PutRun {
+                        run: Box::new(r.clone()),
+                        replaces: Some(current.revision().clone()),
+                    },
+                    Some(_) => continue,
+                };
+                write(&store, vec![op]).await.unwrap();
             }
         }
     }

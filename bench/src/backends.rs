@@ -1,8 +1,10 @@
 //! `--backends`: the store backends side by side in one run. Each gets the same base data
-//! (preloaded through the store interface), then the same scenarios on its own servers: a
-//! no-op call for reference, GetRun, a first ListRuns page, a first page with a state filter,
-//! CreateRun. `postgres-N` is N replicas (server processes) on one database, the clients spread
-//! over them as a load balancer would.
+//! (preloaded through the store interface, runs of `--pipelines` distinct specs), then the same
+//! scenarios on its own servers: a no-op call for reference, GetRun, a first ListRuns page, a
+//! first page with a state filter, the indexed list queries of the scale step (state = RUNNING,
+//! by display_name, latest finished), Health/Check idle and under list load, CreateRun; and the
+//! store's size on disk per run. `postgres-N` is N replicas (server processes) on one database,
+//! the clients spread over them as a load balancer would.
 //!
 //! PostgreSQL is the database `--database-url` names, or else a throwaway cluster of this
 //! machine's PostgreSQL started with runledger-testkit, with fsync on (so both backends
@@ -17,14 +19,18 @@ use serde::Serialize;
 use super::report::ScenarioResult;
 use super::server::ServerProcess;
 use super::workload::Workload;
-use super::{Bench, Target, connect, first_page, preload, progress};
+use super::{
+    Bench, INDEXED_QUERIES, Target, connect, first_page, health_under_lists, preload, progress,
+};
+use runledger::api::ListRunsRequest;
 use runledger::store::Location;
 
 /// The state filter measured: "what is still to run", half of the base data.
 pub const STATE_FILTER: &str =
     r#"{"predicates":[{"key":"state","operation":"EQUALS","string_value":"PENDING"}]}"#;
 
-/// The scenarios of a comparison, in the order they run (create last: it adds runs).
+/// The scenarios of a comparison, in the order they run (create last: it adds runs). The
+/// indexed queries are [`INDEXED_QUERIES`], measured between list-state and the health pair.
 pub const SCENARIOS: &[(&str, &str)] = &[
     ("baseline", "grpc.health.v1 Health/Check (no-op unary call)"),
     ("get", "GetRun of a random stored run"),
@@ -35,6 +41,23 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     (
         "list-state",
         "list-20 with the filter state = PENDING (half the runs), total_size included",
+    ),
+    (
+        "list-running",
+        "list-20 with the filter state = RUNNING (1 run in 100), total_size included",
+    ),
+    ("list-by-name", "ListRuns page 20, sorted by display_name"),
+    (
+        "list-latest-finished",
+        "ListRuns page 20, sorted by finished_at desc",
+    ),
+    (
+        "health idle",
+        "Health/Check from 4 clients on their own connections (to the first server)",
+    ),
+    (
+        "health under lists",
+        "the same while --clients clients repeat the five list queries above",
     ),
     ("create", "CreateRun, acknowledged once durable"),
 ];
@@ -80,6 +103,9 @@ pub struct BackendResult {
     pub backend: String,
     pub replicas: usize,
     pub base_load_seconds: f64,
+    /// The store's size after the base load, per run (a data dir's files; the database's
+    /// pg_database_size, which with --database-url counts whatever else it holds).
+    pub bytes_per_run: Option<f64>,
     pub scenarios: Vec<ScenarioResult>,
 }
 
@@ -151,9 +177,14 @@ pub async fn compare(
             bench.args.base_runs
         ));
         let name = format!("bench-{i}");
-        let loaded = preload::load(&location, &name, bench.args.base_runs, spec, |n, s| {
-            progress(format!("  {n} runs written ({s:.1} s)"))
-        })
+        let loaded = preload::load(
+            &location,
+            &name,
+            bench.args.base_runs,
+            spec,
+            preload::SpecMix::Shared(bench.args.pipelines),
+            |n, s| progress(format!("  {n} runs written ({s:.1} s)")),
+        )
         .await?;
         let processes = servers.start(bench, temp, i).await?;
         let mut channels = Vec::new();
@@ -169,22 +200,47 @@ pub async fn compare(
             }
         }
         let target = Target {
+            addr: processes[0].addr,
             channels: spread,
             // CPU and memory are those of a single server process.
             pid: (processes.len() == 1).then(|| processes[0].pid()),
         };
         let exp = &loaded.experiment_id;
-        let mut state = first_page(exp, 20);
-        state.filter = STATE_FILTER.into();
+        let filtered = |filter: &str| ListRunsRequest {
+            filter: filter.into(),
+            ..first_page(exp, 20)
+        };
+        let mut lists = vec![first_page(exp, 20), filtered(STATE_FILTER)];
+        lists.extend(
+            INDEXED_QUERIES
+                .iter()
+                .map(|(_, sort_by, filter)| ListRunsRequest {
+                    sort_by: (*sort_by).into(),
+                    ..filtered(filter)
+                }),
+        );
         let ids = Arc::new(loaded.run_ids);
         let mut scenarios = Vec::new();
         for (name, what) in SCENARIOS {
             let workload = match *name {
                 "baseline" => Workload::Health,
                 "get" => Workload::Get { ids: ids.clone() },
-                "list-20" => Workload::list(&first_page(exp, 20)),
-                "list-state" => Workload::list(&state),
-                _ => Workload::create(exp, spec),
+                "list-20" => Workload::list(&lists[0]),
+                "list-state" => Workload::list(&lists[1]),
+                "health idle" => {
+                    let (idle, loaded) = health_under_lists(bench, &target, lists.clone()).await?;
+                    scenarios.extend([idle, loaded]);
+                    continue;
+                }
+                "health under lists" => continue,
+                "create" => Workload::create(exp, spec),
+                indexed => {
+                    let at = INDEXED_QUERIES
+                        .iter()
+                        .position(|(n, _, _)| *n == indexed)
+                        .ok_or_else(|| format!("no workload for scenario {indexed}"))?;
+                    Workload::list(&lists[2 + at])
+                }
             };
             let mut result = bench.measure(&target, name, workload, bench.duration).await;
             result.what = (*what).to_owned();
@@ -205,6 +261,9 @@ pub async fn compare(
                 Backend::Postgres { replicas } => replicas,
             },
             base_load_seconds: loaded.seconds,
+            bytes_per_run: loaded
+                .bytes_on_disk
+                .map(|bytes| bytes as f64 / bench.args.base_runs.max(1) as f64),
             scenarios,
         });
     }
@@ -290,8 +349,12 @@ pub fn markdown(results: &[BackendResult]) -> String {
     for r in results {
         let _ = writeln!(
             out,
-            "- {}: base data loaded in {:.1} s through the store interface",
-            r.backend, r.base_load_seconds
+            "- {}: base data loaded in {:.1} s through the store interface{}",
+            r.backend,
+            r.base_load_seconds,
+            r.bytes_per_run
+                .map(|b| format!(", {b:.0} bytes on disk per run"))
+                .unwrap_or_default()
         );
     }
     out

@@ -34,6 +34,8 @@ use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
 use load::{Measurement, Window};
+use preload::SpecMix;
+use report::SpecMixResult;
 use report::{Report, ScaleResult, ScenarioResult};
 use runledger::api::experiment_service_client::ExperimentServiceClient;
 use runledger::api::run_service_client::RunServiceClient;
@@ -75,8 +77,31 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "watch",
         "WatchRuns fan-out: watchers on the experiment, writers creating runs",
     ),
-    ("scale", "list-20 and get at each --scale stored-run count"),
+    (
+        "scale",
+        "at each --scale stored-run count: list-20, the indexed list queries, get, and \
+         Health/Check idle and under list load",
+    ),
+    (
+        "spec-mix",
+        "disk per run with shared specs (--pipelines) vs a distinct spec per run",
+    ),
 ];
+
+/// The first pages of the indexed list queries the scale step measures, beside list-20 (the
+/// created_at page): (name, what, sort_by, filter).
+const INDEXED_QUERIES: &[(&str, &str, &str)] = &[
+    (
+        "list-running",
+        "created_at desc",
+        r#"{"predicates":[{"key":"state","operation":"EQUALS","string_value":"RUNNING"}]}"#,
+    ),
+    ("list-by-name", "display_name", ""),
+    ("list-latest-finished", "finished_at desc", ""),
+];
+
+/// Health/Check clients that measure its latency idle and under list load.
+const HEALTH_PROBES: usize = 4;
 
 /// Load-test a runledger server over gRPC (starts its own by default) and print a Markdown table.
 #[derive(Debug, Clone, Parser)]
@@ -99,7 +124,7 @@ pub struct BenchArgs {
     pub mixed_duration: u64,
     /// Scenarios to run, comma-separated (default: all). Known: baseline, get, list-20,
     /// list-100, list-filter, list-page, report, create-durable, create-buffered, mixed, watch,
-    /// scale.
+    /// scale, spec-mix.
     #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,
     /// Stored-run counts for the scale scenario, comma-separated.
@@ -111,6 +136,12 @@ pub struct BenchArgs {
     /// Approximate protobuf size of the pipeline_spec sent with each run, in bytes.
     #[arg(long, default_value_t = 5_000)]
     pub spec_bytes: usize,
+    /// Distinct pipelines (specs) the stored runs are runs of.
+    #[arg(long, default_value_t = 50)]
+    pub pipelines: usize,
+    /// Runs in each data set of the spec-mix scenario.
+    #[arg(long, default_value_t = 100_000)]
+    pub spec_mix_runs: usize,
     /// WatchRuns streams in the watch scenario.
     #[arg(long, default_value_t = 64)]
     pub watchers: usize,
@@ -129,8 +160,9 @@ pub struct BenchArgs {
     pub server_bin: Option<std::path::PathBuf>,
     /// Compare store backends instead of running the scenarios above: each of these
     /// (comma-separated: sled, postgres, postgres-N = N replicas on one database with the
-    /// clients spread over them) gets the same base data, then baseline, get, list-20, a state
-    /// filter and create are measured on it, side by side.
+    /// clients spread over them) gets the same base data, then baseline, get, list-20, the
+    /// state filters, the indexed list queries, Health/Check under list load and create are
+    /// measured on it, side by side, with its size on disk per run.
     #[arg(long, value_delimiter = ',')]
     pub backends: Vec<String>,
     /// The PostgreSQL database of --backends postgres (each backend adds its own experiment to
@@ -160,6 +192,7 @@ async fn connect(addr: SocketAddr, connections: usize) -> Result<Vec<Channel>, S
 
 /// The server being measured: its address, its pid when we started it, and connections to it.
 struct Target {
+    addr: SocketAddr,
     channels: Vec<Channel>,
     pid: Option<u32>,
 }
@@ -278,10 +311,12 @@ pub async fn run(args: BenchArgs) -> Result<Report, String> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine: report::machine(),
         pipeline_spec_bytes: spec.encoded_len(),
+        pipelines: bench.args.pipelines,
         base_runs: bench.args.base_runs,
         base_load_seconds: None,
         scenarios: Vec::new(),
         scale: Vec::new(),
+        spec_mix: Vec::new(),
         targets: Vec::new(),
         notes: Vec::new(),
         backends: Vec::new(),
@@ -308,7 +343,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, String> {
 
     let main_scenarios = SCENARIOS
         .iter()
-        .any(|(n, _)| *n != "scale" && *n != "create-buffered" && bench.wants(n));
+        .any(|(n, _)| !matches!(*n, "scale" | "create-buffered" | "spec-mix") && bench.wants(n));
     if main_scenarios {
         run_main(&bench, &spec, temp.path(), &mut report).await?;
     }
@@ -327,6 +362,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, String> {
             )
             .await?;
             let target = Target {
+                addr: server.addr,
                 channels: connect(server.addr, bench.args.connections).await?,
                 pid: Some(server.pid()),
             };
@@ -356,8 +392,49 @@ pub async fn run(args: BenchArgs) -> Result<Report, String> {
             }
         }
     }
+    if bench.wants("spec-mix") {
+        for mix in [SpecMix::Shared(bench.args.pipelines), SpecMix::Distinct] {
+            let result = spec_mix(&bench, &spec, temp.path(), mix).await?;
+            report.spec_mix.push(result);
+        }
+    }
     report.finish();
     Ok(report)
+}
+
+/// Loads `--spec-mix-runs` runs with specs as `mix` says and measures the data dir.
+async fn spec_mix(
+    bench: &Bench,
+    spec: &runledger::wkt::StructBytes,
+    temp: &Path,
+    mix: SpecMix,
+) -> Result<SpecMixResult, String> {
+    let runs = bench.args.spec_mix_runs;
+    let dir = temp.join("spec-mix");
+    progress(format!("spec-mix: loading {runs} runs of {mix}"));
+    let loaded = preload::load(
+        &preload::data_dir(&dir),
+        "bench-spec-mix",
+        runs,
+        spec,
+        mix,
+        move |n, s| progress(format!("  {n}/{runs} runs written ({s:.1} s)")),
+    )
+    .await?;
+    let bytes = server::dir_size(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = SpecMixResult {
+        specs: mix.to_string(),
+        runs,
+        load_seconds: loaded.seconds,
+        data_dir_mb: bytes as f64 / 1024.0 / 1024.0,
+        bytes_per_run: bytes as f64 / runs.max(1) as f64,
+    };
+    progress(format!(
+        "spec-mix: {mix}: {:.0} MB, {:.0} bytes per run",
+        result.data_dir_mb, result.bytes_per_run
+    ));
+    Ok(result)
 }
 
 async fn create_experiment(target: &Target, name: &str) -> Result<String, String> {
@@ -438,6 +515,7 @@ async fn run_main(
     let (target, base) = match bench.args.target {
         Some(addr) => {
             let target = Target {
+                addr,
                 channels: connect(addr, bench.args.connections).await?,
                 pid: None,
             };
@@ -453,10 +531,14 @@ async fn run_main(
         None => {
             let dir = temp.join("durable");
             progress(format!("loading {} runs offline", bench.args.base_runs));
-            let location = preload::data_dir(&dir);
-            let loaded = preload::load(&location, "bench", bench.args.base_runs, spec, |n, s| {
-                progress(format!("  {n} runs written ({s:.1} s)"))
-            })
+            let loaded = preload::load(
+                &preload::data_dir(&dir),
+                "bench",
+                bench.args.base_runs,
+                spec,
+                SpecMix::Shared(bench.args.pipelines),
+                |n, s| progress(format!("  {n} runs written ({s:.1} s)")),
+            )
             .await?;
             report.base_load_seconds = Some(loaded.seconds);
             let process = ServerProcess::start(
@@ -472,6 +554,7 @@ async fn run_main(
                 process.addr
             ));
             let target = Target {
+                addr: process.addr,
                 channels: connect(process.addr, bench.args.connections).await?,
                 pid: Some(process.pid()),
             };
@@ -700,12 +783,16 @@ async fn run_scale(
     runs: usize,
 ) -> Result<ScaleResult, String> {
     let dir = temp.join(format!("scale-{runs}"));
-    progress(format!("scale {runs}: loading {runs} runs offline"));
+    let mix = SpecMix::Shared(bench.args.pipelines);
+    progress(format!(
+        "scale {runs}: loading {runs} runs of {mix} offline"
+    ));
     let loaded = preload::load(
         &preload::data_dir(&dir),
         "bench-scale",
         runs,
         spec,
+        mix,
         move |n, s| {
             progress(format!(
                 "  {n}/{runs} runs written ({s:.1} s, {:.0} runs/s)",
@@ -714,7 +801,8 @@ async fn run_scale(
         },
     )
     .await?;
-    let data_dir_mb = server::dir_size(&dir) as f64 / 1024.0 / 1024.0;
+    let data_dir_bytes = server::dir_size(&dir);
+    let data_dir_mb = data_dir_bytes as f64 / 1024.0 / 1024.0;
     progress(format!(
         "scale {runs}: loaded in {:.1} s, {data_dir_mb:.0} MB on disk",
         loaded.seconds
@@ -727,17 +815,37 @@ async fn run_scale(
     )
     .await?;
     let target = Target {
+        addr: process.addr,
         channels: connect(process.addr, bench.args.connections).await?,
         pid: Some(process.pid()),
     };
+    let named = |r: ScenarioResult, name: &str| ScenarioResult {
+        name: format!("{name} @ {runs}"),
+        ..r
+    };
+    let exp = &loaded.experiment_id;
     let list = bench
         .measure(
             &target,
             "list-20",
-            Workload::list(&first_page(&loaded.experiment_id, 20)),
+            Workload::list(&first_page(exp, 20)),
             bench.duration,
         )
         .await;
+    let mut indexed = Vec::new();
+    let mut list_requests = vec![first_page(exp, 20)];
+    for (name, sort_by, filter) in INDEXED_QUERIES {
+        let request = ListRunsRequest {
+            sort_by: (*sort_by).into(),
+            filter: (*filter).into(),
+            ..first_page(exp, 20)
+        };
+        list_requests.push(request.clone());
+        let result = bench
+            .measure(&target, name, Workload::list(&request), bench.duration)
+            .await;
+        indexed.push(named(result, name));
+    }
     let get = bench
         .measure(
             &target,
@@ -748,6 +856,8 @@ async fn run_scale(
             bench.duration,
         )
         .await;
+    let (health_idle, health_under_lists) =
+        health_under_lists(bench, &target, list_requests).await?;
     let peak = server::sample(process.pid()).map(|s| s.peak_rss_kb as f64 / 1024.0);
     drop(target);
     process.stop().await?;
@@ -757,19 +867,88 @@ async fn run_scale(
         load_seconds: loaded.seconds,
         load_runs_per_sec: runs as f64 / loaded.seconds.max(1e-9),
         data_dir_mb,
-        list_first_page: ScenarioResult {
-            name: format!("list-20 @ {runs}"),
-            ..list
-        },
-        get: ScenarioResult {
-            name: format!("get @ {runs}"),
-            ..get
-        },
+        bytes_per_run: data_dir_bytes as f64 / runs.max(1) as f64,
+        list_first_page: named(list, "list-20"),
+        indexed,
+        get: named(get, "get"),
+        health_idle: named(health_idle, "health idle"),
+        health_under_lists: named(health_under_lists, "health under lists"),
         server_peak_rss_mb: peak,
     })
 }
 
+/// Health/Check latency from a few probing clients on connections of their own (as a
+/// kubelet's or a load balancer's probe), first alone, then while `--clients` clients list
+/// (each repeating one of `lists`): whether list work delays the no-op call.
+async fn health_under_lists(
+    bench: &Bench,
+    target: &Target,
+    lists: Vec<ListRunsRequest>,
+) -> Result<(ScenarioResult, ScenarioResult), String> {
+    let what = "Health/Check from 4 clients on their own connections";
+    let probes = Target {
+        addr: target.addr,
+        channels: connect(target.addr, HEALTH_PROBES).await?,
+        pid: target.pid,
+    };
+    progress(format!("health: {HEALTH_PROBES} probing clients, idle"));
+    let idle = load::drive(
+        probes.workers(&Arc::new(Workload::Health), HEALTH_PROBES),
+        bench.warmup,
+        bench.duration,
+        target.pid,
+        Arc::new(Window::default()),
+    )
+    .await;
+    let idle = ScenarioResult::new("health idle", what, HEALTH_PROBES, &idle);
+    summary(&idle);
+    progress(format!(
+        "health: {HEALTH_PROBES} probing clients while {} clients list",
+        bench.args.clients
+    ));
+    let lists: Vec<_> = lists
+        .iter()
+        .map(|request| Arc::new(Workload::list(request)))
+        .collect();
+    let listers = (0..bench.args.clients)
+        .map(|c| {
+            Worker::new(
+                lists[c % lists.len()].clone(),
+                target.channels[c % target.channels.len()].clone(),
+                c,
+                bench.args.clients,
+            )
+        })
+        .collect();
+    let (loaded, _) = tokio::join!(
+        load::drive(
+            probes.workers(&Arc::new(Workload::Health), HEALTH_PROBES),
+            bench.warmup,
+            bench.duration,
+            target.pid,
+            Arc::new(Window::default()),
+        ),
+        load::drive(
+            listers,
+            bench.warmup,
+            bench.duration,
+            None,
+            Arc::new(Window::default()),
+        )
+    );
+    let loaded = ScenarioResult::new("health under lists", what, HEALTH_PROBES, &loaded);
+    summary(&loaded);
+    Ok((idle, loaded))
+}
+
 fn main() -> std::process::ExitCode {
+    // The offline loader runs the store in this process: bound malloc's arenas as the server
+    // does (src/main.rs).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let args = BenchArgs::parse();
     let json = args.json;
     let result = tokio::runtime::Runtime::new()

@@ -12,10 +12,28 @@ use runledger::store::{self, DataDirOptions, Durability, Location, Op, Write};
 use runledger::wkt::StructBytes;
 use runledger::wkt::Timestamp;
 
-use super::workload::stored_run;
+use super::workload::{Stage, spec_variant, stored_run};
 
 /// Runs written per atomic write.
 const BATCH: usize = 500;
+
+/// Which pipeline specs the stored runs carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecMix {
+    /// Runs of this many distinct pipelines (run i uses pipeline i mod n): the normal case.
+    Shared(usize),
+    /// Every run its own spec.
+    Distinct,
+}
+
+impl std::fmt::Display for SpecMix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpecMix::Shared(n) => write!(f, "{n} distinct pipelines"),
+            SpecMix::Distinct => write!(f, "a distinct spec per run"),
+        }
+    }
+}
 
 /// What the loader wrote.
 pub struct Loaded {
@@ -25,6 +43,8 @@ pub struct Loaded {
     /// Ids of the runs left PENDING (every other one), for ReportRunState.
     pub pending_ids: Vec<String>,
     pub seconds: f64,
+    /// The store's size once everything was written, as it reports it.
+    pub bytes_on_disk: Option<u64>,
 }
 
 /// Where the loader writes a data directory: buffered (nothing waits on the loader's writes;
@@ -44,13 +64,15 @@ pub fn data_dir(dir: &Path) -> Location {
 }
 
 /// Creates experiment `name` in the store at `location` and `runs` runs in it, created one
-/// millisecond apart and ending now; every other run is finished (SUCCEEDED), the rest
-/// PENDING. `progress` is called with the number of runs written so far, now and then.
+/// millisecond apart and ending now: every 100th run RUNNING, of the others every other one
+/// finished (SUCCEEDED), the rest PENDING; their specs as `mix` says, made from `spec`.
+/// `progress` is called with the number of runs written so far, every few seconds.
 pub async fn load(
     location: &Location,
     name: &str,
     runs: usize,
     spec: &StructBytes,
+    mix: SpecMix,
     mut progress: impl FnMut(usize, f64) + Send + 'static,
 ) -> Result<Loaded, String> {
     let started = Instant::now();
@@ -79,6 +101,12 @@ pub async fn load(
     }])
     .await?;
 
+    let shared: Vec<StructBytes> = match mix {
+        SpecMix::Shared(n) => (0..n.max(1) as u64)
+            .map(|v| spec_variant(spec, v))
+            .collect(),
+        SpecMix::Distinct => Vec::new(),
+    };
     let first_ms = now.seconds * 1000 - runs as i64;
     let mut run_ids = Vec::with_capacity(runs);
     let mut pending_ids = Vec::new();
@@ -92,16 +120,30 @@ pub async fn load(
                 seconds: ms.div_euclid(1000),
                 nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
             };
-            let finished = i % 2 == 0;
+            let stage = if i % 100 == 1 {
+                Stage::Running
+            } else if i % 2 == 0 {
+                Stage::Succeeded
+            } else {
+                Stage::Pending
+            };
+            let distinct;
+            let spec = match mix {
+                SpecMix::Shared(_) => &shared[i % shared.len()],
+                SpecMix::Distinct => {
+                    distinct = spec_variant(spec, i as u64);
+                    &distinct
+                }
+            };
             let run = stored_run(
                 &experiment.experiment_id,
                 &experiment.namespace,
                 spec,
                 i as u64,
                 created,
-                finished,
+                stage,
             );
-            if !finished {
+            if stage == Stage::Pending {
                 pending_ids.push(run.run_id.clone());
             }
             run_ids.push(run.run_id.clone());
@@ -116,6 +158,8 @@ pub async fn load(
             last_report = Instant::now();
         }
     }
+    store.settle().await.map_err(|e| e.to_string())?;
+    let bytes_on_disk = store.size_on_disk().await.map_err(|e| e.to_string())?;
     store.close().await.map_err(|e| e.to_string())?;
     // The store's last handle goes with it: the server can open the directory.
     drop(store);
@@ -124,5 +168,6 @@ pub async fn load(
         run_ids,
         pending_ids,
         seconds: started.elapsed().as_secs_f64(),
+        bytes_on_disk,
     })
 }

@@ -91,9 +91,46 @@ pub struct ScaleResult {
     pub load_seconds: f64,
     pub load_runs_per_sec: f64,
     pub data_dir_mb: f64,
+    pub bytes_per_run: f64,
+    /// The created_at desc first page (list-20).
     pub list_first_page: ScenarioResult,
+    /// The first pages of the indexed queries (state filter, display_name, finished_at desc).
+    pub indexed: Vec<ScenarioResult>,
     pub get: ScenarioResult,
+    /// Health/Check from a few clients, alone and while the others list.
+    pub health_idle: ScenarioResult,
+    pub health_under_lists: ScenarioResult,
     pub server_peak_rss_mb: Option<f64>,
+}
+
+impl ScaleResult {
+    fn scenarios(&self) -> impl Iterator<Item = &ScenarioResult> {
+        [&self.list_first_page]
+            .into_iter()
+            .chain(&self.indexed)
+            .chain([&self.get, &self.health_idle, &self.health_under_lists])
+    }
+
+    fn scenarios_mut(&mut self) -> impl Iterator<Item = &mut ScenarioResult> {
+        [&mut self.list_first_page]
+            .into_iter()
+            .chain(&mut self.indexed)
+            .chain([
+                &mut self.get,
+                &mut self.health_idle,
+                &mut self.health_under_lists,
+            ])
+    }
+}
+
+/// One data set of the spec-mix scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpecMixResult {
+    pub specs: String,
+    pub runs: usize,
+    pub load_seconds: f64,
+    pub data_dir_mb: f64,
+    pub bytes_per_run: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,10 +151,13 @@ pub struct Report {
     pub command: String,
     pub machine: Machine,
     pub pipeline_spec_bytes: usize,
+    /// Distinct pipelines the stored runs are runs of.
+    pub pipelines: usize,
     pub base_runs: usize,
     pub base_load_seconds: Option<f64>,
     pub scenarios: Vec<ScenarioResult>,
     pub scale: Vec<ScaleResult>,
+    pub spec_mix: Vec<SpecMixResult>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
     /// `--backends`: each store backend's figures.
@@ -169,9 +209,9 @@ impl Report {
                 s.ratio_to_baseline = Some(s.ops_per_sec / b);
             }
             for scale in &mut self.scale {
-                scale.list_first_page.ratio_to_baseline =
-                    Some(scale.list_first_page.ops_per_sec / b);
-                scale.get.ratio_to_baseline = Some(scale.get.ops_per_sec / b);
+                for s in scale.scenarios_mut() {
+                    s.ratio_to_baseline = Some(s.ops_per_sec / b);
+                }
             }
         }
         let ratio = |name: &str| {
@@ -181,33 +221,89 @@ impl Report {
                 .and_then(|s| s.ratio_to_baseline)
         };
         let mut targets = Vec::new();
-        for (name, goal) in [("create-durable", 0.4), ("get", 0.7)] {
-            if let Some(r) = ratio(name) {
-                targets.push(Target {
-                    goal: format!("{name} ≥ {goal}× baseline throughput"),
-                    measured: format!("{r:.2}×"),
-                    met: Some(r >= goal),
-                });
-            }
+        let scenario = |name: &str| self.scenarios.iter().find(|s| s.name == name);
+        if let Some(r) = ratio("create-durable") {
+            targets.push(Target {
+                goal: "CreateRun durable ≥ 0.15× baseline at 64 clients (stretch 0.4×)".into(),
+                measured: format!("{r:.2}×"),
+                met: Some(r >= 0.15),
+            });
+        }
+        if let Some(cpu) = scenario("create-durable").and_then(|s| s.server_cpu_us_per_op) {
+            targets.push(Target {
+                goal: "server CPU per create ≤ 150 µs".into(),
+                measured: format!("{cpu:.0} µs"),
+                met: Some(cpu <= 150.0),
+            });
         }
         if let (Some(small), Some(large)) = (self.scale.first(), self.scale.last())
             && large.runs > small.runs
         {
-            let time = large.list_first_page.p50_ms / small.list_first_page.p50_ms.max(1e-9);
-            let rate =
-                small.list_first_page.ops_per_sec / large.list_first_page.ops_per_sec.max(1e-9);
+            let get = large.get.ops_per_sec / small.get.ops_per_sec.max(1e-9);
             targets.push(Target {
                 goal: format!(
-                    "ListRuns first page at {} runs ≤ 1.3× its time at {}",
+                    "GetRun at {} runs ≥ 0.5× GetRun at {}",
                     large.runs, small.runs
                 ),
-                measured: format!("p50 {time:.2}×, time per call (1/throughput) {rate:.2}×"),
-                met: Some(time <= 1.3 && rate <= 1.3),
+                measured: format!(
+                    "{get:.2}× ({:.0} vs {:.0} calls/s; p50 {} vs {} ms)",
+                    large.get.ops_per_sec,
+                    small.get.ops_per_sec,
+                    ms(large.get.p50_ms),
+                    ms(small.get.p50_ms)
+                ),
+                met: Some(get >= 0.5),
             });
+        }
+        if let Some(large) = self.scale.last() {
+            if let Some(peak) = large.server_peak_rss_mb {
+                targets.push(Target {
+                    goal: format!(
+                        "peak RSS at {} runs ≤ 600 MB with default flags",
+                        large.runs
+                    ),
+                    measured: format!("{peak:.0} MB"),
+                    met: Some(peak <= 600.0),
+                });
+            }
             targets.push(Target {
-                goal: format!("server peak RSS at {} runs stated", large.runs),
-                measured: format!("{} MB", opt(large.server_peak_rss_mb, 0)),
-                met: None,
+                goal: format!(
+                    "disk at {} runs of {} distinct pipelines ≤ 300 MB",
+                    large.runs, self.pipelines
+                ),
+                measured: format!(
+                    "{:.0} MB ({:.0} bytes per run)",
+                    large.data_dir_mb, large.bytes_per_run
+                ),
+                met: Some(large.data_dir_mb <= 300.0),
+            });
+            for query in &large.indexed {
+                // Time per call: the inverse of throughput at the same concurrency.
+                let time = large.list_first_page.ops_per_sec / query.ops_per_sec.max(1e-9);
+                let p50 = query.p50_ms / large.list_first_page.p50_ms.max(1e-9);
+                targets.push(Target {
+                    goal: format!(
+                        "{} first page ≤ 3× the created_at page at {} runs",
+                        query.name, large.runs
+                    ),
+                    measured: format!("time per call {time:.2}×, p50 {p50:.2}×"),
+                    met: Some(time <= 3.0),
+                });
+            }
+            let idle = large.health_idle.p99_ms;
+            let loaded = large.health_under_lists.p99_ms;
+            targets.push(Target {
+                goal: format!(
+                    "Health/Check p99 under list load at {} runs ≤ 5× its idle p99",
+                    large.runs
+                ),
+                measured: format!(
+                    "{:.2}× ({} vs {} ms)",
+                    loaded / idle.max(1e-9),
+                    ms(loaded),
+                    ms(idle)
+                ),
+                met: Some(loaded <= 5.0 * idle),
             });
         }
         if let Some(mixed) = self.scenarios.iter().find(|s| s.name == "mixed")
@@ -269,12 +365,9 @@ impl Report {
             row(&mut out, &s.name, s);
         }
         for scale in &self.scale {
-            row(
-                &mut out,
-                &format!("list-20 @ {} runs", scale.runs),
-                &scale.list_first_page,
-            );
-            row(&mut out, &format!("get @ {} runs", scale.runs), &scale.get);
+            for s in scale.scenarios() {
+                row(&mut out, &s.name, s);
+            }
         }
         let extras: Vec<_> = self
             .scenarios
@@ -295,22 +388,42 @@ impl Report {
         if !self.scale.is_empty() {
             let _ = writeln!(
                 out,
-                "\n| stored runs | load time s | load runs/s | data dir MB | list-20 p50 ms | list-20 ops/s | get p50 ms | get ops/s | server peak RSS MB |"
+                "\n| stored runs | load time s | load runs/s | data dir MB | bytes/run | list-20 p50 ms | list-20 ops/s | get p50 ms | get ops/s | health p99 ms idle / under lists | server peak RSS MB |"
             );
-            let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(
+                out,
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
             for s in &self.scale {
                 let _ = writeln!(
                     out,
-                    "| {} | {:.1} | {:.0} | {:.0} | {} | {:.0} | {} | {:.0} | {} |",
+                    "| {} | {:.1} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {} | {:.0} | {} / {} | {} |",
                     s.runs,
                     s.load_seconds,
                     s.load_runs_per_sec,
                     s.data_dir_mb,
+                    s.bytes_per_run,
                     ms(s.list_first_page.p50_ms),
                     s.list_first_page.ops_per_sec,
                     ms(s.get.p50_ms),
                     s.get.ops_per_sec,
+                    ms(s.health_idle.p99_ms),
+                    ms(s.health_under_lists.p99_ms),
                     opt(s.server_peak_rss_mb, 0)
+                );
+            }
+        }
+        if !self.spec_mix.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n| spec data set | runs | load time s | data dir MB | bytes per run |"
+            );
+            let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+            for m in &self.spec_mix {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.1} | {:.0} | {:.0} |",
+                    m.specs, m.runs, m.load_seconds, m.data_dir_mb, m.bytes_per_run
                 );
             }
         }
@@ -329,7 +442,7 @@ impl Report {
         let errors: Vec<_> = self
             .scenarios
             .iter()
-            .chain(self.scale.iter().flat_map(|s| [&s.list_first_page, &s.get]))
+            .chain(self.scale.iter().flat_map(|s| s.scenarios()))
             .filter_map(|s| s.first_error.as_ref().map(|e| (&s.name, e)))
             .collect();
         if !errors.is_empty() {

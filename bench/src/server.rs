@@ -50,6 +50,9 @@ pub fn binary(given: Option<&Path>) -> Result<PathBuf, String> {
     }
 }
 
+/// How long a started server may take to answer its first health check.
+const STARTUP_LIMIT: Duration = Duration::from_secs(600);
+
 impl ServerProcess {
     /// Starts `exe serve` on `data_dir` with `--durability durability`, logging to `log`, and
     /// waits until its health check answers.
@@ -104,8 +107,10 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// Waits for the first health check to pass: opening a large data dir (sled's recovery,
+    /// a format migration) can take minutes on a busy machine.
     async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + STARTUP_LIMIT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!(
@@ -118,7 +123,8 @@ impl ServerProcess {
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "the server did not answer its health check within 60 s; its log:\n{}",
+                    "the server did not answer its health check within {} s; its log:\n{}",
+                    STARTUP_LIMIT.as_secs(),
                     self.log_tail()
                 ));
             }

@@ -119,15 +119,40 @@ pub fn new_run(experiment_id: &str, spec: &StructBytes, n: u64) -> Run {
     }
 }
 
+/// One of `variants` distinct pipeline specs made from `base`: the base with a `variant` field
+/// added (a Struct's encoding is its fields' entries, so appending one entry adds a field).
+pub fn spec_variant(base: &StructBytes, variant: u64) -> StructBytes {
+    let mut entry = Vec::new();
+    prost::encoding::string::encode(1, &"variant".to_owned(), &mut entry);
+    let value = pbjson_types::Value {
+        kind: Some(pbjson_types::value::Kind::NumberValue(variant as f64)),
+    };
+    prost::encoding::message::encode(2, &value, &mut entry);
+    let mut bytes = base.protobuf().to_vec();
+    prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut bytes);
+    prost::encoding::encode_varint(entry.len() as u64, &mut bytes);
+    bytes.extend_from_slice(&entry);
+    StructBytes::from_protobuf(bytes.into())
+}
+
+/// Where a stored run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Pending,
+    Running,
+    Succeeded,
+}
+
 /// A stored run as the server would have written it, for the offline loader: created at
-/// `created`, finished (SUCCEEDED after PENDING and RUNNING) when `finished`, else PENDING.
+/// `created`; PENDING, RUNNING (after PENDING) or SUCCEEDED (after PENDING and RUNNING, with
+/// finished_at).
 pub fn stored_run(
     experiment_id: &str,
     namespace: &str,
     spec: &StructBytes,
     n: u64,
     created: Timestamp,
-    finished: bool,
+    stage: Stage,
 ) -> Run {
     let mut run = new_run(experiment_id, spec, n);
     run.run_id = uuid::Uuid::new_v4().to_string();
@@ -145,8 +170,11 @@ pub fn stored_run(
     };
     run.state_history = vec![status(RuntimeState::Pending, 0)];
     run.state = RuntimeState::Pending as i32;
-    if finished {
+    if stage != Stage::Pending {
         run.state_history.push(status(RuntimeState::Running, 5));
+        run.state = RuntimeState::Running as i32;
+    }
+    if stage == Stage::Succeeded {
         run.state_history.push(status(RuntimeState::Succeeded, 600));
         run.state = RuntimeState::Succeeded as i32;
         run.finished_at = run.state_history.last().and_then(|s| s.update_time);

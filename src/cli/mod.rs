@@ -15,7 +15,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
 use crate::api::experiment_service_client::ExperimentServiceClient;
@@ -40,6 +40,16 @@ pub struct ClientArgs {
     /// Bearer token, sent as `authorization: Bearer <token>` with every call.
     #[arg(long, global = true, env = "RUNLEDGER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate(s) (PEM) that an https:// server's certificate must chain to, instead of
+    /// the system's trusted CAs (e.g. the server's own self-signed certificate).
+    #[arg(long, global = true, env = "RUNLEDGER_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for a server that requires mutual TLS; needs --client-key.
+    #[arg(long, global = true, env = "RUNLEDGER_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM).
+    #[arg(long, global = true, env = "RUNLEDGER_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
     /// Output format.
     #[arg(
         short = 'o',
@@ -225,13 +235,33 @@ impl From<Status> for CliError {
             _ => 1,
         };
         let mut message = format!("{}: {}", code_name(status.code()), status.message());
-        if matches!(status.code(), Code::Unavailable | Code::Unknown)
-            && let Some(source) = std::error::Error::source(&status)
-        {
-            message.push_str(&format!(" ({source})"));
+        if matches!(status.code(), Code::Unavailable | Code::Unknown) {
+            // Connection failures (a TLS alert, a reset) say what happened only in the causes.
+            let causes = causes(&status);
+            if !causes.is_empty() {
+                message.push_str(&format!(" ({causes})"));
+            }
         }
         CliError { exit, message }
     }
+}
+
+/// The causes of an error, outermost first, joined with ": "; wrapping errors often repeat
+/// their cause's text, so each part is said once.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = String::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.ends_with(&part) && !error.to_string().ends_with(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The canonical upper-case name of a gRPC code, as grpc-status docs spell it.
@@ -281,28 +311,78 @@ async fn connect(args: &ClientArgs) -> Result<Channel, CliError> {
             args.server
         ))
     })?;
-    if args.server.starts_with("https://") {
-        return Err(CliError::usage(
-            "https:// servers are not supported yet by this client (no TLS support built in)",
-        ));
-    }
+    let https = endpoint.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+    let endpoint = match tls_config(args, https)? {
+        Some(tls) => endpoint
+            .tls_config(tls)
+            .map_err(|e| CliError::usage(format!("TLS settings for {}: {e}", args.server)))?,
+        None => endpoint,
+    };
     endpoint
         .connect_timeout(std::time::Duration::from_secs(10))
         .connect()
         .await
         .map_err(|e| {
             let mut message = format!("cannot connect to {}: {e}", args.server);
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                // Wrapping errors often repeat their cause's text; say each part once.
-                let text = cause.to_string();
-                if !message.ends_with(&text) {
-                    message.push_str(&format!(": {text}"));
-                }
-                source = cause.source();
+            let causes = causes(&e);
+            if !causes.is_empty() && !message.ends_with(&causes) {
+                message.push_str(&format!(": {causes}"));
+            }
+            if message.contains("invalid peer certificate") && args.ca_cert.is_none() {
+                message
+                    .push_str(" (for a server whose CA the system does not trust, pass --ca-cert)");
             }
             CliError::usage(message)
         })
+}
+
+/// The TLS settings an https:// `--server` is reached with (None for http://): the CA from
+/// `--ca-cert` (else the system's), and the client certificate for mutual TLS. The files are
+/// read and checked here, so a bad one is named before any connection is tried.
+fn tls_config(args: &ClientArgs, https: bool) -> Result<Option<ClientTlsConfig>, CliError> {
+    if !https {
+        return match (&args.ca_cert, &args.client_cert, &args.client_key) {
+            (None, None, None) => Ok(None),
+            _ => Err(CliError::usage(format!(
+                "--ca-cert, --client-cert and --client-key need an https:// --server (got {:?})",
+                args.server
+            ))),
+        };
+    }
+    use crate::transport::tls::{parse_certs, parse_key};
+    let mut config = match &args.ca_cert {
+        Some(path) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_pem(
+            path,
+            "--ca-cert",
+            parse_certs,
+        )?)),
+        None => ClientTlsConfig::new().with_native_roots(),
+    };
+    match (&args.client_cert, &args.client_key) {
+        (None, None) => {}
+        (Some(cert), Some(key)) => {
+            config = config.identity(Identity::from_pem(
+                read_pem(cert, "--client-cert", parse_certs)?,
+                read_pem(key, "--client-key", parse_key)?,
+            ));
+        }
+        (Some(_), None) => return Err(CliError::usage("--client-cert needs --client-key")),
+        (None, Some(_)) => return Err(CliError::usage("--client-key needs --client-cert")),
+    }
+    Ok(Some(config))
+}
+
+/// Reads the PEM file given by `flag` and checks that `parse` finds in it what it should; the
+/// error names the flag and the file.
+fn read_pem<T>(
+    path: &std::path::Path,
+    flag: &str,
+    parse: fn(&[u8]) -> Result<T, String>,
+) -> Result<Vec<u8>, CliError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| CliError::usage(format!("cannot read {flag} {}: {e}", path.display())))?;
+    parse(&pem).map_err(|e| CliError::usage(format!("{flag} {}: {e}", path.display())))?;
+    Ok(pem)
 }
 
 fn bearer(args: &ClientArgs) -> Result<Bearer, CliError> {

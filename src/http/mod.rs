@@ -106,16 +106,19 @@ impl FromRequestParts<HttpState> for Caller {
         parts: &mut Parts,
         state: &HttpState,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(crate::auth::Rejected(e)) = parts.extensions.get() {
-            return Err(ApiError::from(e.clone()));
-        }
-        let principal = parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .unwrap_or_default();
-        Ok(Caller(state.services.context(principal)))
+        context_of(&parts.extensions, &state.services).map(Caller)
     }
+}
+
+/// The context of a request with these extensions, or the 401 (with `WWW-Authenticate: Bearer`)
+/// when the identifying layer rejected its credentials. For routes outside this router too
+/// (`/metrics`).
+pub fn context_of(extensions: &http::Extensions, services: &Services) -> Result<Context, ApiError> {
+    if let Some(crate::auth::Rejected(e)) = extensions.get() {
+        return Err(ApiError::from(e.clone()));
+    }
+    let principal = extensions.get::<Principal>().cloned().unwrap_or_default();
+    Ok(services.context(principal))
 }
 
 fn decoded(result: crate::error::Result<StoredRun>) -> Result<Json<Run>, ApiError> {

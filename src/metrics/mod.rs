@@ -229,7 +229,16 @@ impl StoreObserver for Metrics {
 pub fn router(metrics: Arc<Metrics>, services: Arc<Services>) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || async move {
+        axum::routing::get(move |parts: ::http::request::Parts| async move {
+            // With auth on, only a caller who may read every namespace sees their counts.
+            let allowed = crate::http::context_of(&parts.extensions, &services).and_then(|ctx| {
+                services
+                    .allow_metrics(&ctx)
+                    .map_err(crate::error::http::ApiError::from)
+            });
+            if let Err(e) = allowed {
+                return e.into_response();
+            }
             match metrics.render(&services).await {
                 Ok(text) => (
                     [(

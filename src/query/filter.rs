@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Field, FieldKind, FieldValue, QueryLimits, RUNTIME_STATE_NAMES, Record, STORAGE_STATE_NAMES,
-    Tally,
+    Tally, TallyGroup,
 };
 use crate::api::{Predicate as WirePredicate, predicate};
 use crate::error::{Error, Result};
@@ -117,32 +117,56 @@ impl Filter {
     /// The number of matching records, when it follows from a scope's counters alone: every
     /// predicate tests state or storage_state, and the tally tells the states it tests apart.
     pub fn count_from(&self, tally: &Tally) -> Option<u64> {
-        let counted = |f: Field| matches!(f, Field::State | Field::StorageState);
-        if !self.predicates.iter().all(|p| counted(p.field)) {
+        if !self.predicates.iter().all(|p| is_counted(p.field)) {
             return None;
         }
         let tests_state = self.predicates.iter().any(|p| p.field == Field::State);
-        let mut total = 0;
-        for group in &tally.groups {
-            let state = match group.state {
-                Some(state) => Some(enum_name_of(RUNTIME_STATE_NAMES, state)),
-                None if tests_state => return None,
-                None => None,
-            };
-            let storage = enum_name_of(STORAGE_STATE_NAMES, group.storage_state);
-            let passes = self.predicates.iter().all(|p| {
-                let value = match p.field {
-                    Field::State => state.clone().unwrap_or_default(),
-                    _ => storage.clone(),
-                };
-                p.matches(&FieldValue::Text(value.into()))
-            });
-            if passes {
-                total += group.count;
-            }
+        if tests_state && tally.groups.iter().any(|g| g.state.is_none()) {
+            return None;
         }
-        Some(total)
+        Some(
+            tally
+                .groups
+                .iter()
+                .filter(|g| self.admits_group(g))
+                .map(|g| g.count)
+                .sum(),
+        )
     }
+
+    /// Whether records of a tally group (a state and storage state) can match: every predicate
+    /// on state or storage_state holds for the group's values (predicates on other fields are
+    /// not tested; a group without a state passes the state predicates). A backend that keeps
+    /// records by group reads only the groups admitted.
+    pub fn admits_group(&self, group: &TallyGroup) -> bool {
+        let state = group
+            .state
+            .map(|state| enum_name_of(RUNTIME_STATE_NAMES, state));
+        let storage = enum_name_of(STORAGE_STATE_NAMES, group.storage_state);
+        self.predicates.iter().all(|p| {
+            let value = match (p.field, &state) {
+                (Field::State, Some(state)) => state.clone(),
+                (Field::StorageState, _) => storage.clone(),
+                _ => return true,
+            };
+            p.matches(&FieldValue::Text(value.into()))
+        })
+    }
+
+    /// Whether some predicate tests state or storage_state.
+    pub fn tests_group(&self) -> bool {
+        self.predicates.iter().any(|p| is_counted(p.field))
+    }
+
+    /// Whether every predicate tests state or storage_state (an empty filter too).
+    pub fn only_tests_group(&self) -> bool {
+        self.predicates.iter().all(|p| is_counted(p.field))
+    }
+}
+
+/// The fields a backend's counters tell apart.
+fn is_counted(field: Field) -> bool {
+    matches!(field, Field::State | Field::StorageState)
 }
 
 /// An enum value's name as filters compare it (its number when this build does not know it).

@@ -60,6 +60,8 @@ pub enum Verb {
     ArchiveExperiment,
     UnarchiveExperiment,
     DeleteExperiment,
+    /// `GET /metrics`: counts by namespace, so it reads every namespace.
+    ReadMetrics,
 }
 
 impl Verb {
@@ -81,6 +83,7 @@ impl Verb {
             Verb::ArchiveExperiment => "ArchiveExperiment",
             Verb::UnarchiveExperiment => "UnarchiveExperiment",
             Verb::DeleteExperiment => "DeleteExperiment",
+            Verb::ReadMetrics => "ReadMetrics",
         }
     }
 
@@ -91,7 +94,8 @@ impl Verb {
             | Verb::ListRuns
             | Verb::WatchRuns
             | Verb::GetExperiment
-            | Verb::ListExperiments => Role::Viewer,
+            | Verb::ListExperiments
+            | Verb::ReadMetrics => Role::Viewer,
             Verb::ReportRunState => Role::Executor,
             Verb::CreateRun
             | Verb::ArchiveRun
@@ -274,6 +278,27 @@ impl Core {
             verb.name()
         ));
         audit_denial(ctx, verb, "", "*", &error);
+        Err(error)
+    }
+
+    /// Allows `GET /metrics`, whose labels name every namespace and count its runs: a grant on
+    /// `*`, any role.
+    pub(super) fn allow_metrics(&self, ctx: &Context) -> Result<()> {
+        let Some(grants) = self.grants(ctx)? else {
+            return Ok(());
+        };
+        if grants
+            .every
+            .is_some_and(|role| role >= Verb::ReadMetrics.least_role())
+        {
+            return Ok(());
+        }
+        let error = Error::PermissionDenied(format!(
+            "{} may not read /metrics: it counts runs in every namespace, so it needs a grant on \
+             namespace \"*\"",
+            ctx.principal.name()
+        ));
+        audit_denial(ctx, Verb::ReadMetrics, "/metrics", "*", &error);
         Err(error)
     }
 

@@ -101,6 +101,11 @@ impl Services {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
+    /// Whether the caller may read the metrics (with auth on: a grant on every namespace).
+    pub fn allow_metrics(&self, ctx: &Context) -> Result<()> {
+        self.core.allow_metrics(ctx)
+    }
+
     /// Whether authentication is on (what `/apis/v2beta1/healthz` reports as `multi_user`).
     pub fn multi_user(&self) -> bool {
         self.core.multi_user()

@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use self::postgres::{PostgresOptions, check_database, migrate as migrate_database};
-pub use self::sled::{CheckReport, DataDirOptions, Durability, RepairReport};
+pub use self::sled::{
+    CheckReport, DataDirOptions, Durability, MigrateOptions, MigrationReport, RepairReport,
+};
 pub use feed::{Change, ChangeKind, Subscription};
 pub use observe::{ObserverSlot, StoreObserver};
 pub use record::{Revision, SpecBlob, Stored, StoredRun, split_spec};
@@ -201,6 +203,12 @@ pub fn open_data_dir(dir: &Path, options: DataDirOptions) -> Result<Arc<dyn Stor
 /// Checks the embedded store in `dir` offline (`runledger check`).
 pub fn check_data_dir(dir: &Path) -> Result<CheckReport> {
     self::sled::check_data_dir(dir)
+}
+
+/// Migrates the embedded store in `dir` offline to this build's data format (`runledger
+/// migrate`); opening it does the same.
+pub fn migrate_data_dir(dir: &Path, options: &MigrateOptions) -> Result<MigrationReport> {
+    self::sled::migrate_data_dir(dir, options)
 }
 
 /// Rebuilds the derived entries of the embedded store in `dir` offline (`runledger check

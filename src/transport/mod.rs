@@ -1,10 +1,15 @@
-//! Connections: who is on the other end of a request, as the accept loops saw it.
+//! Connections: accepting them (TCP_NODELAY, TLS when configured) and who is on the other end
+//! of a request, as the accept loop saw it.
 //!
-//! Both listeners record the peer of every accepted connection in the requests it carries
-//! (tonic's connect info on the gRPC port, axum's on the HTTP port); [`peer`] reads it back in one
-//! shape, whichever port and middleware stack the request came through.
+//! Both ports accept through one [`Listener`], which records the [`Peer`] of every connection in
+//! the requests it carries (tonic's connect info on the gRPC port, axum's on the HTTP port);
+//! [`peer`] reads it back in one shape, whichever port and middleware stack the request came
+//! through.
 
+pub mod listener;
 pub mod tls;
+
+pub use listener::{Conn, Listener};
 
 use std::net::SocketAddr;
 
@@ -18,23 +23,20 @@ pub struct Peer {
 }
 
 /// The peer of the connection that carried a request with these extensions; `None` only for
-/// requests that did not come through a listener (in-process tests calling a router directly).
+/// requests that did not come through a [`Listener`] (in-process tests calling a router directly).
 pub fn peer(extensions: &http::Extensions) -> Option<Peer> {
-    if let Some(peer) = extensions.get::<Peer>() {
-        return Some(peer.clone());
-    }
-    if let Some(info) = extensions.get::<tonic::transport::server::TcpConnectInfo>() {
-        return info.remote_addr().map(|addr| Peer {
-            addr,
-            client_name: None,
-        });
-    }
-    extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|info| Peer {
-            addr: info.0,
-            client_name: None,
-        })
+    // tonic inserts the connect info as it is; axum wraps it in ConnectInfo.
+    extensions.get::<Peer>().cloned().or_else(|| {
+        extensions
+            .get::<axum::extract::ConnectInfo<Peer>>()
+            .map(|info| info.0.clone())
+    })
+}
+
+/// Whether serving plaintext on `addr` exposes it beyond this machine (any address that is not
+/// loopback, the unspecified 0.0.0.0 and :: included).
+pub fn beyond_loopback(addr: SocketAddr) -> bool {
+    !addr.ip().to_canonical().is_loopback()
 }
 
 #[cfg(test)]
@@ -46,36 +48,34 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_peer_each_listener_records() {
-        let mut axum = http::Extensions::new();
-        axum.insert(axum::extract::ConnectInfo(addr()));
-        assert_eq!(peer(&axum).map(|p| p.addr), Some(addr()));
-
-        let mut tonic = http::Extensions::new();
-        tonic.insert(tonic::transport::server::TcpConnectInfo {
-            local_addr: None,
-            remote_addr: Some(addr()),
-        });
-        assert_eq!(
-            peer(&tonic),
-            Some(Peer {
-                addr: addr(),
-                client_name: None
-            })
-        );
-
-        let mut own = http::Extensions::new();
+    fn reads_the_peer_either_server_records() {
         let named = Peer {
             addr: addr(),
             client_name: Some("ci-runner".into()),
         };
-        own.insert(named.clone());
-        // A Peer recorded by the listener wins over any other connect info.
-        own.insert(axum::extract::ConnectInfo(
-            "127.0.0.1:1".parse::<SocketAddr>().unwrap(),
-        ));
-        assert_eq!(peer(&own), Some(named));
+        let mut tonic = http::Extensions::new();
+        tonic.insert(named.clone());
+        assert_eq!(peer(&tonic), Some(named.clone()));
+
+        let mut axum = http::Extensions::new();
+        axum.insert(axum::extract::ConnectInfo(named.clone()));
+        assert_eq!(peer(&axum), Some(named));
 
         assert_eq!(peer(&http::Extensions::new()), None);
+    }
+
+    #[test]
+    fn only_loopback_addresses_stay_on_this_machine() {
+        for local in [
+            "127.0.0.1:1",
+            "127.8.9.10:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(!beyond_loopback(local.parse().unwrap()), "{local}");
+        }
+        for exposed in ["0.0.0.0:1", "[::]:1", "10.1.2.3:1", "[2001:db8::1]:1"] {
+            assert!(beyond_loopback(exposed.parse().unwrap()), "{exposed}");
+        }
     }
 }

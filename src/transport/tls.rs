@@ -2,11 +2,13 @@
 //! that client certificates must chain to, loaded from PEM files into a rustls server config.
 //!
 //! Loading is a separate step from serving so that a reload can build a new config and keep the
-//! previous one when a file is bad. Both ports offer ALPN `h2` and `http/1.1` (the JSON router is
-//! served on the gRPC port too, and the kfp SDK speaks HTTP/1.1 over TLS).
+//! previous one when a file is bad: [`Tls`] holds the config in force, every accepted connection
+//! takes the one current at its handshake, and [`Tls::reload`] (SIGHUP) swaps it for the next
+//! connections. Both ports offer ALPN `h2` and `http/1.1` (the JSON router is served on the gRPC
+//! port too, and the kfp SDK speaks HTTP/1.1 over TLS).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -49,8 +51,9 @@ impl TlsFiles {
     pub fn load(&self) -> Result<Arc<rustls::ServerConfig>, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certs = read_certs(&self.cert)?;
-        let key = PrivateKeyDer::from_pem_file(&self.key)
-            .map_err(|e| format!("{}: no usable private key: {e}", self.key.display()))?;
+        let key = std::fs::read(&self.key)
+            .map_err(|e| format!("{}: cannot read the private key: {e}", self.key.display()))
+            .and_then(|pem| parse_key(&pem).map_err(|e| format!("{}: {e}", self.key.display())))?;
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS protocol versions: {e}"))?;
@@ -82,20 +85,110 @@ impl TlsFiles {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
+
+    /// When the leaf certificate expires, for the log; None if it cannot be read.
+    fn expiry(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let leaf = read_certs(&self.cert).ok()?.into_iter().next()?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        chrono::DateTime::from_timestamp(parsed.validity().not_after.timestamp(), 0)
+    }
+}
+
+/// The TLS configuration in force on both listeners, and the files it came from.
+pub struct Tls {
+    files: TlsFiles,
+    config: RwLock<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// Loads the files (the error names the bad one).
+    pub fn load(files: TlsFiles) -> Result<Tls, String> {
+        let config = files.load()?;
+        Ok(Tls {
+            files,
+            config: RwLock::new(config),
+        })
+    }
+
+    /// Whether clients must present a certificate.
+    pub fn mutual(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
+
+    /// The config for the next handshake.
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reads the files again; connections accepted from now on use them. Files that do not
+    /// load leave the configuration in force unchanged; the error says why.
+    pub fn reload(&self) -> Result<(), String> {
+        let config = self.files.load()?;
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        Ok(())
+    }
+
+    /// [`Tls::reload`], logging the outcome (for the SIGHUP handler).
+    pub fn reload_and_log(&self) {
+        match self.reload() {
+            Ok(()) => self.log_in_force("TLS certificate reloaded; new connections use it"),
+            Err(e) => tracing::error!(
+                error = %e,
+                "TLS certificate not reloaded; the previous one stays in force"
+            ),
+        }
+    }
+
+    /// Logs `message` at info with the certificate file, when it expires and the client CA.
+    pub fn log_in_force(&self, message: &str) {
+        let client_ca = match &self.files.client_ca {
+            Some(path) => path.display().to_string(),
+            None => "none".into(),
+        };
+        let expiry = self.files.expiry();
+        let expires = expiry.map_or("unknown".into(), |t| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        });
+        tracing::info!(cert = %self.files.cert.display(), %expires, %client_ca, "{message}");
+        // rustls serves an expired certificate; clients then refuse it with errors that do not
+        // say so as plainly.
+        if expiry.is_some_and(|t| t < chrono::Utc::now()) {
+            tracing::warn!(cert = %self.files.cert.display(), %expires, "the TLS certificate has expired");
+        }
+    }
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: cannot read certificates: {e}", path.display()))?
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("{}: cannot read certificates: {e}", path.display()))?;
+    parse_certs(&pem).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The certificates of a PEM file's text (at least one).
+pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: bad PEM certificate: {e}", path.display()))?;
+        .map_err(|e| format!("bad PEM certificate: {e}"))?;
     if certs.is_empty() {
-        return Err(format!(
-            "{}: no PEM certificate in the file",
-            path.display()
-        ));
+        return Err("no PEM certificate in the file".into());
     }
     Ok(certs)
+}
+
+/// The private key of a PEM file's text (PKCS#8, PKCS#1 or SEC1).
+pub fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no usable private key: {e}"))
 }
 
 /// The subject common name of a (verified) client certificate: the name `Peer.client_name`

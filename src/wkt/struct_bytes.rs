@@ -63,10 +63,57 @@ impl StructBytes {
     }
 }
 
+/// A tree (from JSON) is encoded with every map's keys in order, so that equal specs are equal
+/// bytes: stores keep one copy of each distinct spec, found by its bytes' digest. (A Struct's
+/// fields are a hash map: encoding it as it is would give each request its own key order.)
 impl From<&pbjson_types::Struct> for StructBytes {
     fn from(tree: &pbjson_types::Struct) -> StructBytes {
-        StructBytes(tree.encode_to_vec().into())
+        let mut out = Vec::with_capacity(tree.encoded_len());
+        encode_sorted_struct(tree, &mut out);
+        StructBytes(out.into())
     }
+}
+
+/// A Struct's fields (map entries: key 1, Value 2) in key order.
+fn encode_sorted_struct(tree: &pbjson_types::Struct, out: &mut Vec<u8>) {
+    let mut fields: Vec<_> = tree.fields.iter().collect();
+    fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (key, value) in fields {
+        let mut entry = Vec::new();
+        prost::encoding::string::encode(1, key, &mut entry);
+        let mut encoded = Vec::new();
+        encode_sorted_value(value, &mut encoded);
+        put_delimited(2, &encoded, &mut entry);
+        put_delimited(1, &entry, out);
+    }
+}
+
+/// A Value's fields: nested structs and lists in key order, scalars as prost encodes them.
+fn encode_sorted_value(value: &pbjson_types::Value, out: &mut Vec<u8>) {
+    use pbjson_types::value::Kind;
+    match &value.kind {
+        Some(Kind::StructValue(tree)) => {
+            let mut nested = Vec::new();
+            encode_sorted_struct(tree, &mut nested);
+            put_delimited(5, &nested, out);
+        }
+        Some(Kind::ListValue(list)) => {
+            let mut values = Vec::new();
+            for item in &list.values {
+                let mut encoded = Vec::new();
+                encode_sorted_value(item, &mut encoded);
+                put_delimited(1, &encoded, &mut values);
+            }
+            put_delimited(6, &values, out);
+        }
+        _ => value.encode(out).expect("a Vec grows as needed"),
+    }
+}
+
+fn put_delimited(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
 }
 
 impl From<pbjson_types::Struct> for StructBytes {
@@ -320,6 +367,19 @@ mod tests {
         let spec_bytes = kept.spec.unwrap();
         assert_eq!(spec_bytes.to_struct().unwrap(), spec());
         assert!(spec_bytes.validate().is_ok());
+    }
+
+    #[test]
+    fn equal_trees_are_equal_bytes_whatever_their_maps_order() {
+        let a = StructBytes::from(spec());
+        for _ in 0..8 {
+            // Each decode builds new hash maps, with their own iteration order.
+            let again: pbjson_types::Struct =
+                serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
+            assert_eq!(StructBytes::from(again), a);
+        }
+        assert_eq!(a.to_struct().unwrap(), spec());
+        assert!(a.validate().is_ok());
     }
 
     #[test]

@@ -1,81 +1,20 @@
-//! The real `runledger` binary as a child process: `serve` on free loopback ports, killed with
-//! SIGKILL when dropped; and one-shot commands with their output.
+//! The `runledger serve` binary as a child process on 127.0.0.1:0: its addresses read from its
+//! startup log line, its whole stderr kept for assertions, SIGHUP, and a kill when dropped; and
+//! one-shot commands with their output. Neither sees the caller's RUNLEDGER_DATABASE_URL.
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runledger::api::run_service_client::RunServiceClient;
-use runledger::api::*;
-use tonic::transport::{Channel, Endpoint};
-
-/// Attempts (100 ms apart) to reach a starting server before giving up.
-const START_ATTEMPTS: u32 = 300;
+pub const BIN: &str = env!("CARGO_BIN_EXE_runledger");
 
 pub struct ServerProcess {
     child: Child,
-    pub url: String,
-    pub http_url: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-impl ServerProcess {
-    /// `runledger serve` with `args` (the store flags) on free ports, once it answers.
-    pub async fn start(args: &[&str]) -> ServerProcess {
-        let grpc = format!("127.0.0.1:{}", free_port());
-        let http = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_runledger"))
-            .args(["serve", "--grpc-addr", &grpc, "--http-addr", &http])
-            .args(["--log-level", "error"])
-            .args(args)
-            .env_remove("RUNLEDGER_DATABASE_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start runledger serve");
-        let mut server = ServerProcess {
-            child,
-            url: format!("http://{grpc}"),
-            http_url: format!("http://{http}"),
-        };
-        server.wait_until_serving().await;
-        server
-    }
-
-    async fn wait_until_serving(&mut self) {
-        for _ in 0..START_ATTEMPTS {
-            if let Some(status) = self.child.try_wait().expect("poll child") {
-                panic!("runledger serve exited during startup: {status}");
-            }
-            if let Ok(mut client) = self.client().await
-                && client.list_runs(ListRunsRequest::default()).await.is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("runledger serve did not answer on {}", self.url);
-    }
-
-    pub async fn client(&self) -> Result<RunServiceClient<Channel>, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(self.url.clone())?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(20))
-            .connect()
-            .await?;
-        Ok(RunServiceClient::new(channel))
-    }
-
-    /// SIGKILL, and reap the process.
-    pub fn kill(&mut self) {
-        self.child.kill().expect("kill -9 the server");
-        self.child.wait().expect("reap the server");
-    }
+    log: Arc<Mutex<String>>,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
 }
 
 impl Drop for ServerProcess {
@@ -85,11 +24,122 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Runs `runledger args...` to completion (with `stdin` as its input, if given), without the
-/// caller's RUNLEDGER_DATABASE_URL.
+/// The value of `key=` in a log line.
+fn field(line: &str, key: &str) -> Option<String> {
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[at..].split_whitespace().next().map(str::to_owned)
+}
+
+impl ServerProcess {
+    /// `runledger serve` on 127.0.0.1:0 (both ports) with a data dir under `dir`, info logs and
+    /// `args`; waits (bounded) for the line that says where it listens.
+    pub fn start(dir: &std::path::Path, args: &[&std::ffi::OsStr]) -> ServerProcess {
+        Self::start_with(
+            Command::new(BIN)
+                .args(["serve", "--grpc-addr", "127.0.0.1:0"])
+                .args(["--http-addr", "127.0.0.1:0"]),
+            dir,
+            args,
+        )
+    }
+
+    /// As [`ServerProcess::start`], with `command` (program and the arguments before the data
+    /// dir) instead of the plain binary.
+    pub fn start_with(
+        command: &mut Command,
+        dir: &std::path::Path,
+        args: &[&std::ffi::OsStr],
+    ) -> ServerProcess {
+        let mut child = command
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--log-level", "info"])
+            .args(args)
+            .env_remove("RUNLEDGER_DATABASE_URL")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start runledger serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let (Some(grpc), Some(http)) = (field(&line, "grpc"), field(&line, "http")) {
+                    let _ = tx.send((grpc, http));
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let Ok((grpc, http)) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the server did not log its addresses; its log:\n{}",
+                log.lock().unwrap()
+            );
+        };
+        ServerProcess {
+            child,
+            log,
+            grpc: grpc.parse().expect("gRPC address"),
+            http: http.parse().expect("HTTP address"),
+        }
+    }
+
+    /// A gRPC client of its RunService.
+    pub async fn client(
+        &self,
+    ) -> Result<
+        runledger::api::run_service_client::RunServiceClient<tonic::transport::Channel>,
+        tonic::transport::Error,
+    > {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(20))
+            .connect()
+            .await?;
+        Ok(runledger::api::run_service_client::RunServiceClient::new(
+            channel,
+        ))
+    }
+
+    /// SIGKILL, and reap the process.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill -9 the server");
+        self.child.wait().expect("reap the server");
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn hangup(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+        assert_eq!(rc, 0, "SIGHUP");
+    }
+
+    /// Waits (bounded) until the server has logged `needle` `count` times.
+    pub fn wait_for_log(&self, needle: &str, count: usize) {
+        for _ in 0..600 {
+            if self.log.lock().unwrap().matches(needle).count() >= count {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no {needle:?} in the log:\n{}", self.log());
+    }
+}
+
+/// Runs `runledger args...` to completion (with `stdin` as its input, if given).
 pub fn runledger(args: &[&str], stdin: Option<&[u8]>) -> Output {
     use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runledger"))
+    let mut child = Command::new(BIN)
         .args(args)
         .env_remove("RUNLEDGER_DATABASE_URL")
         .stdin(if stdin.is_some() {

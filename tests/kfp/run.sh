@@ -1,31 +1,43 @@
 #!/usr/bin/env bash
 # The kfp SDK compatibility suite: installs the official kfp SDK into target/kfp-venv (reused when
-# present), builds runledger (debug; or uses $RUNLEDGER_BIN), starts it on free loopback ports with a fresh data dir,
-# runs pytest against it through kfp.Client, stops the server (also on failure) and exits with
-# pytest's status. `--database-url URL` (first) serves from that PostgreSQL database instead of a
-# data dir (it should be empty: the suite expects a fresh store). Extra arguments go to pytest
-# (e.g. `-k terminate`, `-x`).
-# RUNLEDGER_LOG_LEVEL=runledger=debug logs every HTTP request; RUNLEDGER_KFP_SERVER_LOG=FILE keeps
-# the server log (by default it lives in the temp dir and is shown only on failure).
+# present), builds runledger (debug; or uses $RUNLEDGER_BIN) and starts it twice on free loopback
+# ports with fresh data dirs:
+#   plain       plaintext, no auth (single-user, as a laptop runs it);
+#   multi-user  TLS (a self-signed certificate, tests/make-cert.sh) and --auth-config with bearer
+#               tokens and per-namespace grants, which the SDK reaches with
+#               kfp.Client(host="https://...", existing_token=..., namespace=..., ssl_ca_cert=...).
+# Every test of the suite runs against both (pytest ids end in [plain] / [multi-user]; `-k plain`
+# picks one); test_multi_user.py adds what only multi-user mode has. Stops both servers (also on
+# failure) and exits with pytest's status. Extra arguments go to pytest (e.g. `-k terminate`, `-x`).
+# Needs python3 with venv, PyPI, and openssl. RUNLEDGER_LOG_LEVEL=runledger=debug logs every HTTP
+# request; RUNLEDGER_KFP_LOG_DIR=DIR keeps the server logs (plain.log, multi-user.log; by default
+# they live in the temp dir and are shown only on failure).
+# `--database-url URL` (first; once or twice) serves the plain server, then the multi-user one,
+# from that PostgreSQL database instead of a data dir; each should be empty (the suite expects a
+# fresh store).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
-database_url=""
-if [ "${1:-}" = "--database-url" ]; then
-    if [ -z "${2:-}" ]; then
-        echo "kfp suite: --database-url needs a URL" >&2
+database_urls=()
+while [ "${1:-}" = "--database-url" ]; do
+    if [ -z "${2:-}" ] || [ "${#database_urls[@]}" -ge 2 ]; then
+        echo "kfp suite: --database-url needs a URL and is given at most twice" >&2
         exit 2
     fi
-    database_url="$2"
+    database_urls+=("$2")
     shift 2
-fi
+done
+# store_flags N: the serve flags of the Nth server's store (none: its data dir).
+store_flags() {
+    if [ -n "${database_urls[$1]:-}" ]; then
+        printf '%s\n' --database-url "${database_urls[$1]}"
+    fi
+}
 venv="$root/target/kfp-venv"
-python="${PYTHON:-python3}"
-
 if [ ! -x "$venv/bin/python" ]; then
     echo "kfp suite: creating $venv" >&2
-    "$python" -m venv "$venv"
+    "${PYTHON:-python3}" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     -r "$root/tests/kfp/requirements.txt"
@@ -38,74 +50,81 @@ if [ -z "$binary" ]; then
 fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/runledger-kfp.XXXXXX")"
-log="${RUNLEDGER_KFP_SERVER_LOG:-$work/server.log}"
-server_pid=""
+logs="${RUNLEDGER_KFP_LOG_DIR:-$work}"
+mkdir -p "$logs"
+python="$venv/bin/python"
+# shellcheck source=../serve.sh
+source "$root/tests/serve.sh"
 cleanup() {
-    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
+    stop_servers
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-# Two free loopback ports (the kernel picks them; a clash with another process between here and
-# the bind below makes the server exit, which the wait loop reports).
-read -r grpc_port http_port < <("$venv/bin/python" - <<'PY'
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
-for s in socks:
-    s.close()
-PY
-)
+mapfile -t plain_store < <(store_flags 0)
+start_server plain "" "${plain_store[@]}"
+plain_grpc=$grpc_port plain_http=$http_port
 
-if [ -n "$database_url" ]; then
-    store_args=(--database-url "$database_url")
-else
-    store_args=(--data-dir "$work/data")
-fi
-"$binary" serve \
-    --grpc-addr "127.0.0.1:$grpc_port" \
-    --http-addr "127.0.0.1:$http_port" \
-    "${store_args[@]}" \
-    --log-level "${RUNLEDGER_LOG_LEVEL:-warn}" \
-    2>"$log" &
-server_pid=$!
-
-url="http://127.0.0.1:$http_port"
-# Wait (at most ~30 s) until healthz answers; stop early if the server died.
-ready=""
-for _ in $(seq 1 150); do
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        echo "kfp suite: runledger exited before serving; its log:" >&2
-        cat "$log" >&2
-        exit 1
-    fi
-    if "$venv/bin/python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)" \
-        "$url/apis/v2beta1/healthz" 2>/dev/null; then
-        ready=1
-        break
-    fi
-    sleep 0.2
+# Multi-user: the certificate, one token per principal (only their hashes go in the config),
+# and the grants the suite relies on (see test_multi_user.py).
+bash "$root/tests/make-cert.sh" "$work"
+declare -A tokens
+for principal in owner runner outsider; do
+    tokens[$principal]="$(auth_token "$principal")"
 done
-if [ -z "$ready" ]; then
-    echo "kfp suite: runledger did not answer on $url; its log:" >&2
-    cat "$log" >&2
-    exit 1
-fi
+cat >>"$work/auth.toml" <<'EOF'
+[[grants]]
+who = "owner"
+namespace = "team-a"
+role = "admin"
+
+[[grants]]
+who = "runner"
+namespace = "team-a"
+role = "executor"
+
+[[grants]]
+who = "outsider"
+namespace = "team-b"
+role = "admin"
+EOF
+mapfile -t multi_user_store < <(store_flags 1)
+start_server multi-user "$work/server.crt" "${multi_user_store[@]}" \
+    --tls-cert "$work/server.crt" --tls-key "$work/server.key" --auth-config "$work/auth.toml"
+secure_grpc=$grpc_port secure_http=$http_port
+
+# What conftest.py reads: one entry per server.
+"$python" - "$work/servers.json" <<PY
+import json, sys
+servers = {
+    "plain": {
+        "host": "http://127.0.0.1:$plain_http",
+        "grpc_port_url": "http://127.0.0.1:$plain_grpc",
+    },
+    "multi-user": {
+        "host": "https://127.0.0.1:$secure_http",
+        "grpc_port_url": "https://127.0.0.1:$secure_grpc",
+        "ca": "$work/server.crt",
+        "namespace": "team-a",
+        "other_namespace": "team-b",
+        "tokens": {"owner": "${tokens[owner]}", "runner": "${tokens[runner]}",
+                   "outsider": "${tokens[outsider]}"},
+    },
+}
+json.dump(servers, open(sys.argv[1], "w"), indent=1)
+PY
 
 # A HOME of its own, so a developer's ~/.config/kfp/context.json cannot change what the SDK sends.
 mkdir -p "$work/home"
 set +e
-HOME="$work/home" RUNLEDGER_HTTP_URL="$url" RUNLEDGER_GRPC_PORT_URL="http://127.0.0.1:$grpc_port" \
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider "$root/tests/kfp" "$@"
+HOME="$work/home" RUNLEDGER_KFP_SERVERS="$work/servers.json" \
+    "$python" -m pytest -q -p no:cacheprovider "$root/tests/kfp" "$@"
 status=$?
 set -e
 if [ "$status" -ne 0 ]; then
-    echo "kfp suite: failed; server log:" >&2
-    tail -n 50 "$log" >&2
+    for name in plain multi-user; do
+        echo "kfp suite: failed; $name server log (tail):" >&2
+        tail -n 50 "$logs/$name.log" >&2
+    done
 fi
 exit "$status"

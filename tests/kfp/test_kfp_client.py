@@ -2,7 +2,8 @@
 
 Each test drives the SDK the way a KFP user's script does and checks what the SDK hands back:
 if runledger's JSON differed from KFP's (camelCase keys, numeric enums, "" timestamps, a
-non-boolean multi_user), these calls would fail or return empty fields.
+non-boolean multi_user), these calls would fail or return empty fields. Each runs against the
+plain server and against the multi-user one (TLS, a bearer token, a namespace; see conftest.py).
 """
 
 import datetime
@@ -10,14 +11,14 @@ import json
 
 import kfp_server_api
 import pytest
-import requests
 
 
-def report(host, run_id, state, **extra):
-    """Moves a run to `state` through runledger's ReportRunState route."""
+def report(server, run_id, state, **extra):
+    """Moves a run to `state` through runledger's ReportRunState route, as the machine that runs
+    pipelines does (multi-user: with the executor's token)."""
     body = {"run_id": run_id, "state": state, **extra}
-    response = requests.post(
-        f"{host}/apis/v2beta1/runs/{run_id}:reportState", json=body, timeout=30
+    response = server.http("runner").post(
+        f"{server.host}/apis/v2beta1/runs/{run_id}:reportState", json=body, timeout=30
     )
     assert response.status_code == 200, response.text
     return response.json()
@@ -33,12 +34,14 @@ def new_run(client, pipeline_file, experiment, name, **arguments):
     return client.get_run(result.run_id)
 
 
-def test_client_construction_reads_healthz_as_single_user(client, host):
-    assert client.get_kfp_healthz().multi_user is False
-    # kfp-server-api 2.17's model keeps only multi_user; the rest of the body is KFP's too.
-    raw = requests.get(f"{host}/apis/v2beta1/healthz", timeout=30).json()
-    assert raw["multi_user"] is False
-    assert raw["tag_name"] and raw["commit_sha"]
+def test_client_construction_reads_healthz_and_its_mode(client, server):
+    assert client.get_kfp_healthz().multi_user is server.multi_user
+    # kfp-server-api 2.17's model keeps only multi_user; the rest of the body is KFP's too. It
+    # stays open without credentials.
+    raw = server.http(principal=None).get(f"{server.host}/apis/v2beta1/healthz", timeout=30)
+    assert raw.status_code == 200, raw.text
+    assert raw.json()["multi_user"] is server.multi_user
+    assert raw.json()["tag_name"] and raw.json()["commit_sha"]
 
 
 def test_experiment_is_created_once_and_found_by_name_and_id(client, unique):
@@ -178,10 +181,10 @@ def test_terminating_a_pending_run_cancels_it(client, pipeline_file, experiment,
 
 
 def test_terminating_a_running_run_asks_the_executor_to_cancel(
-    client, host, pipeline_file, experiment, unique
+    client, server, pipeline_file, experiment, unique
 ):
     run = new_run(client, pipeline_file, experiment, unique)
-    report(host, run.run_id, "RUNNING")
+    report(server, run.run_id, "RUNNING")
     client.terminate_run(run.run_id)
     assert client.get_run(run.run_id).state == "CANCELING"
 
@@ -197,10 +200,10 @@ def test_deleted_run_is_gone(client, pipeline_file, experiment, unique):
     assert run.run_id in body["message"]
 
 
-def test_reported_success_ends_wait_for_run_completion(client, host, pipeline_file, experiment, unique):
+def test_reported_success_ends_wait_for_run_completion(client, server, pipeline_file, experiment, unique):
     run = new_run(client, pipeline_file, experiment, unique)
-    report(host, run.run_id, "RUNNING")
-    report(host, run.run_id, "SUCCEEDED", expected_state="RUNNING")
+    report(server, run.run_id, "RUNNING")
+    report(server, run.run_id, "SUCCEEDED", expected_state="RUNNING")
 
     # The run is already finished, so the first poll returns.
     done = client.wait_for_run_completion(run.run_id, timeout=600, sleep_duration=1)
@@ -209,9 +212,9 @@ def test_reported_success_ends_wait_for_run_completion(client, host, pipeline_fi
     assert [s.state for s in done.state_history] == ["PENDING", "RUNNING", "SUCCEEDED"]
 
 
-def test_reported_failure_carries_the_error(client, host, pipeline_file, experiment, unique):
+def test_reported_failure_carries_the_error(client, server, pipeline_file, experiment, unique):
     run = new_run(client, pipeline_file, experiment, unique)
-    report(host, run.run_id, "FAILED", error={"code": 13, "message": "step crashed"})
+    report(server, run.run_id, "FAILED", error={"code": 13, "message": "step crashed"})
     done = client.wait_for_run_completion(run.run_id, timeout=600, sleep_duration=1)
     assert done.state == "FAILED"
     assert done.error.message == "step crashed"
@@ -250,19 +253,18 @@ def test_list_experiments_pages_and_filters(client, unique):
     assert not second.next_page_token
 
 
-def test_run_without_an_experiment_lands_in_default(client, host, pipeline_file, unique):
-    # The SDK finds or creates an experiment named "Default"; a run created over plain HTTP with no
-    # experiment_id must land in that same experiment.
+def test_run_without_an_experiment_lands_in_default(client, server, pipeline_file, unique):
+    # The SDK finds or creates an experiment named "Default" (in its namespace); a run created
+    # over plain HTTP with no experiment_id must land in that same experiment.
     result = client.create_run_from_pipeline_package(pipeline_file, run_name=unique)
     via_sdk = client.get_run(result.run_id)
     default = client.get_experiment(experiment_name="Default")
     assert via_sdk.experiment_id == default.experiment_id
 
-    raw = requests.post(
-        f"{host}/apis/v2beta1/runs",
-        json={"display_name": f"{unique}-raw", "pipeline_spec": {"pipelineInfo": {"name": "x"}}},
-        timeout=30,
-    )
+    body = {"display_name": f"{unique}-raw", "pipeline_spec": {"pipelineInfo": {"name": "x"}}}
+    if server.namespace:
+        body["namespace"] = server.namespace
+    raw = server.http().post(f"{server.host}/apis/v2beta1/runs", json=body, timeout=30)
     assert raw.status_code == 200, raw.text
     assert raw.json()["experiment_id"] == default.experiment_id
 
@@ -273,7 +275,7 @@ def test_list_all_runs_newest_first_with_a_name_filter(client, pipeline_file, ex
     substring = json.dumps(
         {"predicates": [{"operation": "IS_SUBSTRING", "key": "display_name", "stringValue": unique}]}
     )
-    # No experiment and no namespace: the SDK sends namespace= (empty), meaning every run.
+    # No experiment: the SDK sends its namespace (plain: namespace= (empty), meaning every run).
     page = client.list_runs(sort_by="created_at desc", filter=substring)
     assert [r.display_name for r in page.runs] == [f"{unique}-2", f"{unique}-1", f"{unique}-0"]
 
@@ -285,15 +287,8 @@ def test_bad_sort_key_is_an_api_exception_with_status_400(client):
     assert json.loads(failure.value.body)["code"] == 3
 
 
-def test_client_also_works_against_the_grpc_port(pipeline_file, unique):
-    import os
-
-    import kfp
-
-    url = os.environ.get("RUNLEDGER_GRPC_PORT_URL")
-    if not url:
-        pytest.skip("RUNLEDGER_GRPC_PORT_URL is not set")
-    client = kfp.Client(host=url)
+def test_client_also_works_against_the_grpc_port(server, pipeline_file, unique):
+    client = server.client(host=server.grpc_port_url)
     result = client.create_run_from_pipeline_package(
         pipeline_file, run_name=unique, experiment_name=f"grpc-port-{unique}"
     )

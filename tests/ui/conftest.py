@@ -45,11 +45,18 @@ def base() -> str:
 
 
 class Api:
-    """The REST API, for arranging what the browser then shows."""
+    """The REST API, for arranging what the browser then shows (with a bearer token and the
+    server's certificate for a server with auth and TLS)."""
 
-    def __init__(self, base: str):
+    def __init__(self, base: str, token: str = "", ca: str = ""):
         self.base = f"{base}/apis/v2beta1"
         self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        if ca:
+            # REQUESTS_CA_BUNDLE and the like would override session.verify.
+            self.session.trust_env = False
+            self.session.verify = ca
 
     def call(self, method: str, path: str, body=None, ok=True):
         response = self.session.request(method, self.base + path, json=body, timeout=10)
@@ -73,6 +80,23 @@ def api(base) -> Api:
     return Api(base)
 
 
+class AuthServer:
+    """The second server run.sh started: TLS (Chromium trusts its certificate) and
+    --auth-config with one principal whose token may read and write everything."""
+
+    def __init__(self):
+        self.base = os.environ.get("RUNLEDGER_AUTH_URL", "")
+        self.token = os.environ.get("RUNLEDGER_AUTH_TOKEN", "")
+        if not (self.base and self.token):
+            pytest.fail("RUNLEDGER_AUTH_URL / RUNLEDGER_AUTH_TOKEN are not set: run this suite with tests/ui/run.sh")
+        self.api = Api(self.base, token=self.token, ca=os.environ["RUNLEDGER_AUTH_CA"])
+
+
+@pytest.fixture(scope="session")
+def auth_server() -> AuthServer:
+    return AuthServer()
+
+
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:8]
@@ -83,7 +107,12 @@ def driver():
     options = webdriver.ChromeOptions()
     options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     profile = tempfile.mkdtemp(prefix="chromium-", dir=os.environ.get("RUNLEDGER_UI_WORK"))
-    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile}", f"--window-size={DESKTOP[0]},{DESKTOP[1]}"]:
+    flags = CHROMIUM_FLAGS + [f"--user-data-dir={profile}", f"--window-size={DESKTOP[0]},{DESKTOP[1]}"]
+    spki = os.environ.get("RUNLEDGER_AUTH_SPKI")
+    if spki:
+        # Trusts the auth server's self-signed certificate, and no other, by its key's hash.
+        flags.append(f"--ignore-certificate-errors-spki-list={spki}")
+    for flag in flags:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # An explicit driver path: selenium never looks for (or downloads) a driver of its own.

@@ -2,8 +2,10 @@
 # The browser suite: drives the web UI in headless Chromium (Debian's chromium and
 # chromium-driver; `.ci/install-chromium.sh` installs them) with Python selenium from
 # target/ui-venv (created here, reused when present), against this build's runledger started on
-# free loopback ports with a fresh data dir. Saves screenshots to target/ui-screenshots/. The
-# server is stopped on exit, failure included. Extra arguments go to pytest (e.g. `-k sort`, `-x`).
+# free loopback ports with a fresh data dir, and (for the sign-in test) once more with TLS and
+# --auth-config. Saves screenshots to target/ui-screenshots/. The servers are stopped on exit,
+# failure included; RUNLEDGER_UI_LOG_DIR=DIR keeps their logs (plain.log, auth.log). Extra
+# arguments go to pytest (e.g. `-k sort`, `-x`).
 # CHROMIUM / CHROMEDRIVER override the browser and driver paths; UI_SUITE_TIMEOUT (seconds,
 # default 300) bounds the whole pytest run, so a hung browser cannot hang `cargo test`.
 set -euo pipefail
@@ -37,63 +39,39 @@ if [ -z "$binary" ]; then
 fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/runledger-ui.XXXXXX")"
-log="${RUNLEDGER_UI_SERVER_LOG:-$work/server.log}"
-server_pid=""
+logs="${RUNLEDGER_UI_LOG_DIR:-$work}"
+mkdir -p "$logs"
+python="$venv/bin/python"
+# shellcheck source=../serve.sh
+source "$root/tests/serve.sh"
 cleanup() {
-    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
+    stop_servers
     rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
 
-read -r grpc_port http_port < <("$venv/bin/python" - <<'PY'
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
-for s in socks:
-    s.close()
-PY
-)
-
-"$binary" serve \
-    --grpc-addr "127.0.0.1:$grpc_port" \
-    --http-addr "127.0.0.1:$http_port" \
-    --data-dir "$work/data" \
-    --log-level "${RUNLEDGER_LOG_LEVEL:-warn}" \
-    2>"$log" &
-server_pid=$!
-
+start_server plain ""
 url="http://127.0.0.1:$http_port"
-ready=""
-for _ in $(seq 1 150); do
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        echo "ui suite: runledger exited before serving; its log:" >&2
-        cat "$log" >&2
-        exit 1
-    fi
-    if "$venv/bin/python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)" \
-        "$url/apis/v2beta1/healthz" 2>/dev/null; then
-        ready=1
-        break
-    fi
-    sleep 0.2
-done
-if [ -z "$ready" ]; then
-    echo "ui suite: runledger did not answer on $url; its log:" >&2
-    cat "$log" >&2
-    exit 1
-fi
+
+# The sign-in test's server: TLS (Chromium trusts exactly this certificate, by its public key's
+# hash) and --auth-config with one principal that may read everything.
+bash "$root/tests/make-cert.sh" "$work"
+token="$(auth_token ui-user)"
+printf '[[grants]]\nwho = "ui-user"\nnamespace = "*"\nrole = "editor"\n' >>"$work/auth.toml"
+start_server auth "$work/server.crt" \
+    --tls-cert "$work/server.crt" --tls-key "$work/server.key" --auth-config "$work/auth.toml"
+auth_url="https://127.0.0.1:$http_port"
+spki="$(openssl x509 -in "$work/server.crt" -pubkey -noout | openssl pkey -pubin -outform der \
+    | openssl dgst -sha256 -binary | base64)"
 
 rm -rf "$shots"
 mkdir -p "$shots" "$work/home"
 set +e
 HOME="$work/home" RUNLEDGER_HTTP_URL="$url" RUNLEDGER_UI_SCREENSHOTS="$shots" \
+    RUNLEDGER_AUTH_URL="$auth_url" RUNLEDGER_AUTH_TOKEN="$token" RUNLEDGER_AUTH_CA="$work/server.crt" \
+    RUNLEDGER_AUTH_SPKI="$spki" \
     CHROMIUM="$chromium" CHROMEDRIVER="$chromedriver" RUNLEDGER_UI_WORK="$work" \
     timeout --kill-after=15 "${UI_SUITE_TIMEOUT:-300}" \
     "$venv/bin/python" -m pytest -q -p no:cacheprovider "$root/tests/ui" "$@"
@@ -103,8 +81,10 @@ if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
     echo "ui suite: timed out after ${UI_SUITE_TIMEOUT:-300}s" >&2
 fi
 if [ "$status" -ne 0 ]; then
-    echo "ui suite: failed; server log:" >&2
-    tail -n 50 "$log" >&2
+    for name in plain auth; do
+        echo "ui suite: failed; $name server log (tail):" >&2
+        tail -n 50 "$logs/$name.log" >&2
+    done
     if [ -f "$work/chromedriver.log" ]; then
         echo "ui suite: chromedriver log (tail):" >&2
         tail -n 30 "$work/chromedriver.log" >&2

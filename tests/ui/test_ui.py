@@ -1,7 +1,7 @@
 """The web UI in headless Chromium against a real runledger: the link the kfp SDK prints opens
 the run, the run's state changes show up live, the runs list sorts, filters and pages, the DAG
-is drawn, the experiments pages work, failures show the API's message, and sign-in sends the
-token. Screenshots go to target/ui-screenshots/."""
+is drawn, the experiments pages work, failures show the API's message, and signing in to a
+server with TLS and auth works. Screenshots go to target/ui-screenshots/."""
 
 import contextlib
 import datetime
@@ -376,52 +376,37 @@ def test_an_unknown_run_says_so(driver, base):
     wait_for(driver, lambda b: "NOT_FOUND" in text_of(b, ".notice.error"), "the NOT_FOUND error")
 
 
-# Stands in for the server's coming bearer-token auth: every API call without the right token
-# gets the 401 the server will send. Records which URLs carried which Authorization header.
-FAKE_AUTH = """
-(() => {
-  const realFetch = window.fetch.bind(window);
-  window.__auth = [];
-  window.fetch = (input, init) => {
-    const url = String(input instanceof Request ? input.url : input);
-    if (!url.includes('/apis/')) return realFetch(input, init);
-    const header = new Headers((init && init.headers) || {}).get('Authorization') || '';
-    window.__auth.push([url, header]);
-    if (header === 'Bearer let-me-in') return realFetch(input, init);
-    return Promise.resolve(new Response(
-      JSON.stringify({code: 16, message: 'missing or invalid bearer token', details: []}),
-      {status: 401, headers: {'Content-Type': 'application/json', 'WWW-Authenticate': 'Bearer'}}));
-  };
-})();
-"""
-
-
-def test_sign_in_sends_the_token_with_every_call_and_the_watch(driver, base):
-    script = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": FAKE_AUTH})
+def test_sign_in_against_a_server_with_tls_and_auth(driver, auth_server, unique):
+    # The server (run.sh's second one) answers every API call without a valid bearer token with
+    # 401; the page then asks for a token, keeps it in sessionStorage and sends it with every
+    # call and the watch.
+    experiment = auth_server.api.create_experiment(f"ui-auth-{unique}", namespace="team-a")
+    first = auth_server.api.create_run("behind-auth", experiment_id=experiment["experiment_id"])
     try:
-        driver.get(f"{base}/#/runs")
-        driver.refresh()
+        driver.get(f"{auth_server.base}/#/runs?exp={experiment['experiment_id']}")
         wait_for(driver, lambda b: b.find_elements(By.CSS_SELECTOR, "form.signin"), "the sign-in form")
-        assert "missing or invalid bearer token" in text_of(driver, "form.signin")
+        assert "authentication required" in text_of(driver, "form.signin")
+        assert driver.execute_script("return location.protocol") == "https:"
         screenshot(driver, "desktop-sign-in")
 
-        token = driver.find_element(By.CSS_SELECTOR, "form.signin input[name=token]")
-        token.send_keys("wrong", Keys.ENTER)
+        driver.find_element(By.CSS_SELECTOR, "form.signin input[name=token]").send_keys("wrong", Keys.ENTER)
         wait_for(driver, lambda b: "not accepted" in text_of(b, "form.signin"), "the refused token")
+        assert "invalid credentials" in text_of(driver, "form.signin")
+        assert driver.execute_script("return sessionStorage.getItem('runledger.token')") is None
 
-        driver.find_element(By.CSS_SELECTOR, "form.signin input[name=token]").send_keys("let-me-in", Keys.ENTER)
-        wait_for(driver, lambda b: b.find_elements(By.CSS_SELECTOR, ".runs-table"), "the runs list once signed in")
-        assert driver.execute_script("return sessionStorage.getItem('runledger.token')") == "let-me-in"
+        driver.find_element(By.CSS_SELECTOR, "form.signin input[name=token]").send_keys(auth_server.token, Keys.ENTER)
+        wait_rows(driver, ["behind-auth"], "the run, once signed in")
+        assert driver.execute_script("return sessionStorage.getItem('runledger.token')") == auth_server.token
+        # The watch is authenticated too: it goes live, and a change made elsewhere shows up.
         wait_for(driver, lambda b: b.find_element(By.ID, "live").get_attribute("data-state") == "live", "the watch stream, signed in")
-        seen = driver.execute_script("return window.__auth")
-        watches = [header for url, header in seen if "runs:watch" in url]
-        assert "Bearer let-me-in" in watches, dump(seen)
+        auth_server.api.report(first["run_id"], "RUNNING")
+        wait_for(driver, lambda b: "RUNNING" in b.find_element(By.CSS_SELECTOR, f"tr[data-run-id='{first['run_id']}']").text, "the live update, signed in")
+        screenshot(driver, "desktop-signed-in")
 
         driver.find_element(By.ID, "sign-out").click()
         wait_for(driver, lambda b: b.find_elements(By.CSS_SELECTOR, "form.signin"), "the sign-in form after signing out")
         assert driver.execute_script("return sessionStorage.getItem('runledger.token')") is None
     finally:
-        driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
         driver.execute_script("sessionStorage.clear()")
 
 

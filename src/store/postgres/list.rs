@@ -201,9 +201,19 @@ fn predicate_sql(table: Table, p: &Predicate, sql: &mut Sql) -> String {
     }
 }
 
+/// The (state, storage_state) values of one group of runs, as stored (enum names).
+pub type Group = (Vec<u8>, Vec<u8>);
+
 /// The statement reading one page of `query` (page_size + 1 rows, to know whether more
 /// follow), and where its sort columns start in each row.
-pub fn page(table: Table, query: &ListQuery) -> Result<(Sql, usize)> {
+///
+/// `groups`: for a runs page in created_at order whose filter tests state or storage_state,
+/// the (state, storage_state) groups of the scope that the filter admits. The page is then the
+/// merge of one index range per group (scope, state, storage_state, created_at, id), each read
+/// for at most a page: O(groups × page) whatever the scope's size, where a single range of a
+/// state index would skip every run of the other storage state, and `state IN (...)` would read
+/// every match to sort them.
+pub fn page(table: Table, query: &ListQuery, groups: Option<&[Group]>) -> Result<(Sql, usize)> {
     let mut sql = Sql::default();
     let mut conditions = conditions(table, &query.scope, &query.filter, &mut sql)?;
     let id = table.id();
@@ -221,22 +231,68 @@ pub fn page(table: Table, query: &ListQuery) -> Result<(Sql, usize)> {
     if let Some(after) = &query.after {
         conditions.push(cursor(&order, id, cmp, after, is_time, &mut sql)?);
     }
-    let mut order_by: Vec<String> = order.iter().map(|c| format!("{c} {dir}")).collect();
-    order_by.push(format!("{id} {dir}"));
+    let order_by = |prefix: &str| {
+        let mut order_by: Vec<String> = order
+            .iter()
+            .map(|c| format!("{prefix}{} {dir}", unqualified(c)))
+            .collect();
+        order_by.push(format!("{prefix}{} {dir}", unqualified(id)));
+        order_by.join(", ")
+    };
     let select_sort = if sort_columns.is_empty() {
         id.to_owned()
     } else {
         sort_columns.join(", ")
     };
     let limit = sql.push(Param::Int8(query.page_size as i64 + 1));
+    let groups = match groups {
+        Some(groups) if table == Table::Runs && query.sort.field == Field::CreatedAt => groups,
+        _ => {
+            sql.text = format!(
+                "SELECT {}, {select_sort} FROM {} {} ORDER BY {} LIMIT {limit}",
+                table.read_columns(),
+                table.from(),
+                where_clause(&conditions),
+                order_by("r."),
+            );
+            return Ok((sql, table.read_width()));
+        }
+    };
+    let mut branches = Vec::new();
+    for (state, storage_state) in groups {
+        let mut branch = conditions.clone();
+        branch.push(format!("r.state = {}", sql.bytes(state.clone())));
+        branch.push(format!(
+            "r.storage_state = {}",
+            sql.bytes(storage_state.clone())
+        ));
+        branches.push(format!(
+            "(SELECT {GROUP_COLUMNS} FROM runs r {} ORDER BY {} LIMIT {limit})",
+            where_clause(&branch),
+            order_by("r."),
+        ));
+    }
+    if branches.is_empty() {
+        // No run of the scope can match: a statement of the same shape that reads nothing.
+        branches.push(format!("(SELECT {GROUP_COLUMNS} FROM runs r WHERE false)"));
+    }
     sql.text = format!(
-        "SELECT {}, {select_sort} FROM {} {} ORDER BY {} LIMIT {limit}",
-        table.read_columns(),
-        table.from(),
-        where_clause(&conditions),
-        order_by.join(", "),
+        "SELECT u.run_id, u.revision, u.record, u.spec_digest, \
+         (SELECT s.bytes FROM specs s WHERE s.digest = u.spec_digest), u.created_s, u.created_ns \
+         FROM ({}) u ORDER BY {} LIMIT {limit}",
+        branches.join(" UNION ALL "),
+        order_by("u."),
     );
     Ok((sql, table.read_width()))
+}
+
+/// What a branch of a page merged from groups selects: the outer query adds the spec.
+const GROUP_COLUMNS: &str =
+    "r.run_id, r.revision, r.record, r.spec_digest, r.created_s, r.created_ns";
+
+/// A column without its table alias (`r.run_id` -> `run_id`).
+fn unqualified(column: &str) -> &str {
+    column.split_once('.').map_or(column, |(_, c)| c)
 }
 
 /// `(key..., id) > (after...)`: strictly after the previous page's last record.
@@ -335,7 +391,12 @@ mod tests {
             value: SortValue::Time(Some((10, 5))),
             id: "r9".into(),
         };
-        let (sql, _) = page(Table::Runs, &query("created_at desc", "", Some(after))).unwrap();
+        let (sql, _) = page(
+            Table::Runs,
+            &query("created_at desc", "", Some(after)),
+            None,
+        )
+        .unwrap();
         assert!(
             sql.text.contains(
                 "WHERE r.namespace = $1 AND (r.created_s, r.created_ns, r.run_id) < ($2, $3, $4)"
@@ -358,7 +419,7 @@ mod tests {
             {"operation":"IN","key":"state","string_values":{"values":["RUNNING","PENDING"]}},
             {"operation":"IS_SUBSTRING","key":"name","string_value":"x'; drop"},
             {"operation":"LESS_THAN","key":"finished_at","timestamp_value":"1970-01-01T00:00:01Z"}]}"#;
-        let (sql, _) = page(Table::Runs, &query("name", filter, None)).unwrap();
+        let (sql, _) = page(Table::Runs, &query("name", filter, None), None).unwrap();
         assert!(sql.text.contains("r.state = ANY($2)"), "{}", sql.text);
         assert!(
             sql.text.contains("position($3 in r.display_name) > 0"),
@@ -375,12 +436,58 @@ mod tests {
     }
 
     #[test]
+    fn a_state_filter_in_creation_order_merges_a_bounded_range_per_group() {
+        let filter = r#"{"predicates":[
+            {"operation":"IN","key":"state","string_values":{"values":["RUNNING","PENDING"]}},
+            {"operation":"IS_SUBSTRING","key":"name","string_value":"x"}]}"#;
+        let groups: Vec<Group> = vec![
+            (b"RUNNING".to_vec(), b"AVAILABLE".to_vec()),
+            (b"PENDING".to_vec(), b"ARCHIVED".to_vec()),
+        ];
+        let after = Position {
+            value: SortValue::Time(Some((10, 5))),
+            id: "r9".into(),
+        };
+        let q = query("created_at desc", filter, Some(after));
+        let (sql, _) = page(Table::Runs, &q, Some(&groups)).unwrap();
+        let branches: Vec<&str> = sql.text.split(" UNION ALL ").collect();
+        assert_eq!(branches.len(), 2, "{}", sql.text);
+        for branch in &branches {
+            // Scope, filter, cursor, group: one range of the group index, at most a page of it.
+            for part in [
+                "r.namespace = $1",
+                "r.state = ANY($2)",
+                "position($3 in r.display_name) > 0",
+                "(r.created_s, r.created_ns, r.run_id) < ($4, $5, $6)",
+                "ORDER BY r.created_s DESC, r.created_ns DESC, r.run_id DESC LIMIT $7)",
+            ] {
+                assert!(branch.contains(part), "{part} in {branch}");
+            }
+        }
+        assert!(branches[0].contains("r.state = $8 AND r.storage_state = $9"));
+        assert!(branches[1].contains("r.state = $10 AND r.storage_state = $11"));
+        assert!(
+            sql.text
+                .ends_with("ORDER BY u.created_s DESC, u.created_ns DESC, u.run_id DESC LIMIT $7"),
+            "{}",
+            sql.text
+        );
+        assert_eq!(sql.params().len(), 11);
+        // No group admitted: nothing to read.
+        let (none, _) = page(Table::Runs, &q, Some(&[])).unwrap();
+        assert!(none.text.contains("WHERE false"), "{}", none.text);
+        // Another sort: the plain statement, whatever the groups.
+        let (by_name, _) = page(Table::Runs, &query("name", filter, None), Some(&groups)).unwrap();
+        assert!(!by_name.text.contains("UNION"), "{}", by_name.text);
+    }
+
+    #[test]
     fn a_cursor_of_the_wrong_kind_is_refused() {
         let after = Position {
             value: SortValue::Text("x".into()),
             id: "r".into(),
         };
-        let err = page(Table::Runs, &query("created_at", "", Some(after)))
+        let err = page(Table::Runs, &query("created_at", "", Some(after)), None)
             .err()
             .unwrap();
         assert!(matches!(err, Error::InvalidArgument(_)));

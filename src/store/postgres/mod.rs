@@ -216,20 +216,16 @@ impl PgStore {
         }))
     }
 
-    async fn count(&self, table: Table, scope: &Scope, filter: &Filter) -> Result<u64> {
-        let tally = match table {
-            Table::Runs => self.tally(run_counter(scope)?, true).await?,
-            Table::Experiments => self.tally(experiment_counter(scope)?, false).await?,
+    /// The scope's counters, with each group's state and storage_state as stored.
+    async fn counters(
+        &self,
+        table: Table,
+        scope: &Scope,
+    ) -> Result<Vec<(TallyGroup, list::Group)>> {
+        let ((kind, key), with_state) = match table {
+            Table::Runs => (run_counter(scope)?, true),
+            Table::Experiments => (experiment_counter(scope)?, false),
         };
-        if let Some(total) = filter.count_from(&tally) {
-            return Ok(total);
-        }
-        let sql = list::count(table, scope, filter)?;
-        let rows = self.shared.query_built(&sql).await?;
-        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
-    }
-
-    async fn tally(&self, (kind, key): (i8, Vec<u8>), with_state: bool) -> Result<Tally> {
         let rows = self
             .shared
             .query(
@@ -238,16 +234,34 @@ impl PgStore {
                 &[&kind, &key],
             )
             .await?;
-        Ok(Tally {
-            groups: rows
-                .iter()
-                .map(|row| TallyGroup {
-                    state: with_state.then(|| rows::state_number(row.get(0))),
-                    storage_state: rows::storage_number(row.get(1)),
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let (state, storage_state): (Vec<u8>, Vec<u8>) = (row.get(0), row.get(1));
+                let group = TallyGroup {
+                    state: with_state.then(|| rows::state_number(&state)),
+                    storage_state: rows::storage_number(&storage_state),
                     count: row.get::<_, i64>(2) as u64,
-                })
-                .collect(),
-        })
+                };
+                (group, (state, storage_state))
+            })
+            .collect())
+    }
+
+    /// total_size: from the counters when they tell it, else a COUNT of scope and filter.
+    async fn count(
+        &self,
+        table: Table,
+        scope: &Scope,
+        filter: &Filter,
+        tally: &Tally,
+    ) -> Result<u64> {
+        if let Some(total) = filter.count_from(tally) {
+            return Ok(total);
+        }
+        let sql = list::count(table, scope, filter)?;
+        let rows = self.shared.query_built(&sql).await?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
     }
 
     async fn list<T>(
@@ -256,11 +270,33 @@ impl PgStore {
         query: &ListQuery,
         read: impl Fn(&tokio_postgres::Row) -> Result<(String, T)>,
     ) -> Result<Page<T>> {
-        let (sql, sort_at) = list::page(table, query)?;
-        let (rows, total_size) = tokio::try_join!(
-            self.shared.query_built(&sql),
-            self.count(table, &query.scope, &query.filter)
-        )?;
+        let total = |counters: Vec<(TallyGroup, list::Group)>| async move {
+            let tally = Tally {
+                groups: counters.into_iter().map(|(group, _)| group).collect(),
+            };
+            self.count(table, &query.scope, &query.filter, &tally).await
+        };
+        let ((sql, sort_at), counters) = if table == Table::Runs && query.filter.tests_group() {
+            // The page depends on which groups the scope has: counters first.
+            let counters = self.counters(table, &query.scope).await?;
+            let groups: Option<Vec<list::Group>> =
+                counters.iter().all(|(g, _)| g.state.is_some()).then(|| {
+                    counters
+                        .iter()
+                        .filter(|(group, _)| query.filter.admits_group(group))
+                        .map(|(_, stored)| stored.clone())
+                        .collect()
+                });
+            (list::page(table, query, groups.as_deref())?, Some(counters))
+        } else {
+            (list::page(table, query, None)?, None)
+        };
+        let (rows, total_size) = tokio::try_join!(self.shared.query_built(&sql), async {
+            match counters {
+                Some(counters) => total(counters).await,
+                None => total(self.counters(table, &query.scope).await?).await,
+            }
+        })?;
         let more = rows.len() > query.page_size;
         let mut items = Vec::with_capacity(rows.len().min(query.page_size));
         let mut next = None;
@@ -370,7 +406,10 @@ impl Store for PgStore {
     }
 
     async fn run_tally(&self, scope: &Scope) -> Result<Tally> {
-        self.tally(run_counter(scope)?, true).await
+        let counters = self.counters(Table::Runs, scope).await?;
+        Ok(Tally {
+            groups: counters.into_iter().map(|(group, _)| group).collect(),
+        })
     }
 
     async fn namespaces(&self) -> Result<Vec<String>> {

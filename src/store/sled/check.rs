@@ -1,16 +1,20 @@
 //! Consistency checking and repair of a data directory (`runledger check`).
 //!
 //! Records (`R`, `E`) are the truth; everything else is derived from them: the scope indexes
-//! (`A`/`X`/`N`/`Q`/`P`), the experiment names (`M`), the counters (`C`). The check reads the
-//! whole tree once, recomputes every derived entry from the records with the same functions the
-//! writer uses, and compares. It also checks that every value decodes, that a record's key is
-//! its id, that every run's experiment exists in the run's namespace and that every default
-//! experiment (`D`) exists in its namespace.
+//! (`A`/`X`/`N`/`Q`/`P`, and the run indexes by state, name and finished_at `T`/`O`/`F`), the
+//! experiment names (`M`), the counters (`C`), the spec blobs' use counts (`U`). The check reads
+//! the whole tree once, recomputes every derived entry from the records with the same functions
+//! the writer uses, and compares. It also checks that every value decodes, that a record's key is
+//! its id, that every run's experiment exists in the run's namespace, that every default
+//! experiment (`D`) and every last_run_created_at (`L`) belongs to an existing experiment, that
+//! every spec a record references exists (`B`) and that every spec blob is referenced.
 //!
 //! Repair rewrites the derived entries from the records in one atomic sled batch, then checks
-//! again. It cannot invent lost records: a run whose experiment is gone stays a problem that
-//! needs a human, and a store with an undecodable record is left untouched (a rebuild would
-//! silently drop the record from every index).
+//! again: it recounts spec references, removes blobs nothing references, and a run whose spec
+//! blob is lost is rewritten without it, its `error` saying which spec was lost (DATA_LOSS), so
+//! it reads as what it is. It cannot invent lost records: a run whose experiment is gone stays a
+//! problem that needs a human, and a store with an undecodable record is left untouched (a
+//! rebuild would silently drop the record from every index).
 //!
 //! The cheaper check the server runs at startup is in `startup.rs`; the format marker in
 //! `format.rs`.
@@ -19,31 +23,36 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
+use prost::Message;
+
+use super::codec::Digest;
 use super::format::{DATA_FORMAT, FORMAT_SETTING, ensure_format, read_format};
-use super::keys::{self, ScopeEntry};
+use super::keys::{self, RunIndexed, ScopeEntry};
 use super::{
-    Counts, codec, experiment_counter_key, experiment_scope_prefix, run_counter_key,
-    run_index_prefix, storage,
+    Counts, codec, experiment_counter_key, experiment_scope_prefix, run_counter_key, specs, storage,
 };
 use crate::api::{Experiment, Run};
 use crate::error::{Error, Result};
-use crate::query::Scope;
 use crate::wkt::Timestamp;
 
 const TOKEN_KEY_SETTING: &str = "page-token-key";
 
-/// Tries (50 ms apart) to take the data dir's lock in the offline tools.
-const LOCK_ATTEMPTS: u32 = 40;
+/// Tries (50 ms apart) to take the data dir's lock in the offline tools (sled lets go of it a
+/// moment after its owner closed it; more than a second on a busy machine).
+const LOCK_ATTEMPTS: u32 = 100;
 
 /// What `runledger check` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
     pub runs: u64,
     pub experiments: u64,
-    /// Index entries (`A X N Q P M D`).
+    /// Index entries (`A X N T O F Q P M D L`).
     pub index_entries: u64,
     pub counters: u64,
     pub settings: u64,
+    /// Distinct spec blobs, and the bytes they hold.
+    pub specs: u64,
+    pub spec_bytes: u64,
     /// One line per problem, saying what is wrong with which key.
     pub problems: Vec<String>,
 }
@@ -58,8 +67,15 @@ impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} runs, {} experiments, {} index entries, {} counters, {} settings",
-            self.runs, self.experiments, self.index_entries, self.counters, self.settings
+            "{} runs, {} experiments, {} index entries, {} counters, {} settings, {} specs ({} \
+             bytes)",
+            self.runs,
+            self.experiments,
+            self.index_entries,
+            self.counters,
+            self.settings,
+            self.specs,
+            self.spec_bytes
         )?;
         if self.problems.is_empty() {
             return writeln!(f, "consistent: no problems found");
@@ -88,7 +104,8 @@ impl fmt::Display for RepairReport {
         writeln!(f, "before repair: {}", self.before)?;
         writeln!(
             f,
-            "repair: removed {} and wrote {} index entries and counters, in one atomic batch",
+            "repair: removed {} and wrote {} index entries, counters, spec counts and records, \
+             in one atomic batch",
             self.removed, self.written
         )?;
         write!(f, "after repair: {}", self.after)
@@ -100,6 +117,7 @@ impl fmt::Display for RepairReport {
 pub fn check_data_dir(dir: &Path) -> Result<CheckReport> {
     let (_db, tree) = open_offline(dir)?;
     read_format(&tree)?;
+    super::format::require_current(&tree, dir)?;
     Ok(Scan::run(&tree)?.report)
 }
 
@@ -108,6 +126,7 @@ pub fn check_data_dir(dir: &Path) -> Result<CheckReport> {
 pub fn repair_data_dir(dir: &Path) -> Result<RepairReport> {
     let (db, tree) = open_offline(dir)?;
     read_format(&tree)?;
+    super::format::require_current(&tree, dir)?;
     let scan = Scan::run(&tree)?;
     if scan.undecodable > 0 {
         // Rebuilding now would drop those records from every index and counter, hiding them.
@@ -134,7 +153,7 @@ pub fn repair_data_dir(dir: &Path) -> Result<RepairReport> {
 }
 
 /// Opens an existing data dir for the offline tools; never creates one.
-fn open_offline(dir: &Path) -> Result<(sled::Db, sled::Tree)> {
+pub(super) fn open_offline(dir: &Path) -> Result<(sled::Db, sled::Tree)> {
     if !dir.join("conf").is_file() && !dir.join("db").is_file() {
         return Err(Error::invalid(format!(
             "{} is not a runledger data dir (no sled database in it)",
@@ -147,8 +166,11 @@ fn open_offline(dir: &Path) -> Result<(sled::Db, sled::Tree)> {
     let db = loop {
         match super::sled_config(dir).open() {
             Ok(db) => break db,
+            // sled reports a held lock as an error of kind Other naming the lock.
             Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock && attempts < LOCK_ATTEMPTS =>
+                if (e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock"))
+                    && attempts < LOCK_ATTEMPTS =>
             {
                 attempts += 1;
                 std::thread::sleep(std::time::Duration::from_millis(50));
@@ -169,15 +191,34 @@ fn open_offline(dir: &Path) -> Result<(sled::Db, sled::Tree)> {
 struct RunFacts {
     experiment_id: String,
     namespace: String,
+    display_name: String,
     created: Timestamp,
-    archived: bool,
+    finished: Option<Timestamp>,
+    state: i32,
+    storage_state: i32,
+    spec: Option<Digest>,
+}
+
+impl RunFacts {
+    fn indexed<'a>(&'a self, run_id: &'a str) -> RunIndexed<'a> {
+        RunIndexed {
+            run_id,
+            experiment_id: &self.experiment_id,
+            namespace: &self.namespace,
+            display_name: &self.display_name,
+            created: self.created,
+            finished: self.finished,
+            state: self.state,
+            storage_state: self.storage_state,
+        }
+    }
 }
 
 struct ExperimentFacts {
     namespace: String,
     name: String,
     created: Timestamp,
-    archived: bool,
+    storage_state: i32,
 }
 
 /// One pass over the tree: what is there, and the problems found on the way.
@@ -193,6 +234,11 @@ pub(super) struct Scan {
     names: BTreeMap<Vec<u8>, Vec<u8>>,
     defaults: BTreeMap<Vec<u8>, Vec<u8>>,
     counters: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Spec blobs present, and their use counts as stored (None: not decodable).
+    blobs: BTreeSet<Digest>,
+    uses: BTreeMap<Digest, Option<u64>>,
+    /// `L` keys: experiment id → whether the value decodes.
+    last_runs: BTreeMap<String, bool>,
 }
 
 /// What the records say the derived entries must be.
@@ -201,6 +247,8 @@ struct Expected {
     index: BTreeSet<Vec<u8>>,
     names: BTreeMap<Vec<u8>, String>,
     counters: BTreeMap<Vec<u8>, Counts>,
+    /// References to each spec, by the records.
+    uses: BTreeMap<Digest, u64>,
 }
 
 /// A key or value quoted in a message: lossy UTF-8, cut to a readable length.
@@ -213,6 +261,20 @@ pub(super) fn show(bytes: &[u8]) -> String {
 }
 
 pub(super) fn describe_entry(key: &[u8]) -> String {
+    if let Some((index, scope)) = keys::describe_run_index(key) {
+        let which = match index {
+            keys::RUNS_BY_STATE => "state",
+            keys::RUNS_BY_NAME => "display_name",
+            _ => "finished_at",
+        };
+        let order = match index {
+            keys::RUNS_BY_STATE => None,
+            keys::RUNS_BY_NAME => Some(keys::RunOrder::Name),
+            _ => Some(keys::RunOrder::Finished),
+        };
+        let id = run_id_of_index_key(key, order);
+        return format!("{which} index entry ({scope}, id {id:?})");
+    }
     match keys::parse_scope_entry(key) {
         Some(ScopeEntry {
             index,
@@ -232,6 +294,29 @@ pub(super) fn describe_entry(key: &[u8]) -> String {
         }
         None => format!("malformed index key {:?}", show(key)),
     }
+}
+
+/// The run id at the end of a `T`/`O`/`F` key (`order` None: a state index key).
+fn run_id_of_index_key(key: &[u8], order: Option<keys::RunOrder>) -> String {
+    let Some((_, scope)) = key.split_at_checked(2) else {
+        return String::new();
+    };
+    let rest = match key.get(1) {
+        Some(b'x' | b'n') => {
+            let len = scope
+                .get(..2)
+                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize);
+            scope.get(2 + len..).unwrap_or_default()
+        }
+        _ => scope,
+    };
+    let (rest, order) = match order {
+        None => (rest.get(8..).unwrap_or_default(), keys::RunOrder::Created),
+        Some(order) => (rest, order),
+    };
+    keys::id_of_suffix(order, rest)
+        .map(str::to_owned)
+        .unwrap_or_else(|| show(rest))
 }
 
 impl Scan {
@@ -257,13 +342,15 @@ impl Scan {
             keys::RUN => {
                 self.report.runs += 1;
                 let id = String::from_utf8_lossy(rest).into_owned();
-                match codec::decode::<Run>(value) {
+                let decoded = codec::split(value).and_then(|(spec, body)| {
+                    Ok((spec, Run::decode(body).map_err(|e| e.to_string())?))
+                });
+                match decoded {
                     Err(e) => {
                         self.undecodable += 1;
                         self.problem(format!("run record {id:?} cannot be decoded: {e}"))
                     }
-                    Ok(run) => {
-                        let archived = super::txn::is_archived_run(&run);
+                    Ok((spec, run)) => {
                         if run.run_id != id {
                             self.problem(format!(
                                 "run record under key {id:?} has run_id {:?}",
@@ -275,8 +362,12 @@ impl Scan {
                             RunFacts {
                                 experiment_id: run.experiment_id,
                                 namespace: run.namespace,
+                                display_name: run.display_name,
                                 created: run.created_at.unwrap_or_default(),
-                                archived,
+                                finished: run.finished_at,
+                                state: run.state,
+                                storage_state: run.storage_state,
+                                spec,
                             },
                         );
                     }
@@ -300,7 +391,7 @@ impl Scan {
                         self.experiments.insert(
                             id,
                             ExperimentFacts {
-                                archived: super::txn::is_archived_experiment(&e),
+                                storage_state: e.storage_state,
                                 namespace: e.namespace,
                                 name: e.display_name,
                                 created: e.created_at.unwrap_or_default(),
@@ -312,6 +403,9 @@ impl Scan {
             keys::ALL_RUNS
             | keys::RUNS_BY_EXPERIMENT
             | keys::RUNS_BY_NAMESPACE
+            | keys::RUNS_BY_STATE
+            | keys::RUNS_BY_NAME
+            | keys::RUNS_BY_FINISHED
             | keys::ALL_EXPERIMENTS
             | keys::EXPERIMENTS_BY_NAMESPACE => {
                 self.report.index_entries += 1;
@@ -328,6 +422,26 @@ impl Scan {
             keys::COUNTER => {
                 self.report.counters += 1;
                 self.counters.insert(key.to_vec(), value.to_vec());
+            }
+            keys::BLOB => match specs::digest_of_key(key) {
+                Some(digest) => {
+                    self.report.specs += 1;
+                    self.report.spec_bytes += value.len() as u64;
+                    self.blobs.insert(digest);
+                }
+                None => self.problem(format!("malformed spec key {:?}", show(key))),
+            },
+            keys::USES => match specs::digest_of_key(key) {
+                Some(digest) => {
+                    self.uses.insert(digest, specs::decode_uses(value));
+                }
+                None => self.problem(format!("malformed spec use count key {:?}", show(key))),
+            },
+            keys::LAST_RUN_CREATED => {
+                self.report.index_entries += 1;
+                let id = String::from_utf8_lossy(rest).into_owned();
+                self.last_runs
+                    .insert(id, keys::decode_time(value).is_some() && value.len() == 12);
             }
             keys::SETTING => {
                 self.report.settings += 1;
@@ -346,21 +460,18 @@ impl Scan {
         let mut out = Expected::default();
         let mut problems = Vec::new();
         for (id, run) in &self.runs {
-            let facts = Run {
-                experiment_id: run.experiment_id.clone(),
-                namespace: run.namespace.clone(),
-                ..Default::default()
-            };
-            for scope in Scope::of_run(&facts) {
-                let (Ok(prefix), Ok(counter)) = (run_index_prefix(&scope), run_counter_key(&scope))
-                else {
+            let indexed = run.indexed(id);
+            out.index.extend(keys::run_entries(&indexed));
+            for scope in indexed.scopes() {
+                let Ok(counter) = run_counter_key(&scope) else {
                     continue;
                 };
-                out.index
-                    .insert(keys::scope_entry(&prefix, &run.created, id));
                 let c = out.counters.entry(counter).or_default();
-                c.total += 1;
-                c.archived += run.archived as u64;
+                // Cannot overflow: one per run.
+                let _ = c.add((run.state, run.storage_state), 1);
+            }
+            if let Some(digest) = run.spec {
+                *out.uses.entry(digest).or_default() += 1;
             }
         }
         // Oldest first, so that when two experiments share a name the older one keeps it.
@@ -374,8 +485,7 @@ impl Scan {
                     id,
                 ));
                 let c = out.counters.entry(experiment_counter_key(ns)).or_default();
-                c.total += 1;
-                c.archived += e.archived as u64;
+                let _ = c.add((0, e.storage_state), 1);
             }
             let name_key = keys::experiment_name(&e.namespace, &e.name);
             if let Some(other) = out.names.get(&name_key) {
@@ -409,15 +519,25 @@ impl Scan {
 
         for (key, value) in &self.index {
             if !expected.index.contains(key) {
-                let owner = keys::parse_scope_entry(key).map(|e| {
-                    let exists = match e.index {
+                let owner = match keys::describe_run_index(key) {
+                    Some((index, _)) => {
+                        let order = match index {
+                            keys::RUNS_BY_STATE => None,
+                            keys::RUNS_BY_NAME => Some(keys::RunOrder::Name),
+                            _ => Some(keys::RunOrder::Finished),
+                        };
+                        Some(self.runs.contains_key(&run_id_of_index_key(key, order)))
+                    }
+                    None => keys::parse_scope_entry(key).map(|e| match e.index {
                         keys::ALL_RUNS | keys::RUNS_BY_EXPERIMENT | keys::RUNS_BY_NAMESPACE => {
                             self.runs.contains_key(&e.id)
                         }
                         _ => self.experiments.contains_key(&e.id),
-                    };
+                    }),
+                }
+                .map(|exists| {
                     if exists {
-                        "does not match its record (scope or created_at differ)"
+                        "does not match its record (a field it is keyed by differs)"
                     } else {
                         "points at a record that does not exist"
                     }
@@ -478,7 +598,7 @@ impl Scan {
         }
 
         for (key, value) in &self.counters {
-            let want = expected.counters.get(key).copied().unwrap_or_default();
+            let want = expected.counters.get(key).cloned().unwrap_or_default();
             match Counts::decode(value) {
                 Err(_) => problems.push(format!(
                     "counter {:?} cannot be decoded ({} bytes)",
@@ -486,12 +606,10 @@ impl Scan {
                     value.len()
                 )),
                 Ok(have) if have != want => problems.push(format!(
-                    "counter {:?} says {} ({} archived); the records say {} ({} archived)",
+                    "counter {:?} says {}; the records say {}",
                     show(key),
-                    have.total,
-                    have.archived,
-                    want.total,
-                    want.archived
+                    have.describe(),
+                    want.describe()
                 )),
                 Ok(_) => {}
             }
@@ -501,7 +619,61 @@ impl Scan {
                 problems.push(format!(
                     "counter {:?} is missing (the records say {})",
                     show(key),
-                    want.total
+                    want.describe()
+                ));
+            }
+        }
+
+        for (id, run) in &self.runs {
+            if let Some(digest) = &run.spec
+                && !self.blobs.contains(digest)
+            {
+                problems.push(format!(
+                    "run {id:?} references pipeline spec {}, which is missing",
+                    specs::show(digest)
+                ));
+            }
+        }
+        for digest in &self.blobs {
+            let want = expected.uses.get(digest).copied().unwrap_or(0);
+            match self.uses.get(digest) {
+                _ if want == 0 => problems.push(format!(
+                    "spec {} is stored but no record references it",
+                    specs::show(digest)
+                )),
+                Some(Some(have)) if *have == want => {}
+                Some(Some(have)) => problems.push(format!(
+                    "spec {} has {have} references counted; the records hold {want}",
+                    specs::show(digest)
+                )),
+                Some(None) => problems.push(format!(
+                    "the use count of spec {} cannot be decoded",
+                    specs::show(digest)
+                )),
+                None => problems.push(format!(
+                    "spec {} has no use count; the records hold {want} references",
+                    specs::show(digest)
+                )),
+            }
+        }
+        for digest in self.uses.keys() {
+            if !self.blobs.contains(digest) {
+                problems.push(format!(
+                    "spec {} has a use count but is not stored",
+                    specs::show(digest)
+                ));
+            }
+        }
+
+        for (id, decodes) in &self.last_runs {
+            if !self.experiments.contains_key(id) {
+                problems.push(format!(
+                    "the last_run_created_at of experiment {id:?} is kept, but the experiment does \
+                     not exist"
+                ));
+            } else if !decodes {
+                problems.push(format!(
+                    "the last_run_created_at of experiment {id:?} cannot be decoded"
                 ));
             }
         }
@@ -552,6 +724,60 @@ impl Scan {
             let encoded = counts.encode().to_vec();
             if self.counters.get(key) != Some(&encoded) {
                 plan.insert(key, encoded);
+            }
+        }
+        // Runs whose spec is lost: rewritten without the reference, saying so in their error.
+        for (id, run) in &self.runs {
+            let Some(digest) = &run.spec else { continue };
+            if self.blobs.contains(digest) {
+                continue;
+            }
+            let key = keys::record(keys::RUN, id);
+            let Some(record) = tree.get(&key).map_err(storage)? else {
+                continue;
+            };
+            let mut lost = codec::decode::<Run>(&record)
+                .map_err(|e| Error::internal(format!("run {id:?} changed during repair: {e}")))?;
+            lost.error = Some(crate::proto::google::rpc::Status {
+                code: tonic::Code::DataLoss as i32,
+                message: format!(
+                    "the pipeline spec of this run ({}) was lost; `runledger check --repair` \
+                     removed the reference",
+                    specs::show(digest)
+                ),
+                details: Vec::new(),
+            });
+            plan.insert(&key, codec::encode(&lost));
+        }
+        for digest in &self.blobs {
+            let want = expected
+                .uses
+                .get(digest)
+                .copied()
+                .filter(|_| self.blobs.contains(digest));
+            match want {
+                None => {
+                    plan.remove(&specs::blob_key(digest));
+                    if self.uses.contains_key(digest) {
+                        plan.remove(&specs::uses_key(digest));
+                    }
+                }
+                Some(want) => {
+                    if self.uses.get(digest) != Some(&Some(want)) {
+                        plan.insert(&specs::uses_key(digest), want.to_be_bytes().to_vec());
+                    }
+                }
+            }
+        }
+        for digest in self.uses.keys() {
+            if !self.blobs.contains(digest) {
+                plan.remove(&specs::uses_key(digest));
+            }
+        }
+        for (id, decodes) in &self.last_runs {
+            if !self.experiments.contains_key(id) || !decodes {
+                // A new run in the experiment sets it again.
+                plan.remove(&keys::record(keys::LAST_RUN_CREATED, id));
             }
         }
         // A damaged format marker is rewritten (read_format let it through only if readable).

@@ -4,29 +4,58 @@
 
 use prost::Message;
 
-use super::{codec, revision};
+use super::{KeyRead, codec, revision, specs};
 use crate::api::{PipelineVersionReference, Run, run};
+use crate::error::Result;
 use crate::query::{Field, FieldValue, Record};
 use crate::store::{StoredRun, record::damaged_run};
 use crate::wkt::Timestamp;
 
 /// A stored run record as the interface hands it out: the record bytes are its revision, and
-/// after the version byte, its protobuf encoding (shared, not copied). A record in another
-/// format, or one that cannot be decoded, is decoded (migrated, or turned into a run whose error
-/// says why) and encoded again.
-pub(super) fn stored_run(run_id: &str, record: sled::IVec) -> StoredRun {
+/// after the version byte (and the spec digest), its protobuf encoding (shared, not copied), with
+/// the spec blob it references (shared too). A record in another format, or one that cannot be
+/// decoded, is decoded (migrated, or turned into a run whose error says why) and encoded again;
+/// so is one whose spec blob is missing (its error says which).
+pub(super) fn stored_run(kv: &impl KeyRead, run_id: &str, record: sled::IVec) -> Result<StoredRun> {
     let revision = revision(record.clone());
-    if record.first() == Some(&codec::FORMAT_VERSION) {
-        let protobuf = bytes::Bytes::from_owner(record).slice(1..);
-        return StoredRun::new(run_id.to_owned(), revision, protobuf, None);
-    }
-    let run = codec::decode::<Run>(&record).unwrap_or_else(|e| damaged_run(run_id, e));
-    StoredRun::new(
-        run_id.to_owned(),
-        revision,
-        run.encode_to_vec().into(),
-        None,
-    )
+    let damaged = |why: String| {
+        StoredRun::new(
+            run_id.to_owned(),
+            revision.clone(),
+            damaged_run(run_id, why).encode_to_vec().into(),
+            None,
+        )
+    };
+    let (digest, offset) = match (codec::split(&record), codec::body_offset(&record)) {
+        (Ok((digest, _)), Some(offset)) => (digest, offset),
+        (Err(e), _) => return Ok(damaged(e)),
+        (Ok(_), None) => return Ok(damaged("unknown record layout".into())),
+    };
+    let body = bytes::Bytes::from_owner(record).slice(offset..);
+    let spec = match digest {
+        None => None,
+        Some(digest) => match specs::load(kv, &digest)? {
+            Some(spec) => Some(spec),
+            None => {
+                let mut run = Run::decode(body.clone()).unwrap_or_else(|e| damaged_run(run_id, e));
+                run.error = damaged_run(
+                    run_id,
+                    format!(
+                        "its pipeline spec {} is missing (run `runledger check --repair`)",
+                        specs::show(&digest)
+                    ),
+                )
+                .error;
+                return Ok(StoredRun::new(
+                    run_id.to_owned(),
+                    revision,
+                    run.encode_to_vec().into(),
+                    None,
+                ));
+            }
+        },
+    };
+    Ok(StoredRun::new(run_id.to_owned(), revision, body, spec))
 }
 
 /// The fields of a stored run that listing filters and sorts on (the Run tags without the
@@ -64,18 +93,20 @@ struct RunSummary {
 }
 
 /// A run read for listing: its listed fields decoded (in `summary`, a Run whose other fields are
-/// empty), and the stored run to send.
+/// empty), and its stored record, joined with its spec only if it makes the page
+/// ([`ListedRun::into_stored`]).
 #[derive(Debug, Clone)]
 pub(super) struct ListedRun {
     pub summary: Run,
-    pub stored: StoredRun,
+    record: sled::IVec,
 }
 
 impl ListedRun {
     pub(super) fn from_record(run_id: &str, record: sled::IVec) -> ListedRun {
-        let current = record.first() == Some(&codec::FORMAT_VERSION);
-        let stored = stored_run(run_id, record);
-        let summary = match RunSummary::decode(stored.record()).ok().filter(|_| current) {
+        let summary = match codec::split(&record)
+            .ok()
+            .and_then(|(_, body)| RunSummary::decode(body).ok())
+        {
             Some(s) => {
                 // In a oneof the last field read wins; the pipeline spec is not needed here.
                 let pipeline_source = match (s.pipeline_id, s.pipeline_version_reference) {
@@ -100,10 +131,15 @@ impl ListedRun {
                     ..Default::default()
                 }
             }
-            // Old format or damaged: the full decode migrates it or reports the damage.
-            None => stored.decode(),
+            // Unknown format or damaged: the run whose error says why.
+            None => codec::decode::<Run>(&record).unwrap_or_else(|e| damaged_run(run_id, e)),
         };
-        ListedRun { summary, stored }
+        ListedRun { summary, record }
+    }
+
+    /// The stored run to send, joined with its spec.
+    pub(super) fn into_stored(self, kv: &impl KeyRead) -> Result<StoredRun> {
+        stored_run(kv, &self.summary.run_id, self.record)
     }
 }
 
@@ -133,6 +169,15 @@ mod tests {
         codec::encode(run).into()
     }
 
+    /// No spec blobs.
+    struct Empty;
+
+    impl KeyRead for Empty {
+        fn get(&self, _: &[u8]) -> Result<Option<sled::IVec>> {
+            Ok(None)
+        }
+    }
+
     #[test]
     fn a_listed_run_carries_the_listed_fields_and_the_whole_encoding() {
         let run = Run {
@@ -157,7 +202,7 @@ mod tests {
             ..Default::default()
         };
         let listed = ListedRun::from_record("r1", stored(&run));
-        assert_eq!(listed.stored.decode(), run);
+        assert_eq!(listed.clone().into_stored(&Empty).unwrap().decode(), run);
         let expected = Run {
             runtime_config: None,
             state_history: Vec::new(),
@@ -171,10 +216,27 @@ mod tests {
         let listed = ListedRun::from_record("r9", sled::IVec::from(&[9u8, 1, 2][..]));
         let error = listed.summary.error.clone().expect("an error");
         assert!(error.message.contains("r9"), "{}", error.message);
-        assert_eq!(listed.stored.decode(), listed.summary);
+        assert_eq!(
+            listed.clone().into_stored(&Empty).unwrap().decode(),
+            listed.summary
+        );
 
         let garbage =
             ListedRun::from_record("r8", sled::IVec::from(&[codec::FORMAT_VERSION, 0xff][..]));
         assert!(garbage.summary.error.is_some());
+    }
+
+    #[test]
+    fn a_run_whose_spec_blob_is_missing_reads_with_an_error_naming_the_spec() {
+        let run = Run {
+            run_id: "r1".into(),
+            display_name: "n".into(),
+            ..Default::default()
+        };
+        let record = codec::encode_referencing(&run.encode_to_vec(), &[0xab; 32]);
+        let read = stored_run(&Empty, "r1", record.into()).unwrap().decode();
+        assert_eq!(read.display_name, "n");
+        let error = read.error.expect("an error");
+        assert!(error.message.contains("sha256:abab"), "{}", error.message);
     }
 }

@@ -5,7 +5,7 @@ use super::{keys, storage};
 use crate::error::{Error, Result};
 
 /// The data format this build writes.
-pub const DATA_FORMAT: u32 = 1;
+pub const DATA_FORMAT: u32 = 2;
 pub(super) const FORMAT_SETTING: &str = "format";
 
 /// The data format the tree is marked with (None: not marked yet).
@@ -31,17 +31,38 @@ pub(super) fn read_format(tree: &sled::Tree) -> Result<Option<u32>> {
     Ok(Some(format))
 }
 
-/// Checks the format marker and writes it on a store that has none (a new store, or one made
-/// before the marker existed: both are format 1).
+/// Checks the format marker and writes it on a store that has none: a new store gets
+/// [`DATA_FORMAT`]; one with records made before the marker existed is format 1 (and is then
+/// migrated, see `migrate.rs`).
 pub(super) fn ensure_format(tree: &sled::Tree) -> Result<()> {
     if read_format(tree)?.is_none() {
-        tree.insert(
-            keys::setting(FORMAT_SETTING),
-            DATA_FORMAT.to_string().as_bytes(),
-        )
-        .map_err(storage)?;
+        let has_records = tree.scan_prefix([keys::RUN]).next().is_some()
+            || tree.scan_prefix([keys::EXPERIMENT]).next().is_some();
+        let format = if has_records { 1 } else { DATA_FORMAT };
+        tree.insert(keys::setting(FORMAT_SETTING), format.to_string().as_bytes())
+            .map_err(storage)?;
     }
     Ok(())
+}
+
+/// Fails unless the tree is at [`DATA_FORMAT`] with no migration under way (for the offline
+/// check, which knows only this format's layout).
+pub(super) fn require_current(tree: &sled::Tree, dir: &std::path::Path) -> Result<()> {
+    let migrating = tree
+        .get(keys::setting(super::migrate::MIGRATION_SETTING))
+        .map_err(storage)?
+        .is_some();
+    match read_format(tree)? {
+        Some(DATA_FORMAT) if !migrating => Ok(()),
+        // No marker and no records: an empty store.
+        None if tree.iter().next().is_none() => Ok(()),
+        _ => Err(Error::FailedPrecondition(format!(
+            "the data dir {} is in an older data format (or its migration was interrupted); run \
+             `runledger migrate --data-dir {}` (or start the server on it) first",
+            dir.display(),
+            dir.display()
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -63,7 +84,7 @@ mod tests {
         assert_eq!(read_format(&tree).unwrap(), None);
         ensure_format(&tree).unwrap();
         assert_eq!(read_format(&tree).unwrap(), Some(DATA_FORMAT));
-        tree.insert(keys::setting(FORMAT_SETTING), b"2").unwrap();
+        tree.insert(keys::setting(FORMAT_SETTING), b"999").unwrap();
         let err = ensure_format(&tree).unwrap_err();
         assert!(err.to_string().contains("newer runledger"), "{err}");
     }

@@ -1,15 +1,23 @@
 //! How the sled backend answers a [`ListQuery`].
 //!
-//! Sorted by created_at (either direction), a page reads the scope's creation index from the
-//! cursor on and stops after `page_size + 1` matches; total_size comes from the scope's
-//! counters when the filter is empty or only tests storage_state. Any other sort reads the whole
-//! scope once, keeping only the best `page_size + 1` records in a bounded heap; any other filter
-//! reads the whole scope once to count.
+//! When an index keeps the query's order, a page reads that index from the cursor on (either
+//! direction) and stops after `page_size + 1` matches:
+//! - runs or experiments by created_at: the scope's creation index; runs by created_at with a
+//!   filter on state and/or storage_state: the scope's state index, merging the (state,
+//!   storage_state) groups the filter admits (read from the counters), so only matching runs
+//!   are read;
+//! - runs by display_name or finished_at: the scope's name or finished_at index.
+//!
+//! total_size comes from the scope's counters, per (state, storage_state), when the filter only
+//! tests those fields. Any other sort reads the whole scope once, keeping only the best
+//! `page_size + 1` records in a bounded heap; any other filter reads the whole scope once to
+//! count. The costs are tabled in README.md.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use super::encoded::ListedRun;
+use super::keys::RunOrder;
 use super::{
     Inner, experiment_counter_key, experiment_scope, experiment_scope_prefix, keys,
     run_counter_key, run_index_prefix, storage, stored_experiment,
@@ -38,6 +46,26 @@ pub(super) trait Source {
     ) -> Box<dyn Iterator<Item = Result<Self::Item>> + '_>;
     /// The scope's maintained counters.
     fn tally(&self) -> Result<Tally>;
+    /// The scope's records matching at least the filter's state and storage_state predicates,
+    /// in the query's order from its cursor on, read from an index; None when no index keeps
+    /// that order. `tally`: the scope's counters.
+    #[allow(clippy::type_complexity)]
+    fn walk(
+        &self,
+        query: &ListQuery,
+        tally: &Tally,
+    ) -> Option<Box<dyn Iterator<Item = Result<Self::Item>> + '_>> {
+        let _ = tally;
+        creation_cursor(query).map(|cursor| self.scan(direction(query), cursor))
+    }
+}
+
+fn direction(query: &ListQuery) -> Direction {
+    if query.sort.descending {
+        Direction::Descending
+    } else {
+        Direction::Ascending
+    }
 }
 
 /// One page of runs.
@@ -49,7 +77,11 @@ pub(super) fn runs(inner: &Inner, query: &ListQuery) -> Result<Page<StoredRun>> 
     };
     let page = list(&source, query)?;
     Ok(Page {
-        items: page.items.into_iter().map(|r| r.stored).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|r| r.into_stored(inner))
+            .collect::<Result<_>>()?,
         total_size: page.total_size,
         next: page.next,
     })
@@ -96,7 +128,56 @@ impl Source for RunSource<'_> {
     }
 
     fn tally(&self) -> Result<Tally> {
-        Ok(self.inner.counts(&self.counter)?.tally())
+        Ok(self.inner.counts(&self.counter)?.tally(true))
+    }
+
+    fn walk(
+        &self,
+        query: &ListQuery,
+        tally: &Tally,
+    ) -> Option<Box<dyn Iterator<Item = Result<ListedRun>> + '_>> {
+        let scope = &query.scope;
+        let (order, prefixes) = match query.sort.field {
+            Field::CreatedAt if query.filter.tests_group() => (
+                RunOrder::Created,
+                tally
+                    .groups
+                    .iter()
+                    .filter(|g| query.filter.admits_group(g))
+                    .map(|g| keys::state_prefix(scope, g.state.unwrap_or(0), g.storage_state))
+                    .collect(),
+            ),
+            Field::CreatedAt => (RunOrder::Created, vec![self.prefix.clone()]),
+            Field::DisplayName => (
+                RunOrder::Name,
+                vec![keys::order_prefix(keys::RUNS_BY_NAME, scope)],
+            ),
+            Field::FinishedAt => (
+                RunOrder::Finished,
+                vec![keys::order_prefix(keys::RUNS_BY_FINISHED, scope)],
+            ),
+            _ => return None,
+        };
+        let after = match &query.after {
+            None => None,
+            Some(position) => Some(keys::order_suffix(order, &position.value, &position.id)?),
+        };
+        let entries = merge_ranges(self.inner, prefixes, direction(query), after);
+        Some(Box::new(entries.filter_map(move |entry| {
+            let id = match entry {
+                Ok(suffix) => match keys::id_of_suffix(order, &suffix) {
+                    Some(id) => id.to_owned(),
+                    None => return Some(Err(Error::internal("corrupt index entry"))),
+                },
+                Err(e) => return Some(Err(e)),
+            };
+            match self.inner.raw(&keys::record(keys::RUN, &id)) {
+                Ok(Some(record)) => Some(Ok(ListedRun::from_record(&id, record))),
+                // Deleted while the walk runs.
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            }
+        })))
     }
 }
 
@@ -118,7 +199,7 @@ impl Source for ExperimentSource<'_> {
             scan_index(self.inner, self.prefix.clone(), direction, after).filter_map(
                 move |entry| match entry {
                     Ok(id) => match self.inner.raw(&keys::record(keys::EXPERIMENT, &id)) {
-                        Ok(Some(record)) => Some(stored_experiment(&id, record)),
+                        Ok(Some(record)) => Some(stored_experiment(self.inner, &id, record)),
                         Ok(None) => None,
                         Err(e) => Some(Err(e)),
                     },
@@ -129,7 +210,7 @@ impl Source for ExperimentSource<'_> {
     }
 
     fn tally(&self) -> Result<Tally> {
-        Ok(self.inner.counts(&self.counter)?.tally())
+        Ok(self.inner.counts(&self.counter)?.tally(false))
     }
 }
 
@@ -158,32 +239,109 @@ pub(super) fn scan_index<'a>(
     direction: Direction,
     after: Option<(Timestamp, &str)>,
 ) -> impl Iterator<Item = Result<String>> + 'a {
-    let start = after.map(|(created, id)| keys::scope_entry(&prefix, &created, id));
-    let mut end = prefix.clone();
-    // Every key of the scope is `prefix ++ 12 time bytes ++ id`; 0xff.. past the time bytes
-    // bounds them all.
-    end.extend_from_slice(&[0xff; 13]);
-    let iter = match (direction, start) {
-        (_, None) => inner.tree.range(prefix.clone()..end),
-        (Direction::Ascending, Some(start)) => {
-            let mut from = start;
-            from.push(0); // strictly after
-            inner.tree.range(from..end)
-        }
-        (Direction::Descending, Some(start)) => inner.tree.range(prefix.clone()..start),
-    };
-    let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match direction {
-        Direction::Ascending => Box::new(iter),
-        Direction::Descending => Box::new(iter.rev()),
-    };
-    let prefix_len = prefix.len();
-    iter.map(move |entry| {
-        let (key, _) = entry.map_err(storage)?;
-        let rest = key.get(prefix_len..).unwrap_or_default();
-        keys::split_scope_entry(rest)
-            .map(|(_, id)| id.to_owned())
+    let after = after.map(|(created, id)| keys::scope_entry(&[], &created, id));
+    index_range(inner, &prefix, direction, after.as_deref()).map(|entry| {
+        let suffix = entry?;
+        keys::id_of_suffix(RunOrder::Created, &suffix)
+            .map(str::to_owned)
             .ok_or_else(|| Error::internal("corrupt index entry"))
     })
+}
+
+/// The suffixes (key without `prefix`) of the entries under `prefix`, in `direction`, strictly
+/// after the suffix `after`.
+fn index_range<'a>(
+    inner: &'a Inner,
+    prefix: &[u8],
+    direction: Direction,
+    after: Option<&[u8]>,
+) -> Box<dyn Iterator<Item = Result<Vec<u8>>> + 'a> {
+    use std::ops::Bound;
+    super::assert_off_runtime();
+    let with = |suffix: &[u8]| [prefix, suffix].concat();
+    let end = match prefix_end(prefix) {
+        Some(end) => Bound::Excluded(end),
+        None => Bound::Unbounded,
+    };
+    let range = match (direction, after) {
+        (_, None) => inner.tree.range((Bound::Included(prefix.to_vec()), end)),
+        // The first key after `after` is `after` followed by a 0 byte.
+        (Direction::Ascending, Some(after)) => {
+            let mut from = with(after);
+            from.push(0);
+            inner.tree.range((Bound::Included(from), end))
+        }
+        (Direction::Descending, Some(after)) => inner.tree.range((
+            Bound::Included(prefix.to_vec()),
+            Bound::Excluded(with(after)),
+        )),
+    };
+    let range: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match direction {
+        Direction::Ascending => Box::new(range),
+        Direction::Descending => Box::new(range.rev()),
+    };
+    let prefix_len = prefix.len();
+    Box::new(range.map(move |entry| {
+        let (key, _) = entry.map_err(storage)?;
+        Ok(key.get(prefix_len..).unwrap_or_default().to_vec())
+    }))
+}
+
+/// The first key after every key that starts with `prefix` (None: no such key).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// The suffixes under several prefixes merged in `direction` (each prefix's entries are in
+/// order; suffixes sort like listing positions, so merging them keeps the order).
+fn merge_ranges<'a>(
+    inner: &'a Inner,
+    prefixes: Vec<Vec<u8>>,
+    direction: Direction,
+    after: Option<Vec<u8>>,
+) -> Box<dyn Iterator<Item = Result<Vec<u8>>> + 'a> {
+    let mut ranges: Vec<_> = prefixes
+        .iter()
+        .map(|p| index_range(inner, p, direction, after.as_deref()))
+        .collect();
+    if ranges.len() == 1
+        && let Some(only) = ranges.pop()
+    {
+        return only;
+    }
+    let mut heads: Vec<_> = ranges.iter_mut().map(|r| r.next()).collect();
+    Box::new(std::iter::from_fn(move || {
+        let next = match heads.iter().position(|h| matches!(h, Some(Err(_)))) {
+            Some(failed) => failed,
+            None => {
+                heads
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, head)| match head {
+                        Some(Ok(suffix)) => Some((i, suffix)),
+                        _ => None,
+                    })
+                    .reduce(|best, other| {
+                        let better = match direction {
+                            Direction::Ascending => other.1 < best.1,
+                            Direction::Descending => other.1 > best.1,
+                        };
+                        if better { other } else { best }
+                    })?
+                    .0
+            }
+        };
+        let head = heads[next].take();
+        heads[next] = ranges[next].next();
+        head
+    }))
 }
 
 /// The record's position in the listing order: sort value, then id.
@@ -217,15 +375,22 @@ fn creation_cursor(query: &ListQuery) -> Option<Option<(Timestamp, &str)>> {
     }
 }
 
-/// Whether answering `query` reads about a page of the index (and the counters for its
-/// total), rather than the whole scope.
-pub(super) fn reads_a_page(query: &ListQuery) -> bool {
-    let counted = query
-        .filter
-        .predicates
-        .iter()
-        .all(|p| p.field == Field::StorageState);
-    creation_cursor(query).is_some() && counted
+/// Whether answering `query` reads about a page of an index (and the counters for its
+/// total), rather than an unbounded part of the scope: an indexed order, and a filter that the
+/// index and the counters answer. `runs`: a run query (runs have more indexes).
+pub(super) fn reads_a_page(query: &ListQuery, runs: bool) -> bool {
+    let filter = &query.filter;
+    let order = match query.sort.field {
+        Field::CreatedAt => RunOrder::Created,
+        Field::DisplayName if runs && filter.is_empty() => RunOrder::Name,
+        Field::FinishedAt if runs && filter.is_empty() => RunOrder::Finished,
+        _ => return false,
+    };
+    let cursor_fits = query
+        .after
+        .as_ref()
+        .is_none_or(|p| keys::order_suffix(order, &p.value, &p.id).is_some());
+    cursor_fits && filter.only_tests_group()
 }
 
 /// Answers `query` from `source`.
@@ -233,16 +398,12 @@ pub(super) fn list<S: Source>(source: &S, query: &ListQuery) -> Result<Page<S::I
     let size = query.page_size;
     let sort = &query.sort;
     let filter = &query.filter;
+    let tally = source.tally()?;
 
-    let (mut items, counted) = match creation_cursor(query) {
-        Some(cursor) => {
-            let direction = if sort.descending {
-                Direction::Descending
-            } else {
-                Direction::Ascending
-            };
+    let (mut items, counted) = match source.walk(query, &tally) {
+        Some(walk) => {
             let mut items = Vec::with_capacity(size + 1);
-            for record in source.scan(direction, cursor) {
+            for record in walk {
                 let record = record?;
                 if filter.matches(&record) {
                     items.push(record);
@@ -253,13 +414,13 @@ pub(super) fn list<S: Source>(source: &S, query: &ListQuery) -> Result<Page<S::I
             }
             (items, None)
         }
-        _ => {
+        None => {
             let (items, count) = best_after(source, query, size + 1)?;
             (items, Some(count))
         }
     };
 
-    let total_size = match filter.count_from(&source.tally()?) {
+    let total_size = match filter.count_from(&tally) {
         Some(total) => total,
         None => match counted {
             Some(count) => count,

@@ -6,16 +6,19 @@
 //! ([`txn`]), so a crash at any instant leaves records, indexes and counters consistent. It is
 //! acknowledged once a flush that started after it has finished ([`commit`]: group commit).
 //! Reads never take the lock. No sled call runs on the async worker threads: reads by key go to a
-//! pool of reader threads, scans and writes to a pool that grows with demand, so a long scan or a
-//! slow disk cannot hold up other calls (or Health/Check).
+//! pool of reader threads, scans to a pool that grows with demand, writes to the writer thread,
+//! so a long scan or a slow disk cannot hold up other calls (or Health/Check).
 
 mod check;
 mod codec;
 mod commit;
+mod counts;
 mod encoded;
 mod format;
 pub mod keys;
 mod list;
+pub mod migrate;
+pub mod specs;
 mod startup;
 mod txn;
 
@@ -29,15 +32,18 @@ pub use check::{CheckReport, RepairReport, check_data_dir, repair_data_dir};
 pub use codec::FORMAT_VERSION as RECORD_VERSION;
 pub use commit::Durability;
 pub use format::DATA_FORMAT;
+pub use migrate::{MigrateOptions, MigrationReport, migrate_data_dir};
 pub use startup::STARTUP_FULL_CHECK_KEYS;
 
 use commit::GroupCommit;
+use counts::Counts;
 
 use super::feed::ChangeFeed;
 use super::{Revision, Store, Stored, StoredRun, Subscription, Write, Written};
-use crate::api::{Experiment, run};
+use crate::api::Experiment;
 use crate::error::{Error, Result};
-use crate::query::{ListQuery, Page, Scope, Tally, TallyGroup};
+use crate::query::{ListQuery, Page, Scope, Tally};
+use crate::wkt::Timestamp;
 
 /// Options for opening a data directory.
 #[derive(Debug, Clone)]
@@ -65,6 +71,60 @@ impl Default for DataDirOptions {
 /// The embedded store on a data directory.
 pub struct SledStore {
     inner: Arc<Inner>,
+    writer: Writer,
+}
+
+/// The writer thread: it applies writes one after another, in the order they were queued.
+/// Concurrent writers queue instead of each taking a thread of the blocking pool to wait for the
+/// writer lock there (64 concurrent creates kept ~64 threads waking and sleeping on the lock).
+struct Writer {
+    queue: Mutex<Option<std::sync::mpsc::Sender<WriteJob>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+type WriteJob = (Write, tokio::sync::oneshot::Sender<Result<(u64, Written)>>);
+
+impl Writer {
+    fn start(inner: Arc<Inner>) -> Result<Writer> {
+        let (queue, jobs) = std::sync::mpsc::channel::<WriteJob>();
+        let thread = std::thread::Builder::new()
+            .name("runledger-writer".into())
+            .spawn(move || {
+                yield_cpu_to_the_runtime();
+                // Ends when the store is dropped (its sender with it).
+                while let Ok((write, answer)) = jobs.recv() {
+                    // The caller may have gone: the write stands, as any committed write.
+                    let _ = answer.send(txn::apply(&inner, write));
+                }
+            })
+            .map_err(|e| Error::internal(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer {
+            queue: Mutex::new(Some(queue)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    async fn apply(&self, write: Write) -> Result<(u64, Written)> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        lock(&self.queue)
+            .as_ref()
+            .and_then(|queue| queue.send((write, answer)).ok())
+            .ok_or_else(|| Error::internal("the store's writer has stopped"))?;
+        answered
+            .await
+            .map_err(|_| Error::internal("a store write was dropped without an answer"))?
+    }
+}
+
+impl Drop for SledStore {
+    /// Stops the writer thread and waits for it, so that the database is released when the
+    /// store is (a reopen in the same process must not find it locked).
+    fn drop(&mut self) {
+        lock(&self.writer.queue).take();
+        if let Some(thread) = lock(&self.writer.thread).take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 struct Inner {
@@ -93,12 +153,38 @@ fn readers() -> &'static rayon::ThreadPool {
         rayon::ThreadPoolBuilder::new()
             .num_threads((cores * 2).max(4))
             .thread_name(|i| format!("runledger-read-{i}"))
+            .start_handler(|_| yield_cpu_to_the_runtime())
             .build()
             // Building fails only if a thread cannot be spawned, at the first read: the process
             // cannot serve without threads.
             .expect("cannot start the store's reader threads")
     })
 }
+
+/// Lowers the calling thread's CPU priority (nice +10), once per thread: store threads (readers,
+/// the scan pool, the writer) yield the CPU to the async runtime's threads when both want it,
+/// so under a saturating list load Health/Check and the transport keep answering promptly and
+/// the store work waits instead. Only the CPU share changes; nothing waits on a lower-priority
+/// thread while holding a lock the runtime needs.
+fn yield_cpu_to_the_runtime() {
+    thread_local! {
+        static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    LOWERED.with(|lowered| {
+        if !lowered.replace(true) {
+            #[cfg(target_os = "linux")]
+            // SAFETY: plain syscalls on this thread's own id; a failure only leaves the priority
+            // as it was.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, STORE_NICE);
+            }
+        }
+    });
+}
+
+/// The nice value of store threads (see [`yield_cpu_to_the_runtime`]).
+const STORE_NICE: libc::c_int = 10;
 
 /// The setting holding the last change's sequence number (u64 BE).
 const CHANGE_SEQ: &str = "change-seq";
@@ -109,11 +195,16 @@ const TREE: &str = "ledger";
 /// The sled settings every opener of a data dir must share (sled refuses to open a database with
 /// a different compression setting than it was created with).
 ///
-/// Values are compressed (zstd) on disk: a run's pipeline_spec compresses ~20×, and without it
-/// sled 0.34's log grew to ~33 KB per 5 KB run, 33 GB at 1M runs, where its segment bookkeeping
-/// stalled reads (BENCHMARKS.md). With it: 1.5 GB at 1M runs, and reads keep answering.
+/// Values are compressed (zstd) on disk: without it sled 0.34's log grew to ~33 KB per 5 KB run
+/// (33 GB at 1M runs) where its segment bookkeeping stalled reads (BENCHMARKS.md). sled
+/// compresses each page update on its own, with a new zstd context each time: at level 1 (not
+/// sled's default 5) that costs a fraction of the CPU and compresses these small updates
+/// nearly as well. The level is not part of the stored format (any level decompresses).
 fn sled_config(dir: &Path) -> sled::Config {
-    sled::Config::new().path(dir).use_compression(true)
+    sled::Config::new()
+        .path(dir)
+        .use_compression(true)
+        .compression_factor(1)
 }
 
 fn storage(e: sled::Error) -> Error {
@@ -137,6 +228,7 @@ impl SledStore {
             })?;
         let tree = db.open_tree(TREE).map_err(storage)?;
         format::ensure_format(&tree)?;
+        migrate::migrate(&db, &tree, &migrate::MigrateOptions::default())?;
         startup::at_startup(&tree, dir)?;
         db.flush().map_err(storage)?;
         let last_change = tree
@@ -169,7 +261,8 @@ impl SledStore {
                 .map_err(|e| Error::internal(format!("cannot start the flusher thread: {e}")))?;
             *lock(&inner.flusher) = Some(handle);
         }
-        Ok(Arc::new(SledStore { inner }))
+        let writer = Writer::start(inner.clone())?;
+        Ok(Arc::new(SledStore { inner, writer }))
     }
 
     /// Runs `f`, work of unbounded length (a scan, a write that waits for the writer lock), on
@@ -181,7 +274,11 @@ impl SledStore {
         f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = self.inner.clone();
-        blocking::unblock(move || f(&inner)).await
+        blocking::unblock(move || {
+            yield_cpu_to_the_runtime();
+            f(&inner)
+        })
+        .await
     }
 
     /// Runs `f`, a read by key (a cache lookup, a page read and its decompression), on the
@@ -195,8 +292,13 @@ impl SledStore {
         let inner = self.inner.clone();
         let (answer, answered) = tokio::sync::oneshot::channel();
         readers().spawn(move || {
+            let result = f(&inner);
+            // Let go of the store before answering: once the last caller has its answer and
+            // drops the store, the data dir must be free (a reopen in the same process would
+            // otherwise race this thread, which runs at a lower priority, for sled's lock).
+            drop(inner);
             // The caller may have gone (its request was cancelled): nothing to tell.
-            let _ = answer.send(f(&inner));
+            let _ = answer.send(result);
         });
         answered
             .await
@@ -236,7 +338,7 @@ impl Store for SledStore {
     }
 
     async fn list_runs(&self, query: ListQuery) -> Result<Page<StoredRun>> {
-        if list::reads_a_page(&query) {
+        if list::reads_a_page(&query, true) {
             self.read(move |inner| list::runs(inner, &query)).await
         } else {
             self.blocking(move |inner| list::runs(inner, &query)).await
@@ -244,7 +346,7 @@ impl Store for SledStore {
     }
 
     async fn list_experiments(&self, query: ListQuery) -> Result<Page<Stored<Experiment>>> {
-        if list::reads_a_page(&query) {
+        if list::reads_a_page(&query, false) {
             self.read(move |inner| list::experiments(inner, &query))
                 .await
         } else {
@@ -255,7 +357,7 @@ impl Store for SledStore {
 
     async fn run_tally(&self, scope: &Scope) -> Result<Tally> {
         let key = run_counter_key(scope)?;
-        self.read(move |inner| Ok(inner.counts(&key)?.tally()))
+        self.read(move |inner| Ok(inner.counts(&key)?.tally(true)))
             .await
     }
 
@@ -264,7 +366,7 @@ impl Store for SledStore {
     }
 
     async fn write(&self, write: Write) -> Result<Written> {
-        let (ticket, written) = self.blocking(move |inner| txn::apply(inner, write)).await?;
+        let (ticket, written) = self.writer.apply(write).await?;
         self.inner.commit.wait(ticket).await?;
         Ok(written)
     }
@@ -283,7 +385,8 @@ impl Store for SledStore {
     }
 
     async fn size_on_disk(&self) -> Result<Option<u64>> {
-        self.inner.db.size_on_disk().map(Some).map_err(storage)
+        self.blocking(|inner| inner.db.size_on_disk().map(Some).map_err(storage))
+            .await
     }
 
     async fn token_key(&self) -> Result<Vec<u8>> {
@@ -295,25 +398,60 @@ impl Store for SledStore {
     }
 }
 
+/// Reads by key: the committed tree, or a write's view of it (its own changes first).
+pub trait KeyRead {
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>>;
+}
+
+/// Changes queued in a write's atomic batch.
+pub trait KeyWrite: KeyRead {
+    fn put(&mut self, key: Vec<u8>, value: sled::IVec);
+    fn remove(&mut self, key: Vec<u8>);
+}
+
+impl KeyRead for sled::Tree {
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        sled::Tree::get(self, key).map_err(storage)
+    }
+}
+
+impl KeyRead for Inner {
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        self.raw(key)
+    }
+}
+
+/// Every sled call of a running store goes through [`Inner`] on a reader or blocking-pool
+/// thread, never on an async worker thread, where it would hold up every other request (a page
+/// read from a slow disk, decompression, a long scan). Debug builds (every test) check it.
+fn assert_off_runtime() {
+    debug_assert!(
+        tokio::runtime::Handle::try_current().is_err(),
+        "a store call on an async runtime thread"
+    );
+}
+
 impl Inner {
     fn raw(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        assert_off_runtime();
         self.tree.get(key).map_err(storage)
     }
 
     fn run(&self, run_id: &str) -> Result<Option<StoredRun>> {
-        Ok(self
-            .raw(&keys::record(keys::RUN, run_id))?
-            .map(|record| encoded::stored_run(run_id, record)))
+        self.raw(&keys::record(keys::RUN, run_id))?
+            .map(|record| encoded::stored_run(self, run_id, record))
+            .transpose()
     }
 
     fn experiment(&self, experiment_id: &str) -> Result<Option<Stored<Experiment>>> {
         self.raw(&keys::record(keys::EXPERIMENT, experiment_id))?
-            .map(|record| stored_experiment(experiment_id, record))
+            .map(|record| stored_experiment(self, experiment_id, record))
             .transpose()
     }
 
     /// The namespaces with a run counter (a counter goes when its last run does).
     fn namespaces(&self) -> Result<Vec<String>> {
+        assert_off_runtime();
         let prefix = keys::counter(b'n', None);
         self.tree
             .scan_prefix(&prefix)
@@ -369,13 +507,33 @@ impl Drop for Inner {
     }
 }
 
-/// An experiment record and its revision (the stored bytes).
-fn stored_experiment(experiment_id: &str, record: sled::IVec) -> Result<Stored<Experiment>> {
-    let value = decode_experiment(experiment_id, &record)?;
+/// An experiment record and its revision (the stored bytes), with its last_run_created_at
+/// (kept under its own key, so that a new run does not rewrite the record).
+fn stored_experiment(
+    kv: &impl KeyRead,
+    experiment_id: &str,
+    record: sled::IVec,
+) -> Result<Stored<Experiment>> {
+    let mut value = decode_experiment(experiment_id, &record)?;
+    value.last_run_created_at = last_run_created_at(kv, experiment_id)?;
     Ok(Stored {
         value,
         revision: revision(record),
     })
+}
+
+/// The experiment's last_run_created_at (key `L`), None when it has no run yet.
+fn last_run_created_at(kv: &impl KeyRead, experiment_id: &str) -> Result<Option<Timestamp>> {
+    kv.get(&keys::record(keys::LAST_RUN_CREATED, experiment_id))?
+        .map(|v| {
+            keys::decode_time(&v).ok_or_else(|| {
+                Error::internal(format!(
+                    "the last_run_created_at of experiment {experiment_id:?} cannot be decoded: \
+                     run `runledger check --repair`"
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// A record's revision: its stored bytes (shared, not copied). Comparing them is exact, and
@@ -436,55 +594,6 @@ fn experiment_scope(scope: &Scope) -> Result<Option<&str>> {
         Scope::All => Ok(None),
         Scope::Namespace(ns) => Ok(Some(ns)),
         other => Err(unindexed(other)),
-    }
-}
-
-/// How many records a scope holds, and how many of them are archived.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Counts {
-    total: u64,
-    archived: u64,
-}
-
-impl Counts {
-    fn decode(bytes: &[u8]) -> Result<Counts> {
-        let total = bytes
-            .get(..8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes);
-        let archived = bytes
-            .get(8..16)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes);
-        match (total, archived) {
-            (Some(total), Some(archived)) if bytes.len() == 16 => Ok(Counts { total, archived }),
-            _ => Err(Error::internal("corrupt counter value")),
-        }
-    }
-
-    fn encode(&self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        out[..8].copy_from_slice(&self.total.to_be_bytes());
-        out[8..].copy_from_slice(&self.archived.to_be_bytes());
-        out
-    }
-
-    /// The counters as a tally (they do not tell run states apart).
-    fn tally(&self) -> Tally {
-        let group = |storage: run::StorageState, count| TallyGroup {
-            state: None,
-            storage_state: storage as i32,
-            count,
-        };
-        Tally {
-            groups: vec![
-                group(
-                    run::StorageState::Available,
-                    self.total.saturating_sub(self.archived),
-                ),
-                group(run::StorageState::Archived, self.archived),
-            ],
-        }
     }
 }
 

@@ -4,18 +4,19 @@
 //! most [`STARTUP_FULL_CHECK_KEYS`] keys: a few tens of milliseconds), and otherwise a bounded
 //! sample that still catches the usual damage: every counter decodes, and the newest
 //! [`STARTUP_SAMPLE`] entries of the run and experiment creation indexes point at records that
-//! exist, decode, belong there and have all their other index entries. The newest entries are
-//! where an interrupted write would have landed. On any problem it refuses to start, naming
+//! exist, decode, belong there, have all their other index entries and (runs) the spec blob they
+//! reference. The newest entries are where an interrupted write would have landed. On any problem it refuses to start, naming
 //! `runledger check`.
 
 use std::path::Path;
 
+use prost::Message;
+
 use super::check::{Scan, describe_entry, show};
-use super::keys::{self, ScopeEntry};
-use super::{Counts, codec, experiment_scope_prefix, run_index_prefix, storage};
+use super::keys::{self, RunIndexed, ScopeEntry};
+use super::{Counts, codec, experiment_scope_prefix, specs, storage};
 use crate::api::{Experiment, Run};
 use crate::error::{Error, Result};
-use crate::query::Scope;
 
 /// Stores with at most this many keys get the full check at startup.
 pub const STARTUP_FULL_CHECK_KEYS: usize = 100_000;
@@ -103,13 +104,26 @@ fn sample_run(
         problems.push(format!("run {:?} is indexed but does not exist", entry.id));
         return Ok(Vec::new());
     };
-    let run = match codec::decode::<Run>(&raw) {
-        Ok(run) => run,
+    let decoded = codec::split(&raw)
+        .and_then(|(spec, body)| Ok((spec, Run::decode(body).map_err(|e| e.to_string())?)));
+    let (spec, run) = match decoded {
+        Ok(decoded) => decoded,
         Err(e) => {
             problems.push(format!("run record {:?} cannot be decoded: {e}", entry.id));
             return Ok(Vec::new());
         }
     };
+    if let Some(digest) = spec
+        && !tree
+            .contains_key(specs::blob_key(&digest))
+            .map_err(storage)?
+    {
+        problems.push(format!(
+            "run {:?} references pipeline spec {}, which is missing",
+            entry.id,
+            specs::show(&digest)
+        ));
+    }
     let created = run.created_at.unwrap_or_default();
     if created != entry.created {
         problems.push(format!(
@@ -121,16 +135,7 @@ fn sample_run(
             ))
         ));
     }
-    Scope::of_run(&run)
-        .iter()
-        .map(|scope| {
-            Ok(keys::scope_entry(
-                &run_index_prefix(scope)?,
-                &created,
-                &entry.id,
-            ))
-        })
-        .collect()
+    Ok(keys::run_entries(&RunIndexed::of(&run)))
 }
 
 fn sample_experiment(
@@ -200,12 +205,8 @@ mod tests {
         };
         tree.insert(keys::record(keys::RUN, id), codec::encode(&run))
             .unwrap();
-        for scope in Scope::of_run(&run) {
-            tree.insert(
-                keys::scope_entry(&run_index_prefix(&scope).unwrap(), &created, id),
-                b"",
-            )
-            .unwrap();
+        for entry in keys::run_entries(&RunIndexed::of(&run)) {
+            tree.insert(entry, b"").unwrap();
         }
     }
 
@@ -222,7 +223,7 @@ mod tests {
             nanos: 0,
         };
         tree.remove(keys::scope_entry(
-            &run_index_prefix(&Scope::Experiment("e".into())).unwrap(),
+            &keys::scope_prefix(keys::RUNS_BY_EXPERIMENT, Some("e")),
             &created,
             "new",
         ))

@@ -1,26 +1,33 @@
 //! Applying a [`Write`]: under the writer lock, every op's expectation is checked against the
-//! committed records (and the ops before it), every index entry and counter change is derived
-//! from (old record, new record), and everything is applied with one atomic sled batch.
+//! committed records (and the ops before it), every index entry, counter and spec reference
+//! change is derived from (old record, new record), and everything is applied with one atomic
+//! sled batch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
+use prost::Message;
+
+use super::codec::Digest;
 use super::encoded::stored_run;
+use super::keys::RunIndexed;
 use super::list::Direction;
 use super::{
-    Counts, Inner, WriterState, codec, decode_experiment, experiment_counter_key,
-    experiment_scope_prefix, keys, lock, run_counter_key, run_index_prefix, storage, utf8,
+    Counts, Inner, KeyRead, KeyWrite, WriterState, codec, decode_experiment,
+    experiment_counter_key, experiment_scope_prefix, keys, lock, revision, run_counter_key,
+    run_index_prefix, specs, storage, utf8,
 };
-use crate::api::{Experiment, Run, experiment, run};
+use crate::api::{Experiment, Run, run};
 use crate::error::{Error, Result};
 use crate::query::Scope;
 use crate::store::feed::{Change, ChangeKind};
-use crate::store::{Expectation, Op, Revision, StoredRun, Write, Written};
+use crate::store::{Expectation, Op, Revision, StoredRun, Write, Written, split_spec};
 
 /// Applies `write` atomically; returns the commit's number (to wait for its durability) and what
 /// it stored. A write whose expectations fail changes nothing and is a Conflict.
 pub(super) fn apply(inner: &Inner, write: Write) -> Result<(u64, Written)> {
+    super::assert_off_runtime();
     let mut txn = Txn::new(inner, lock(&inner.writer));
     let mut written = Written::default();
     for op in write.ops {
@@ -41,8 +48,8 @@ struct Txn<'a> {
     guard: MutexGuard<'a, WriterState>,
     batch: sled::Batch,
     overlay: HashMap<Vec<u8>, Option<sled::IVec>>,
-    /// Counter deltas (total, archived) by counter key.
-    counters: BTreeMap<Vec<u8>, (i64, i64)>,
+    /// Counter deltas by counter key and (state, storage_state) group.
+    counters: BTreeMap<Vec<u8>, BTreeMap<(i32, i32), i64>>,
     changes: Vec<Change>,
 }
 
@@ -58,13 +65,6 @@ impl<'a> Txn<'a> {
         }
     }
 
-    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
-        match self.overlay.get(key) {
-            Some(value) => Ok(value.clone()),
-            None => self.inner.raw(key),
-        }
-    }
-
     fn put(&mut self, key: Vec<u8>, value: impl Into<sled::IVec>) -> sled::IVec {
         // One shared buffer for the batch and the overlay (a run record is kilobytes).
         let value = value.into();
@@ -73,15 +73,13 @@ impl<'a> Txn<'a> {
         value
     }
 
-    fn remove(&mut self, key: Vec<u8>) {
-        self.batch.remove(key.clone());
-        self.overlay.insert(key, None);
-    }
-
-    fn count(&mut self, key: Vec<u8>, total: i64, archived: i64) {
-        let entry = self.counters.entry(key).or_default();
-        entry.0 += total;
-        entry.1 += archived;
+    fn count(&mut self, key: Vec<u8>, group: (i32, i32), delta: i64) {
+        *self
+            .counters
+            .entry(key)
+            .or_default()
+            .entry(group)
+            .or_default() += delta;
     }
 
     /// The record under `key` if it is exactly `expected` (None: absent), else a Conflict
@@ -113,7 +111,7 @@ impl<'a> Txn<'a> {
                     None => format!("a run with run_id {:?} exists", run.run_id),
                     Some(_) => format!("run {:?} changed since it was read", run.run_id),
                 })?;
-                let old = old.map(|record| stored_run(&run.run_id, record).decode());
+                let old = old.map(|record| OldRun::read(&run.run_id, &record));
                 let stored = self.put_run(old.as_ref(), &run)?;
                 written.runs.push(stored);
             }
@@ -123,7 +121,7 @@ impl<'a> Txn<'a> {
                     format!("run {run_id:?} changed or was deleted since it was read")
                 })?;
                 if let Some(record) = old {
-                    self.delete_run(stored_run(&run_id, record))?;
+                    self.delete_run(&run_id, record)?;
                 }
             }
             Op::PutExperiment {
@@ -167,7 +165,7 @@ impl<'a> Txn<'a> {
                 })?;
                 for run_id in self.run_ids_of_experiment(&experiment_id)? {
                     if let Some(record) = self.get(&keys::record(keys::RUN, &run_id))? {
-                        self.delete_run(stored_run(&run_id, record))?;
+                        self.delete_run(&run_id, record)?;
                     }
                 }
                 if let Some(record) = old {
@@ -181,13 +179,21 @@ impl<'a> Txn<'a> {
                     let Some(record) = self.get(&keys::record(keys::RUN, &run_id))? else {
                         continue;
                     };
-                    let old = stored_run(&run_id, record).decode();
-                    if old.storage_state != archived {
+                    let old = OldRun::read(&run_id, &record);
+                    if old.run.storage_state != archived {
+                        // Same spec: the record keeps its reference as it is.
                         let new = Run {
                             storage_state: archived,
-                            ..old.clone()
+                            ..old.run.clone()
                         };
-                        self.put_run(Some(&old), &new)?;
+                        // (A missing blob stays referenced, for `runledger check` to report.)
+                        let spec = match &old.spec {
+                            Some(digest) => {
+                                Some((*digest, specs::load(self, digest)?.unwrap_or_default()))
+                            }
+                            None => None,
+                        };
+                        self.store_run(Some(&old), &new, new.encode_to_vec(), spec)?;
                     }
                 }
             }
@@ -244,35 +250,48 @@ impl<'a> Txn<'a> {
         super::list::scan_index(self.inner, prefix, Direction::Ascending, None).collect()
     }
 
-    /// Stores `new` (created when `old` is None), keeping indexes and counters in step, raising
-    /// its experiment's last_run_created_at when it is new, and queueing the change.
-    fn put_run(&mut self, old: Option<&Run>, new: &Run) -> Result<StoredRun> {
-        let created = new.created_at.unwrap_or_default();
-        match old {
-            Some(old) => {
-                let old_created = old.created_at.unwrap_or_default();
-                if old.experiment_id != new.experiment_id
-                    || old.namespace != new.namespace
-                    || old_created != created
-                {
-                    self.unindex_run(old)?;
-                    self.index_run(new)?;
-                } else {
-                    let delta = is_archived_run(new) as i64 - is_archived_run(old) as i64;
-                    if delta != 0 {
-                        for scope in Scope::of_run(new) {
-                            self.count(run_counter_key(&scope)?, 0, delta);
-                        }
-                    }
-                }
-            }
-            None => {
-                self.index_run(new)?;
-                self.raise_last_run_created_at(&new.experiment_id, created)?;
-            }
+    /// Stores `new` (created when `old` is None), keeping indexes, counters and its spec's
+    /// references in step, raising its experiment's last_run_created_at when it is new, and
+    /// queueing the change.
+    fn put_run(&mut self, old: Option<&OldRun>, new: &Run) -> Result<StoredRun> {
+        let (body, spec) = split_spec(new);
+        specs::replace(self, old.and_then(|o| o.spec.as_ref()), spec.as_ref())?;
+        match spec {
+            Some(spec) => self.store_run(old, new, body, Some((spec.digest, spec.bytes))),
+            None => self.store_run(old, new, body, None),
         }
-        let record = self.put(keys::record(keys::RUN, &new.run_id), codec::encode(new));
-        let stored = stored_run(&new.run_id, record);
+    }
+
+    /// Writes the record of `new` (`body`: its encoding without the spec, which `spec`
+    /// references by its digest; the caller keeps the spec's references) and everything derived
+    /// from it.
+    fn store_run(
+        &mut self,
+        old: Option<&OldRun>,
+        new: &Run,
+        body: Vec<u8>,
+        spec: Option<(Digest, bytes::Bytes)>,
+    ) -> Result<StoredRun> {
+        let created = new.created_at.unwrap_or_default();
+        self.reindex_run(
+            old.map(|o| RunIndexed::of(&o.run)),
+            Some(RunIndexed::of(new)),
+        )?;
+        if old.is_none() {
+            self.raise_last_run_created_at(&new.experiment_id, created)?;
+        }
+        let value = match &spec {
+            Some((digest, _)) => codec::encode_referencing(&body, digest),
+            None => codec::encode_plain(&body),
+        };
+        let record = self.put(keys::record(keys::RUN, &new.run_id), value);
+        let offset = codec::body_offset(&record).unwrap_or(1);
+        let stored = StoredRun::new(
+            new.run_id.clone(),
+            revision(record.clone()),
+            bytes::Bytes::from_owner(record).slice(offset..),
+            spec.map(|(_, bytes)| bytes),
+        );
         let kind = if old.is_some() {
             ChangeKind::Updated
         } else {
@@ -282,33 +301,41 @@ impl<'a> Txn<'a> {
         Ok(stored)
     }
 
+    /// Raises the experiment's last_run_created_at (its own small key, so that the experiment
+    /// record is not rewritten by every new run).
     fn raise_last_run_created_at(
         &mut self,
         experiment_id: &str,
         created: crate::wkt::Timestamp,
     ) -> Result<()> {
-        let key = keys::record(keys::EXPERIMENT, experiment_id);
-        let Some(record) = self.get(&key)? else {
+        if self
+            .get(&keys::record(keys::EXPERIMENT, experiment_id))?
+            .is_none()
+        {
             return Err(conflict(format!(
                 "experiment {experiment_id:?} does not exist"
             )));
-        };
-        let old = decode_experiment(experiment_id, &record)?;
-        if old.last_run_created_at.is_none_or(|last| last < created) {
-            let new = Experiment {
-                last_run_created_at: Some(created),
-                ..old.clone()
-            };
-            self.put_experiment(Some(&old), &new);
+        }
+        let last = super::last_run_created_at(self, experiment_id)?;
+        if last.is_none_or(|last| last < created) {
+            self.put(
+                keys::record(keys::LAST_RUN_CREATED, experiment_id),
+                keys::encode_time(&created).to_vec(),
+            );
         }
         Ok(())
     }
 
-    fn delete_run(&mut self, old: StoredRun) -> Result<()> {
-        let run = old.decode();
-        self.unindex_run(&run)?;
-        self.remove(keys::record(keys::RUN, old.run_id()));
-        self.change(ChangeKind::Deleted, old, &run);
+    fn delete_run(&mut self, run_id: &str, record: sled::IVec) -> Result<()> {
+        // Read with its spec before the reference goes: the feed's change carries it.
+        let stored = stored_run(self, run_id, record.clone())?;
+        let old = OldRun::read(run_id, &record);
+        self.reindex_run(Some(RunIndexed::of(&old.run)), None)?;
+        if let Some(digest) = &old.spec {
+            specs::release(self, digest)?;
+        }
+        self.remove(keys::record(keys::RUN, run_id));
+        self.change(ChangeKind::Deleted, stored, &old.run);
         Ok(())
     }
 
@@ -323,29 +350,40 @@ impl<'a> Txn<'a> {
         });
     }
 
-    fn index_run(&mut self, run: &Run) -> Result<()> {
-        let created = run.created_at.unwrap_or_default();
-        let archived = is_archived_run(run) as i64;
-        for scope in Scope::of_run(run) {
-            self.put(
-                keys::scope_entry(&run_index_prefix(&scope)?, &created, &run.run_id),
-                Vec::new(),
-            );
-            self.count(run_counter_key(&scope)?, 1, archived);
+    /// Moves a run's index entries and counter groups from `old` to `new` (None: absent),
+    /// touching only the entries that differ.
+    fn reindex_run(
+        &mut self,
+        old: Option<RunIndexed<'_>>,
+        new: Option<RunIndexed<'_>>,
+    ) -> Result<()> {
+        if old == new {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    fn unindex_run(&mut self, run: &Run) -> Result<()> {
-        let created = run.created_at.unwrap_or_default();
-        let archived = is_archived_run(run) as i64;
-        for scope in Scope::of_run(run) {
-            self.remove(keys::scope_entry(
-                &run_index_prefix(&scope)?,
-                &created,
-                &run.run_id,
-            ));
-            self.count(run_counter_key(&scope)?, -1, -archived);
+        let entries = |run: &Option<RunIndexed<'_>>| -> BTreeSet<Vec<u8>> {
+            run.as_ref()
+                .map(keys::run_entries)
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
+        };
+        let (before, after) = (entries(&old), entries(&new));
+        for key in before.difference(&after) {
+            self.remove(key.clone());
+        }
+        for key in after.difference(&before) {
+            self.put(key.clone(), Vec::new());
+        }
+        for (run, delta) in [(&old, -1), (&new, 1)] {
+            if let Some(run) = run {
+                for scope in run.scopes() {
+                    self.count(
+                        run_counter_key(&scope)?,
+                        (run.state, run.storage_state),
+                        delta,
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -361,26 +399,32 @@ impl<'a> Txn<'a> {
                     self.unindex_experiment(old);
                     self.index_experiment(new);
                 } else {
-                    let delta =
-                        is_archived_experiment(new) as i64 - is_archived_experiment(old) as i64;
-                    if delta != 0 {
+                    if old.storage_state != new.storage_state {
                         for ns in [None, Some(new.namespace.as_str())] {
-                            self.count(experiment_counter_key(ns), 0, delta);
+                            let key = experiment_counter_key(ns);
+                            self.count(key.clone(), (0, old.storage_state), -1);
+                            self.count(key, (0, new.storage_state), 1);
                         }
                     }
                 }
             }
             None => self.index_experiment(new),
         }
+        // last_run_created_at lives under its own key, raised only by new runs.
+        let record = Experiment {
+            last_run_created_at: None,
+            ..new.clone()
+        };
         self.put(
             keys::record(keys::EXPERIMENT, &new.experiment_id),
-            codec::encode(new),
+            codec::encode(&record),
         );
     }
 
     fn delete_experiment(&mut self, old: &Experiment) -> Result<()> {
         self.unindex_experiment(old);
         self.remove(keys::record(keys::EXPERIMENT, &old.experiment_id));
+        self.remove(keys::record(keys::LAST_RUN_CREATED, &old.experiment_id));
         let default_key = keys::default_experiment(&old.namespace);
         if self.get(&default_key)?.as_deref() == Some(old.experiment_id.as_bytes()) {
             self.remove(default_key);
@@ -390,7 +434,6 @@ impl<'a> Txn<'a> {
 
     fn index_experiment(&mut self, e: &Experiment) {
         let created = e.created_at.unwrap_or_default();
-        let archived = is_archived_experiment(e) as i64;
         self.put(
             keys::experiment_name(&e.namespace, &e.display_name),
             e.experiment_id.as_bytes().to_vec(),
@@ -400,13 +443,12 @@ impl<'a> Txn<'a> {
                 keys::scope_entry(&experiment_scope_prefix(ns), &created, &e.experiment_id),
                 Vec::new(),
             );
-            self.count(experiment_counter_key(ns), 1, archived);
+            self.count(experiment_counter_key(ns), (0, e.storage_state), 1);
         }
     }
 
     fn unindex_experiment(&mut self, e: &Experiment) {
         let created = e.created_at.unwrap_or_default();
-        let archived = is_archived_experiment(e) as i64;
         self.remove(keys::experiment_name(&e.namespace, &e.display_name));
         for ns in [None, Some(e.namespace.as_str())] {
             self.remove(keys::scope_entry(
@@ -414,25 +456,31 @@ impl<'a> Txn<'a> {
                 &created,
                 &e.experiment_id,
             ));
-            self.count(experiment_counter_key(ns), -1, -archived);
+            self.count(experiment_counter_key(ns), (0, e.storage_state), -1);
         }
     }
 
     /// Applies every change atomically; returns the commit's number.
     fn commit(mut self) -> Result<u64> {
         let counters = std::mem::take(&mut self.counters);
-        for (key, (total, archived)) in counters {
-            let current = self
+        for (key, deltas) in counters {
+            let mut counts = self
                 .get(&key)?
                 .map_or(Ok(Counts::default()), |b| Counts::decode(&b))?;
-            let next = Counts {
-                total: apply_delta(current.total, total)?,
-                archived: apply_delta(current.archived, archived)?,
-            };
-            if next == Counts::default() {
+            let mut changed = false;
+            for (group, delta) in deltas {
+                if delta != 0 {
+                    counts.add(group, delta)?;
+                    changed = true;
+                }
+            }
+            if !changed {
+                continue;
+            }
+            if counts.is_empty() {
                 self.remove(key);
             } else {
-                self.put(key, &next.encode()[..]);
+                self.put(key, counts.encode());
             }
         }
         let mut changes = std::mem::take(&mut self.changes);
@@ -456,19 +504,47 @@ impl<'a> Txn<'a> {
     }
 }
 
-fn apply_delta(value: u64, delta: i64) -> Result<u64> {
-    value.checked_add_signed(delta).ok_or_else(|| {
-        Error::internal(
-            "a counter would go below zero: the store's counters are inconsistent (run \
-             `runledger check`)",
-        )
-    })
+/// What a write needs of the record it replaces or removes: the run without its spec (for its
+/// index entries) and the spec it references.
+struct OldRun {
+    run: Run,
+    spec: Option<Digest>,
 }
 
-pub(super) fn is_archived_run(run: &Run) -> bool {
-    run.storage_state == run::StorageState::Archived as i32
+impl OldRun {
+    /// A record that cannot be decoded is replaced as the run its error describes (its index
+    /// entries, if any, are for `runledger check` to find).
+    fn read(run_id: &str, record: &[u8]) -> OldRun {
+        match codec::split(record) {
+            Ok((spec, body)) => OldRun {
+                run: Run::decode(body)
+                    .unwrap_or_else(|e| crate::store::record::damaged_run(run_id, e)),
+                spec,
+            },
+            Err(e) => OldRun {
+                run: crate::store::record::damaged_run(run_id, e),
+                spec: None,
+            },
+        }
+    }
 }
 
-pub(super) fn is_archived_experiment(e: &Experiment) -> bool {
-    e.storage_state == experiment::StorageState::Archived as i32
+impl KeyRead for Txn<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        match self.overlay.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => self.inner.raw(key),
+        }
+    }
+}
+
+impl KeyWrite for Txn<'_> {
+    fn put(&mut self, key: Vec<u8>, value: sled::IVec) {
+        Txn::put(self, key, value);
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.batch.remove(key.clone());
+        self.overlay.insert(key, None);
+    }
 }

@@ -87,27 +87,24 @@ CREATE TABLE runs (
     spec_digest       bytea
 );
 -- One set per scope (every run, an experiment's, a namespace's), so that a page of the common
--- queries reads about a page of an index: creation order, state or storage_state filters in
--- creation order, display_name order and finished_at order (both directions).
+-- queries reads about a page of an index: creation order; state and storage_state filters in
+-- creation order, merged from one range per (state, storage_state) group the filter admits;
+-- display_name order and finished_at order (both directions).
 CREATE INDEX runs_by_created ON runs (created_s, created_ns, run_id);
-CREATE INDEX runs_by_state_created ON runs (state, created_s, created_ns, run_id);
-CREATE INDEX runs_by_storage_created ON runs (storage_state, created_s, created_ns, run_id);
+CREATE INDEX runs_by_group_created
+    ON runs (state, storage_state, created_s, created_ns, run_id);
 CREATE INDEX runs_by_name ON runs (display_name, run_id);
 CREATE INDEX runs_by_finished ON runs (finished_s, finished_ns, run_id);
 CREATE INDEX runs_in_experiment_by_created
     ON runs (experiment_id, created_s, created_ns, run_id);
-CREATE INDEX runs_in_experiment_by_state_created
-    ON runs (experiment_id, state, created_s, created_ns, run_id);
-CREATE INDEX runs_in_experiment_by_storage_created
-    ON runs (experiment_id, storage_state, created_s, created_ns, run_id);
+CREATE INDEX runs_in_experiment_by_group_created
+    ON runs (experiment_id, state, storage_state, created_s, created_ns, run_id);
 CREATE INDEX runs_in_experiment_by_name ON runs (experiment_id, display_name, run_id);
 CREATE INDEX runs_in_experiment_by_finished
     ON runs (experiment_id, finished_s, finished_ns, run_id);
 CREATE INDEX runs_in_namespace_by_created ON runs (namespace, created_s, created_ns, run_id);
-CREATE INDEX runs_in_namespace_by_state_created
-    ON runs (namespace, state, created_s, created_ns, run_id);
-CREATE INDEX runs_in_namespace_by_storage_created
-    ON runs (namespace, storage_state, created_s, created_ns, run_id);
+CREATE INDEX runs_in_namespace_by_group_created
+    ON runs (namespace, state, storage_state, created_s, created_ns, run_id);
 CREATE INDEX runs_in_namespace_by_name ON runs (namespace, display_name, run_id);
 CREATE INDEX runs_in_namespace_by_finished
     ON runs (namespace, finished_s, finished_ns, run_id);
