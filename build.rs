@@ -4,7 +4,13 @@
 
 use std::{env, fs, path::PathBuf};
 
-const PROTOS: &[&str] = &["run.proto", "experiment.proto", "filter.proto"];
+const PROTOS: &[&str] = &[
+    "run.proto",
+    "experiment.proto",
+    "filter.proto",
+    "pipeline.proto",
+    "recurring_run.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

@@ -17,13 +17,16 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
 use crate::api::experiment_service_server::ExperimentService;
+use crate::api::pipeline_service_server::PipelineService;
+use crate::api::recurring_run_service_server::RecurringRunService;
 use crate::api::run_service_server::RunService;
 use crate::api::run_service_server::RunServiceServer;
 use crate::api::*;
 use crate::service::{Context, Principal, RunPage, Services, run_event};
 use crate::store::StoredRun;
 
-/// Serves RunService and ExperimentService over shared [`Services`].
+/// Serves RunService, ExperimentService, PipelineService and RecurringRunService over shared
+/// [`Services`].
 #[derive(Clone)]
 pub struct GrpcApi {
     services: Arc<Services>,
@@ -234,6 +237,214 @@ impl ExperimentService for GrpcApi {
         let ctx = self.context(&request)?;
         let id = &request.get_ref().experiment_id;
         empty(self.services.experiments.delete(&ctx, id).await)
+    }
+}
+
+#[tonic::async_trait]
+impl PipelineService for GrpcApi {
+    async fn create_pipeline(&self, request: Request<CreatePipelineRequest>) -> Reply<Pipeline> {
+        let ctx = self.context(&request)?;
+        let pipeline = request.into_inner().pipeline.unwrap_or_default();
+        reply(self.services.pipelines.create(&ctx, pipeline).await)
+    }
+
+    async fn get_pipeline(&self, request: Request<GetPipelineRequest>) -> Reply<Pipeline> {
+        let ctx = self.context(&request)?;
+        let id = &request.get_ref().pipeline_id;
+        reply(self.services.pipelines.get(&ctx, id).await)
+    }
+
+    async fn get_pipeline_by_name(
+        &self,
+        request: Request<GetPipelineByNameRequest>,
+    ) -> Reply<Pipeline> {
+        let ctx = self.context(&request)?;
+        let r = request.get_ref();
+        reply(
+            self.services
+                .pipelines
+                .get_by_name(&ctx, &r.namespace, &r.name)
+                .await,
+        )
+    }
+
+    async fn list_pipelines(
+        &self,
+        request: Request<ListPipelinesRequest>,
+    ) -> Reply<ListPipelinesResponse> {
+        let ctx = self.context(&request)?;
+        reply(self.services.pipelines.list(&ctx, request.get_ref()).await)
+    }
+
+    async fn delete_pipeline(
+        &self,
+        request: Request<DeletePipelineRequest>,
+    ) -> Reply<pbjson_types::Empty> {
+        let ctx = self.context(&request)?;
+        let r = request.get_ref();
+        empty(
+            self.services
+                .pipelines
+                .delete(&ctx, &r.pipeline_id, r.cascade)
+                .await,
+        )
+    }
+
+    async fn create_pipeline_and_version(
+        &self,
+        request: Request<CreatePipelineAndVersionRequest>,
+    ) -> Reply<Pipeline> {
+        let ctx = self.context(&request)?;
+        let r = request.into_inner();
+        let created = self
+            .services
+            .pipelines
+            .create_with_version(
+                &ctx,
+                r.pipeline.unwrap_or_default(),
+                r.pipeline_version.unwrap_or_default(),
+            )
+            .await;
+        reply(created.map(|(pipeline, _)| pipeline))
+    }
+
+    async fn create_pipeline_version(
+        &self,
+        request: Request<CreatePipelineVersionRequest>,
+    ) -> Reply<PipelineVersion> {
+        let ctx = self.context(&request)?;
+        let r = request.into_inner();
+        let version = r.pipeline_version.unwrap_or_default();
+        reply(
+            self.services
+                .pipelines
+                .create_version(&ctx, &r.pipeline_id, version)
+                .await,
+        )
+    }
+
+    async fn get_pipeline_version(
+        &self,
+        request: Request<GetPipelineVersionRequest>,
+    ) -> Reply<PipelineVersion> {
+        let ctx = self.context(&request)?;
+        let r = request.get_ref();
+        reply(
+            self.services
+                .pipelines
+                .get_version(&ctx, &r.pipeline_id, &r.pipeline_version_id)
+                .await,
+        )
+    }
+
+    async fn list_pipeline_versions(
+        &self,
+        request: Request<ListPipelineVersionsRequest>,
+    ) -> Reply<ListPipelineVersionsResponse> {
+        let ctx = self.context(&request)?;
+        reply(
+            self.services
+                .pipelines
+                .list_versions(&ctx, request.get_ref())
+                .await,
+        )
+    }
+
+    async fn delete_pipeline_version(
+        &self,
+        request: Request<DeletePipelineVersionRequest>,
+    ) -> Reply<pbjson_types::Empty> {
+        let ctx = self.context(&request)?;
+        let r = request.get_ref();
+        empty(
+            self.services
+                .pipelines
+                .delete_version(&ctx, &r.pipeline_id, &r.pipeline_version_id)
+                .await,
+        )
+    }
+
+    /// Over gRPC an empty tags map cannot be told from no tags: tags are replaced only when
+    /// some are sent (the JSON route can clear them).
+    async fn update_pipeline(&self, request: Request<UpdatePipelineRequest>) -> Reply<Pipeline> {
+        let ctx = self.context(&request)?;
+        let pipeline = request.into_inner().pipeline.unwrap_or_default();
+        reply(self.services.pipelines.update(&ctx, pipeline, false).await)
+    }
+
+    async fn update_pipeline_version(
+        &self,
+        request: Request<UpdatePipelineVersionRequest>,
+    ) -> Reply<PipelineVersion> {
+        let ctx = self.context(&request)?;
+        let version = request.into_inner().pipeline_version.unwrap_or_default();
+        reply(
+            self.services
+                .pipelines
+                .update_version(&ctx, version, false)
+                .await,
+        )
+    }
+}
+
+#[tonic::async_trait]
+impl RecurringRunService for GrpcApi {
+    async fn create_recurring_run(
+        &self,
+        request: Request<CreateRecurringRunRequest>,
+    ) -> Reply<RecurringRun> {
+        let ctx = self.context(&request)?;
+        let input = request.into_inner().recurring_run.unwrap_or_default();
+        reply(self.services.recurring_runs.create(&ctx, input).await)
+    }
+
+    async fn get_recurring_run(
+        &self,
+        request: Request<GetRecurringRunRequest>,
+    ) -> Reply<RecurringRun> {
+        let ctx = self.context(&request)?;
+        let id = &request.get_ref().recurring_run_id;
+        reply(self.services.recurring_runs.get(&ctx, id).await)
+    }
+
+    async fn list_recurring_runs(
+        &self,
+        request: Request<ListRecurringRunsRequest>,
+    ) -> Reply<ListRecurringRunsResponse> {
+        let ctx = self.context(&request)?;
+        reply(
+            self.services
+                .recurring_runs
+                .list(&ctx, request.get_ref())
+                .await,
+        )
+    }
+
+    async fn enable_recurring_run(
+        &self,
+        request: Request<EnableRecurringRunRequest>,
+    ) -> Reply<pbjson_types::Empty> {
+        let ctx = self.context(&request)?;
+        let id = &request.get_ref().recurring_run_id;
+        empty(self.services.recurring_runs.enable(&ctx, id).await)
+    }
+
+    async fn disable_recurring_run(
+        &self,
+        request: Request<DisableRecurringRunRequest>,
+    ) -> Reply<pbjson_types::Empty> {
+        let ctx = self.context(&request)?;
+        let id = &request.get_ref().recurring_run_id;
+        empty(self.services.recurring_runs.disable(&ctx, id).await)
+    }
+
+    async fn delete_recurring_run(
+        &self,
+        request: Request<DeleteRecurringRunRequest>,
+    ) -> Reply<pbjson_types::Empty> {
+        let ctx = self.context(&request)?;
+        let id = &request.get_ref().recurring_run_id;
+        empty(self.services.recurring_runs.delete(&ctx, id).await)
     }
 }
 

@@ -14,10 +14,13 @@
 //! - [`transport`]: connections: one listener for both ports (TCP_NODELAY, TLS with reloadable
 //!   certificates and optional client certificates), and the peer (address, client certificate
 //!   name) of each request.
-//! - [`server`]: wiring: gRPC services, health, reflection, the HTTP router, graceful shutdown.
-//! - [`service`]: the transport-free core, one service per resource, each call with a
-//!   [`service::Context`] (principal, clock, ids): validation, defaults, the run state machine,
-//!   watches.
+//! - [`server`]: wiring: gRPC services, health, reflection, the HTTP router, the scheduler,
+//!   graceful shutdown.
+//! - [`scheduler`]: the task that creates recurring runs' runs when they are due, on the
+//!   services' (injectable) clock, one per store (a lease).
+//! - [`service`]: the transport-free core, one service per resource (runs, experiments,
+//!   pipelines, recurring runs), each call with a [`service::Context`] (principal, clock, ids):
+//!   validation, defaults, the run state machine, watches, cron and schedules.
 //! - [`query`]: backend-neutral list queries: filter / sort / page-token parsing into a
 //!   [`query::ListQuery`] (pure; knows no store).
 //! - [`store`]: the store interface (records, list queries, compare-and-set writes, the change
@@ -66,11 +69,13 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod query;
+pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod store;
 pub mod transport;
 pub mod ui;
 
-/// The KFP v2beta1 API types (runs, experiments, filters) and their gRPC services.
+/// The KFP v2beta1 API types (runs, experiments, pipelines, recurring runs, filters) and their
+/// gRPC services.
 pub use proto::kubeflow::pipelines::backend::api::v2beta1 as api;

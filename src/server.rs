@@ -1,6 +1,6 @@
-//! Wiring: serve the core's services: register the gRPC services (runs, experiments,
-//! health, reflection v1 and v1alpha) and the HTTP router, serve them on already-bound listeners,
-//! and shut everything down on one signal.
+//! Wiring: serve the core's services: register the gRPC services (runs, experiments, pipelines,
+//! recurring runs, health, reflection v1 and v1alpha) and the HTTP router, start the scheduler,
+//! serve them on already-bound listeners, and shut everything down on one signal.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 
 use crate::api::experiment_service_server::ExperimentServiceServer;
+use crate::api::pipeline_service_server::PipelineServiceServer;
+use crate::api::recurring_run_service_server::RecurringRunServiceServer;
 use crate::api::run_service_server::RunServiceServer;
 use crate::error::{Error, Result};
 use crate::grpc::{GrpcApi, RunRoutes};
@@ -122,7 +124,13 @@ pub async fn run(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let runs = RunRoutes::new(services.clone(), runs, limit);
-    let experiments = ExperimentServiceServer::new(api)
+    let experiments = ExperimentServiceServer::new(api.clone())
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let pipelines = PipelineServiceServer::new(api.clone())
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let recurring_runs = RecurringRunServiceServer::new(api)
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
 
@@ -130,6 +138,10 @@ pub async fn run(
     health.set_serving::<RunServiceServer<GrpcApi>>().await;
     health
         .set_serving::<ExperimentServiceServer<GrpcApi>>()
+        .await;
+    health.set_serving::<PipelineServiceServer<GrpcApi>>().await;
+    health
+        .set_serving::<RecurringRunServiceServer<GrpcApi>>()
         .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -142,6 +154,8 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(Error::internal)?;
+
+    let scheduler = crate::scheduler::spawn(services.clone());
 
     // One signal for both servers: set when `shutdown` completes or when either server fails.
     let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -208,6 +222,8 @@ pub async fn run(
             .add_routes(json_on_grpc_port)
             .add_service(runs)
             .add_service(experiments)
+            .add_service(pipelines)
+            .add_service(recurring_runs)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -224,6 +240,8 @@ pub async fn run(
     };
     let (grpc_result, http_result) = tokio::join!(grpc, http);
     drop(stop);
+    // Stopped by the same signal as the watches; its last write ends before the store closes.
+    let _ = scheduler.await;
     // Flush what was acknowledged even when a server failed.
     let closed = services.store().close().await;
     grpc_result?;

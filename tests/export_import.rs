@@ -1,12 +1,15 @@
 //! `runledger export` / `runledger import` move a store between the backends in both
 //! directions, every record kept as it was (ids, timestamps, states, history, exact spec
-//! bytes, default experiments); a bad or truncated file, or a store that is not empty, is
-//! refused naming the problem. Through the real binary, on a data dir and a database.
+//! bytes, default experiments, pipelines with their versions and tags, recurring runs with
+//! their schedule); a bad or truncated file, or a store that is not empty, is refused naming
+//! the problem. Through the real binary, on a data dir and a database.
 
 mod common;
 
 use common::process::runledger;
 use common::*;
+use runledger::api::pipeline_service_client::PipelineServiceClient;
+use runledger::api::recurring_run_service_client::RecurringRunServiceClient;
 use runledger::api::*;
 use runledger::store::Location;
 
@@ -84,6 +87,84 @@ async fn fill(server: &TestServer) {
         })
         .await
         .unwrap();
+    fill_pipelines(server, &team).await;
+}
+
+/// A shared pipeline with two versions (one spec the same as a run's: stored once), a tagged
+/// pipeline in a namespace without experiments or runs, and a disabled recurring run of a
+/// version.
+async fn fill_pipelines(server: &TestServer, team: &Experiment) {
+    let mut pipelines = PipelineServiceClient::new(server.channel().await);
+    let as_struct = |source: run::PipelineSource| match source {
+        run::PipelineSource::PipelineSpec(spec) => spec,
+        _ => unreachable!(),
+    };
+    let shared = pipelines
+        .create_pipeline_and_version(CreatePipelineAndVersionRequest {
+            pipeline: Some(Pipeline {
+                name: "shared".into(),
+                ..Default::default()
+            }),
+            pipeline_version: Some(PipelineVersion {
+                pipeline_spec: Some(as_struct(spec(2))),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let second = pipelines
+        .create_pipeline_version(CreatePipelineVersionRequest {
+            pipeline_id: shared.pipeline_id.clone(),
+            pipeline_version: Some(PipelineVersion {
+                name: "second".into(),
+                pipeline_spec: Some(as_struct(spec(3))),
+                tags: [("stage".to_owned(), "prod".to_owned())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    pipelines
+        .create_pipeline_and_version(CreatePipelineAndVersionRequest {
+            pipeline: Some(Pipeline {
+                name: "research".into(),
+                namespace: "research".into(),
+                tags: [("team".to_owned(), "ml".to_owned())].into(),
+                ..Default::default()
+            }),
+            pipeline_version: Some(PipelineVersion {
+                pipeline_spec: Some(as_struct(spec(4))),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    RecurringRunServiceClient::new(server.channel().await)
+        .create_recurring_run(CreateRecurringRunRequest {
+            recurring_run: Some(RecurringRun {
+                display_name: "hourly".into(),
+                experiment_id: team.experiment_id.clone(),
+                mode: recurring_run::Mode::Disable as i32,
+                max_concurrency: 1,
+                trigger: Some(Trigger {
+                    trigger: Some(trigger::Trigger::PeriodicSchedule(PeriodicSchedule {
+                        interval_second: 3600,
+                        ..Default::default()
+                    })),
+                }),
+                pipeline_source: Some(recurring_run::PipelineSource::PipelineVersionReference(
+                    PipelineVersionReference {
+                        pipeline_id: shared.pipeline_id.clone(),
+                        pipeline_version_id: second.pipeline_version_id.clone(),
+                    },
+                )),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
 }
 
 fn run_ok(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
@@ -130,14 +211,16 @@ async fn a_store_moves_between_the_backends_in_both_directions_unchanged() {
     let text = String::from_utf8_lossy(&from_sled);
     assert_eq!(
         text.lines().filter(|l| l.starts_with("{\"spec\"")).count(),
-        2
+        4
     );
+    let end = text.lines().last().unwrap();
     assert!(
-        text.lines()
-            .last()
-            .unwrap()
-            .contains(r#""end":{"experiments":4,"specs":2,"runs":7}"#)
+        end.contains(
+            r#""end":{"experiments":4,"specs":4,"runs":7,"pipelines":2,"pipeline_versions":3,"recurring_runs":1}"#
+        ),
+        "{end}"
     );
+    assert!(text.contains(r#""tags":{"team":"ml"}"#), "{text}");
 
     run_ok(&["import", "--database-url", &url], Some(&from_sled));
     let from_postgres = run_ok(&["export", "--database-url", &url], None);

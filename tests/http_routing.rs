@@ -26,8 +26,8 @@ async fn healthz_reports_single_user_as_a_json_boolean_and_the_version() {
 async fn unknown_route_is_a_json_404() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
-    let message = http.get("/pipelines").await.expect_error(404, 5);
-    assert!(message.contains("/apis/v2beta1/pipelines"), "{message}");
+    let message = http.get("/artifacts").await.expect_error(404, 5);
+    assert!(message.contains("/apis/v2beta1/artifacts"), "{message}");
 }
 
 #[every_backend]

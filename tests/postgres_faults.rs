@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::process::{ServerProcess, runledger};
 use common::*;
+use runledger::api::recurring_run_service_client::RecurringRunServiceClient;
 use runledger::api::run_service_client::RunServiceClient;
 use runledger::api::*;
 use runledger::store::{self, Location};
@@ -492,13 +493,87 @@ async fn check_finds_rows_that_disagree_with_their_records() {
     for needle in [
         "counter (every run, PENDING, AVAILABLE): 4, but 3 records".to_owned(),
         format!("run {:?}: column state disagrees", created[1].run_id),
-        "reference count 7, but 3 runs hold it".to_owned(),
+        "reference count 7, but 3 runs, pipeline versions and recurring runs hold it".to_owned(),
     ] {
         assert!(stdout.contains(&needle), "{needle} in {stdout}");
     }
     let out = runledger(&["check", "--repair", "--database-url", &url], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--repair"));
+}
+
+#[tokio::test]
+async fn check_finds_pipelines_versions_and_recurring_runs_that_disagree_with_their_records() {
+    let Some(location) = database_location("check_finds_catalog_disagreement").await else {
+        return;
+    };
+    let url = database_url(&location).to_owned();
+    let server = TestServer::start_at_location(location).await;
+    let version = stored_version(&server).await;
+    let mut experiments = server.experiments().await;
+    let experiment = create_experiment(&mut experiments, "e", "").await;
+    RecurringRunServiceClient::new(server.channel().await)
+        .create_recurring_run(CreateRecurringRunRequest {
+            recurring_run: Some(RecurringRun {
+                display_name: "nightly".into(),
+                experiment_id: experiment.experiment_id.clone(),
+                mode: recurring_run::Mode::Disable as i32,
+                max_concurrency: 1,
+                trigger: Some(Trigger {
+                    trigger: Some(trigger::Trigger::PeriodicSchedule(PeriodicSchedule {
+                        interval_second: 86400,
+                        ..Default::default()
+                    })),
+                }),
+                pipeline_source: Some(recurring_run::PipelineSource::PipelineVersionReference(
+                    version.clone(),
+                )),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create a recurring run");
+    server.stop().await;
+    assert_check_passes(&url);
+
+    let client = sql(&url).await;
+    client
+        .batch_execute(
+            "UPDATE catalog SET display_name = 'renamed' WHERE kind = 'j';
+             UPDATE counts SET n = n + 1 WHERE kind = 'g';
+             INSERT INTO catalog_tags (kind, id, key, value)
+                 SELECT kind, id, 'k', 'v' FROM catalog WHERE kind = 'v';
+             UPDATE specs SET refs = 5;",
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "DELETE FROM catalog WHERE kind = 'i' AND id = $1",
+            &[&version.pipeline_id.as_bytes()],
+        )
+        .await
+        .unwrap();
+    let out = runledger(&["check", "--database-url", &url], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for needle in [
+        "recurring run".to_owned(),
+        "column display_name disagrees with the record".to_owned(),
+        "counter (every recurring run): 2, but 1 records".to_owned(),
+        format!(
+            "pipeline version {:?}: column tags disagrees",
+            version.pipeline_version_id
+        ),
+        format!(
+            "pipeline version {:?}: its pipeline {:?} does not exist",
+            version.pipeline_version_id, version.pipeline_id
+        ),
+        "counter (pipelines of namespace \"\"): 1, but 0 records".to_owned(),
+        "reference count 5, but 1 runs, pipeline versions and recurring runs hold it".to_owned(),
+    ] {
+        assert!(stdout.contains(&needle), "{needle} in {stdout}");
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Several runledger replicas on one PostgreSQL database behave as one server: what one writes
 //! the other reads, lists (with the first one's page tokens) and watches; compare-and-set and
-//! the default experiment hold across them; replicas starting together migrate once.
+//! the default experiment hold across them; replicas starting together migrate once; one
+//! replica's scheduler at a time creates a recurring run's runs, each scheduled time once.
 //! In-process replicas (two stores, two pools, two servers) on a database of the test binary's
 //! cluster; the process-level faults are in tests/postgres_faults.rs.
 
@@ -449,4 +450,123 @@ async fn the_change_log_and_specs_no_run_holds_are_trimmed() {
         .await
         .expect("check");
     assert!(report.is_consistent(), "{report}");
+}
+
+/// The runs a recurring run created so far, by scheduled time.
+async fn runs_of(server: &TestServer, recurring_run_id: &str) -> Vec<Run> {
+    let filter = serde_json::json!({"predicates": [{
+        "key": "recurring_run_id", "operation": "EQUALS", "string_value": recurring_run_id
+    }]});
+    list_all(
+        &mut server.runs().await,
+        ListRunsRequest {
+            filter: filter.to_string(),
+            sort_by: "scheduled_at".into(),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// The scheduler lease's holder, as the database has it.
+async fn lease_holder(db: &tokio_postgres::Client) -> Option<String> {
+    db.query_opt("SELECT holder FROM leases WHERE name = 'scheduler'", &[])
+        .await
+        .expect("read the lease")
+        .map(|row| String::from_utf8(row.get(0)).expect("a UTF-8 holder"))
+}
+
+/// Waits (bounded) until the recurring run has `count` runs; returns the lease holders seen
+/// meanwhile, in order.
+async fn wait_for_runs(
+    server: &TestServer,
+    db: &tokio_postgres::Client,
+    recurring_run_id: &str,
+    count: usize,
+) -> Vec<String> {
+    let mut holders: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Some(holder) = lease_holder(db).await
+            && holders.last() != Some(&holder)
+        {
+            holders.push(holder);
+        }
+        let n = runs_of(server, recurring_run_id).await.len();
+        if n >= count {
+            return holders;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} runs of {count} after 180 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_schedules_at_a_time_and_the_other_takes_over_each_time_once() {
+    let Some(location) = database_location("one_scheduler_at_a_time").await else {
+        return;
+    };
+    let url = database_url(&location).to_owned();
+    let db = sql(&url).await;
+    let a = TestServer::start_at_location(location.clone()).await;
+    let b = TestServer::start_at_location(location).await;
+    let version = stored_version(&a).await;
+    let recurring = runledger::api::recurring_run_service_client::RecurringRunServiceClient::new(
+        a.channel().await,
+    )
+    .create_recurring_run(CreateRecurringRunRequest {
+        recurring_run: Some(RecurringRun {
+            display_name: "every second".into(),
+            mode: recurring_run::Mode::Enable as i32,
+            max_concurrency: 10,
+            trigger: Some(Trigger {
+                trigger: Some(trigger::Trigger::PeriodicSchedule(PeriodicSchedule {
+                    interval_second: 1,
+                    ..Default::default()
+                })),
+            }),
+            pipeline_source: Some(recurring_run::PipelineSource::PipelineVersionReference(
+                version,
+            )),
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("create the recurring run")
+    .into_inner();
+    let id = recurring.recurring_run_id;
+    let first = recurring.created_at.expect("created_at").seconds + 1;
+
+    // Both replicas run a scheduler; one holds the lease the whole time and schedules alone.
+    let holders = wait_for_runs(&b, &db, &id, 5).await;
+    assert_eq!(holders.len(), 1, "the lease changed hands: {holders:?}");
+
+    // The replica that started first stops; whichever held the lease, the other one goes on
+    // (once the lease has expired, if it was the stopped one's), creating the times it missed.
+    a.stop().await;
+    let after = wait_for_runs(&b, &db, &id, 10).await;
+    assert!(
+        after.len() <= 2,
+        "the lease changed hands more than once: {after:?}"
+    );
+
+    let runs = runs_of(&b, &id).await;
+    let seconds: Vec<i64> = runs
+        .iter()
+        .map(|r| r.scheduled_at.expect("scheduled_at").seconds)
+        .collect();
+    assert_eq!(
+        seconds,
+        (first..first + 10).collect::<Vec<_>>(),
+        "each scheduled second has exactly one run"
+    );
+    let checked = common::process::runledger(&["check", "--database-url", &url], None);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
 }

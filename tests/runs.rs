@@ -106,10 +106,7 @@ async fn each_pipeline_source_is_accepted() {
     let sources = [
         run::PipelineSource::PipelineId("p-1".into()),
         run::PipelineSource::PipelineSpec(spec.into()),
-        run::PipelineSource::PipelineVersionReference(PipelineVersionReference {
-            pipeline_id: "p-1".into(),
-            pipeline_version_id: "v-1".into(),
-        }),
+        run::PipelineSource::PipelineVersionReference(stored_version(&server).await),
     ];
     for source in sources {
         let mut input = new_run("source");

@@ -4,6 +4,8 @@
 //! directions with and without filters, keyset pages under concurrent changes, and the change
 //! feed's order and resume. A new backend is done when it passes this suite unchanged.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -13,57 +15,8 @@ use runledger::error::Error;
 use runledger::query::filter::Filter;
 use runledger::query::sort::Sort;
 use runledger::query::{ListQuery, Page, Position, Record, Scope};
-use runledger::store::{
-    self, ChangeKind, DataDirOptions, Durability, Expectation, Op, Store, StoredRun, Write,
-};
+use runledger::store::{ChangeKind, Expectation, Op, Store, StoredRun, Write};
 use runledger::wkt::Timestamp;
-
-/// A backend under test, and whatever keeps it alive (a temp dir, a database).
-struct Backend {
-    store: Arc<dyn Store>,
-    _guard: Box<dyn std::any::Any + Send>,
-}
-
-async fn sled(_case: &str) -> Option<Backend> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let options = DataDirOptions {
-        durability: Durability::Durable,
-        event_buffer: 256,
-        event_retain: 64,
-        ..Default::default()
-    };
-    let store = store::open_data_dir(dir.path(), options).expect("open");
-    Some(Backend {
-        store,
-        _guard: Box::new(dir),
-    })
-}
-
-/// A database of its own in the test binary's PostgreSQL cluster (skipped, loudly, when the
-/// machine has no PostgreSQL and CI is not set).
-async fn postgres(case: &str) -> Option<Backend> {
-    let case = case.to_owned();
-    let url = tokio::task::spawn_blocking(move || {
-        let cluster = runledger_testkit::postgres::shared_or_skip(&case)?;
-        let name: String = case.chars().take(60).collect();
-        Some(cluster.create_database(&name).expect("create database"))
-    })
-    .await
-    .expect("create database")?;
-    let options = store::PostgresOptions {
-        pool_size: 4,
-        event_buffer: 256,
-        event_retain: 64,
-        ..Default::default()
-    };
-    let store = store::open(&store::Location::Database { url, options })
-        .await
-        .expect("open");
-    Some(Backend {
-        store,
-        _guard: Box::new(()),
-    })
-}
 
 fn at(seconds: i64, nanos: i32) -> Timestamp {
     Timestamp { seconds, nanos }
@@ -905,8 +858,8 @@ macro_rules! suite {
 
 macro_rules! every_backend {
     ($($case:ident),* $(,)?) => {
-        suite!(sled, super::sled, [$($case),*]);
-        suite!(postgres, super::postgres, [$($case),*]);
+        suite!(sled, crate::common::stores::sled, [$($case),*]);
+        suite!(postgres, crate::common::stores::postgres, [$($case),*]);
     };
 }
 

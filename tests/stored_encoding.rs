@@ -36,10 +36,7 @@ async fn get_run_returns_the_created_run_field_for_field() {
         Run {
             display_name: "with a version reference".into(),
             pipeline_source: Some(run::PipelineSource::PipelineVersionReference(
-                PipelineVersionReference {
-                    pipeline_id: "p".into(),
-                    pipeline_version_id: "v".into(),
-                },
+                stored_version(&server).await,
             )),
             ..Default::default()
         },

@@ -237,7 +237,7 @@ mod tests {
     fn grants_of(p: Principal) -> (String, Grants) {
         match p {
             Principal::User(i) => (i.name.clone(), i.grants.clone()),
-            Principal::Anonymous => panic!("anonymous"),
+            other => panic!("not a user: {other:?}"),
         }
     }
 

@@ -175,6 +175,9 @@ path_id!(run_id: GetRunRequest, DeleteRunRequest, ArchiveRunRequest, UnarchiveRu
     TerminateRunRequest, RetryRunRequest, ReportRunStateRequest);
 path_id!(experiment_id: GetExperimentRequest, DeleteExperimentRequest, ArchiveExperimentRequest,
     UnarchiveExperimentRequest);
+path_id!(pipeline_id: GetPipelineRequest, DeletePipelineRequest, ListPipelineVersionsRequest);
+path_id!(recurring_run_id: GetRecurringRunRequest, DeleteRecurringRunRequest,
+    EnableRecurringRunRequest, DisableRecurringRunRequest);
 
 /// A request message for a route with a path id: read from the query string, or from the body
 /// when one is sent (the whole request as JSON; a blank body is none). The path fills the id; an
@@ -195,15 +198,20 @@ pub fn with_path_id<T: DeserializeOwned + PathId>(
         Some(body) => decode_body(body, "request")?,
         None => from_query(query)?,
     };
-    let field = request.id_mut();
+    set_path_id(T::FIELD, request.id_mut(), id)?;
+    Ok(request)
+}
+
+/// Fills the request field `name` with the id from the path; an id also given in the request
+/// must be the same.
+pub fn set_path_id(name: &str, field: &mut String, id: &str) -> Result<(), ApiError> {
     if !field.is_empty() && field != id {
         return Err(ApiError::invalid(format!(
-            "{} {field:?} in the request differs from the one in the path ({id:?})",
-            T::FIELD
+            "{name} {field:?} in the request differs from the one in the path ({id:?})"
         )));
     }
     id.clone_into(field);
-    Ok(request)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,9 +4,13 @@
 //!
 //! Routes with a custom verb (`/runs/{run_id}:archive`) cannot be matched by axum in one segment
 //! (a parameter followed by a literal), so `/runs/{tail}` is matched and split on its last `:`;
-//! ids never contain `:` (run ids are `[A-Za-z0-9._-]`, experiment ids are UUIDs).
+//! ids never contain `:` (run ids are `[A-Za-z0-9._-]`, experiment and recurring run ids are
+//! UUIDs). Pipelines ([`pipelines`], with the multipart uploads) and recurring runs
+//! ([`recurring_runs`]) have files of their own.
 
 mod json;
+mod pipelines;
+mod recurring_runs;
 mod watch;
 
 /// A message as the compact proto3 JSON the REST API replies with (also used by the CLI).
@@ -59,6 +63,8 @@ pub fn router(services: Arc<Services>, max_body_bytes: usize) -> Router {
                 .delete(delete_experiment)
                 .post(experiment_action),
         )
+        .merge(pipelines::routes())
+        .merge(recurring_runs::routes())
         .merge(crate::ui::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

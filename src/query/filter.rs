@@ -38,6 +38,9 @@ pub enum Operand {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Predicate {
     pub field: Field,
+    /// The tag a `tags.KEY` predicate tests (then `field` is [`Field::Tag`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
     pub op: Op,
     pub operand: Operand,
 }
@@ -109,9 +112,13 @@ impl Filter {
     }
 
     pub fn matches<R: Record>(&self, record: &R) -> bool {
-        self.predicates
-            .iter()
-            .all(|p| p.matches(&record.field(p.field)))
+        self.predicates.iter().all(|p| match &p.tag {
+            // A record without the tag compares as an empty value.
+            Some(key) => p.matches(&FieldValue::Text(
+                record.tag(key).unwrap_or_default().into(),
+            )),
+            None => p.matches(&record.field(p.field)),
+        })
     }
 
     /// The number of matching records, when it follows from a scope's counters alone: every
@@ -182,18 +189,28 @@ impl Predicate {
         use predicate::Operation as O;
         use predicate::Value as V;
 
-        let field = R::lookup_field(&wire.key).ok_or_else(|| {
-            if wire.key.is_empty() {
-                "key is missing".to_owned()
-            } else {
-                format!(
-                    "unknown key {:?}; {} filters accept {}",
-                    wire.key,
-                    R::KIND,
-                    R::field_names()
-                )
+        let (field, tag) = match wire.key.strip_prefix("tags.") {
+            Some("") if R::TAGGED => {
+                return Err("key \"tags.\" names no tag; use tags.KEY, as in tags.team".into());
             }
-        })?;
+            Some(key) if R::TAGGED => (Field::Tag, Some(key.to_owned())),
+            _ => {
+                let field = R::lookup_field(&wire.key).ok_or_else(|| {
+                    if wire.key.is_empty() {
+                        "key is missing".to_owned()
+                    } else {
+                        format!(
+                            "unknown key {:?}; {} filters accept {}{}",
+                            wire.key,
+                            R::KIND,
+                            R::field_names(),
+                            if R::TAGGED { ", tags.KEY" } else { "" }
+                        )
+                    }
+                })?;
+                (field, None)
+            }
+        };
         let op = match O::try_from(wire.operation) {
             Ok(O::Equals) => Op::Eq,
             Ok(O::NotEquals) => Op::Ne,
@@ -317,7 +334,12 @@ impl Predicate {
                 }
             }
         };
-        Ok(Predicate { field, op, operand })
+        Ok(Predicate {
+            field,
+            tag,
+            op,
+            operand,
+        })
     }
 
     fn matches(&self, value: &FieldValue<'_>) -> bool {

@@ -2,12 +2,14 @@
 //! how a record exposes them, filter and sort parsing and evaluation, page tokens, and the
 //! [`ListQuery`] a backend answers. Pure: nothing here knows a store or a transport.
 
+mod catalog;
 pub mod filter;
 pub mod list;
 pub mod scope;
 pub mod sort;
 pub mod token;
 
+pub use catalog::RECURRING_RUN_STATUS_NAMES;
 pub use list::{DEFAULT_PAGE_SIZE, ListQuery, ListRequest, Page, Position, Tally, TallyGroup};
 pub use scope::Scope;
 
@@ -58,6 +60,14 @@ pub enum Field {
     PipelineId,
     ServiceAccount,
     LastRunCreatedAt,
+    /// A pipeline's or version's unique name (display_name is [`Field::DisplayName`]).
+    Name,
+    /// A recurring run's status (ENABLED, DISABLED).
+    Status,
+    UpdatedAt,
+    PipelineVersionId,
+    /// A tag of a pipeline or version (`tags.KEY` in filters; its key is in the predicate).
+    Tag,
 }
 
 /// What kind of value a field holds, which decides the filter values it accepts.
@@ -116,9 +126,17 @@ pub trait Record {
     /// Field names accepted in `sort_by` and filter keys, with their field.
     const FIELDS: &'static [(&'static str, Field)];
 
+    /// Whether filters may test its tags (`tags.KEY`).
+    const TAGGED: bool = false;
+
     fn id(&self) -> &str;
     fn created_at(&self) -> Option<Timestamp>;
     fn field(&self, field: Field) -> FieldValue<'_>;
+
+    /// The value of its tag `key`, if it has tags and that one.
+    fn tag(&self, _key: &str) -> Option<&str> {
+        None
+    }
 
     fn lookup_field(name: &str) -> Option<Field> {
         Self::FIELDS
@@ -152,21 +170,24 @@ pub const STORAGE_STATE_NAMES: &[&str] = &["STORAGE_STATE_UNSPECIFIED", "AVAILAB
 impl Field {
     pub fn kind(self) -> FieldKind {
         match self {
-            Field::CreatedAt | Field::ScheduledAt | Field::FinishedAt | Field::LastRunCreatedAt => {
-                FieldKind::Time
-            }
+            Field::CreatedAt
+            | Field::ScheduledAt
+            | Field::FinishedAt
+            | Field::LastRunCreatedAt
+            | Field::UpdatedAt => FieldKind::Time,
             Field::State => FieldKind::EnumName(RUNTIME_STATE_NAMES),
+            Field::Status => FieldKind::EnumName(RECURRING_RUN_STATUS_NAMES),
             Field::StorageState => FieldKind::EnumName(STORAGE_STATE_NAMES),
             _ => FieldKind::Text,
         }
     }
 }
 
-fn text(s: &str) -> FieldValue<'_> {
+pub(crate) fn text(s: &str) -> FieldValue<'_> {
     FieldValue::Text(Cow::Borrowed(s))
 }
 
-fn enum_name(name: Option<&'static str>, number: i32) -> FieldValue<'static> {
+pub(crate) fn enum_name(name: Option<&'static str>, number: i32) -> FieldValue<'static> {
     match name {
         Some(n) => FieldValue::Text(Cow::Borrowed(n)),
         // An enum number this build does not know: compare as its number, so it stays visible.
@@ -191,6 +212,7 @@ impl Record for Run {
         ("experiment_id", Field::ExperimentId),
         ("recurring_run_id", Field::RecurringRunId),
         ("pipeline_id", Field::PipelineId),
+        ("pipeline_version_id", Field::PipelineVersionId),
         ("service_account", Field::ServiceAccount),
     ];
 
@@ -230,8 +252,13 @@ impl Record for Run {
                 Some(run::PipelineSource::PipelineVersionReference(r)) => &r.pipeline_id,
                 _ => "",
             }),
+            Field::PipelineVersionId => text(match &self.pipeline_source {
+                Some(run::PipelineSource::PipelineVersionReference(r)) => &r.pipeline_version_id,
+                _ => "",
+            }),
             Field::ServiceAccount => text(&self.service_account),
-            Field::LastRunCreatedAt => FieldValue::Time(None),
+            Field::LastRunCreatedAt | Field::UpdatedAt => FieldValue::Time(None),
+            Field::Name | Field::Status | Field::Tag => text(""),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Which records a listing, a watch or a counter covers. One type for every use: ListRuns
-//! (every run, a namespace's, an experiment's), ListExperiments (every one, a namespace's) and
-//! WatchRuns (those, or one run). It is also the access boundary a page token is bound to.
+//! (every run, a namespace's, an experiment's), ListExperiments (every one, a namespace's),
+//! WatchRuns (those, or one run), ListPipelines (a namespace's), ListPipelineVersions (a
+//! pipeline's) and ListRecurringRuns (like runs). It is also the access boundary a page token
+//! is bound to.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +18,8 @@ pub enum Scope {
     Experiment(String),
     /// One run (watches only).
     Run(String),
+    /// One pipeline's versions.
+    Pipeline(String),
 }
 
 impl Scope {
@@ -27,6 +31,7 @@ impl Scope {
             Scope::Namespace(ns) => format!("namespace:{ns}"),
             Scope::Experiment(id) => format!("experiment:{id}"),
             Scope::Run(id) => format!("run:{id}"),
+            Scope::Pipeline(id) => format!("pipeline:{id}"),
         }
     }
 
@@ -37,6 +42,7 @@ impl Scope {
             Scope::Namespace(ns) => namespace == ns,
             Scope::Experiment(id) => experiment_id == id,
             Scope::Run(id) => run_id == id,
+            Scope::Pipeline(_) => false,
         }
     }
 
@@ -84,6 +90,7 @@ mod tests {
             Scope::Namespace("x".into()),
             Scope::Experiment("x".into()),
             Scope::Run("x".into()),
+            Scope::Pipeline("x".into()),
         ]
         .map(|s| s.token_name());
         let unique: std::collections::BTreeSet<_> = names.iter().collect();

@@ -7,6 +7,11 @@
 //! caller may not read is NOT_FOUND with the same message as a missing one; one it may read but
 //! not change is PERMISSION_DENIED naming the call and the namespace. Every denial and every
 //! write leaves one line on the `runledger::audit` tracing target.
+//!
+//! Pipelines may be shared (namespace ""): every authenticated caller may read a shared pipeline
+//! and its versions, without a grant; changing one needs a role in namespace "" (or `*`), like
+//! any record of that namespace. The scheduler acts as [`Principal::Scheduler`], which is
+//! allowed everything (the recurring run's creator was authorized when it was created).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -24,9 +29,9 @@ pub enum Role {
     Viewer,
     /// A viewer that may also ReportRunState: the machine that runs pipelines.
     Executor,
-    /// Every run and experiment write, except deleting experiments.
+    /// Every run, experiment, pipeline and recurring-run write, except deleting experiments.
     Editor,
-    /// An editor that may also delete experiments (with all their runs).
+    /// An editor that may also delete experiments (with all their runs and recurring runs).
     Admin,
 }
 
@@ -60,6 +65,22 @@ pub enum Verb {
     ArchiveExperiment,
     UnarchiveExperiment,
     DeleteExperiment,
+    GetPipeline,
+    ListPipelines,
+    CreatePipeline,
+    UpdatePipeline,
+    DeletePipeline,
+    GetPipelineVersion,
+    ListPipelineVersions,
+    CreatePipelineVersion,
+    UpdatePipelineVersion,
+    DeletePipelineVersion,
+    GetRecurringRun,
+    ListRecurringRuns,
+    CreateRecurringRun,
+    EnableRecurringRun,
+    DisableRecurringRun,
+    DeleteRecurringRun,
     /// `GET /metrics`: counts by namespace, so it reads every namespace.
     ReadMetrics,
 }
@@ -83,6 +104,22 @@ impl Verb {
             Verb::ArchiveExperiment => "ArchiveExperiment",
             Verb::UnarchiveExperiment => "UnarchiveExperiment",
             Verb::DeleteExperiment => "DeleteExperiment",
+            Verb::GetPipeline => "GetPipeline",
+            Verb::ListPipelines => "ListPipelines",
+            Verb::CreatePipeline => "CreatePipeline",
+            Verb::UpdatePipeline => "UpdatePipeline",
+            Verb::DeletePipeline => "DeletePipeline",
+            Verb::GetPipelineVersion => "GetPipelineVersion",
+            Verb::ListPipelineVersions => "ListPipelineVersions",
+            Verb::CreatePipelineVersion => "CreatePipelineVersion",
+            Verb::UpdatePipelineVersion => "UpdatePipelineVersion",
+            Verb::DeletePipelineVersion => "DeletePipelineVersion",
+            Verb::GetRecurringRun => "GetRecurringRun",
+            Verb::ListRecurringRuns => "ListRecurringRuns",
+            Verb::CreateRecurringRun => "CreateRecurringRun",
+            Verb::EnableRecurringRun => "EnableRecurringRun",
+            Verb::DisableRecurringRun => "DisableRecurringRun",
+            Verb::DeleteRecurringRun => "DeleteRecurringRun",
             Verb::ReadMetrics => "ReadMetrics",
         }
     }
@@ -95,6 +132,12 @@ impl Verb {
             | Verb::WatchRuns
             | Verb::GetExperiment
             | Verb::ListExperiments
+            | Verb::GetPipeline
+            | Verb::ListPipelines
+            | Verb::GetPipelineVersion
+            | Verb::ListPipelineVersions
+            | Verb::GetRecurringRun
+            | Verb::ListRecurringRuns
             | Verb::ReadMetrics => Role::Viewer,
             Verb::ReportRunState => Role::Executor,
             Verb::CreateRun
@@ -105,7 +148,17 @@ impl Verb {
             | Verb::RetryRun
             | Verb::CreateExperiment
             | Verb::ArchiveExperiment
-            | Verb::UnarchiveExperiment => Role::Editor,
+            | Verb::UnarchiveExperiment
+            | Verb::CreatePipeline
+            | Verb::UpdatePipeline
+            | Verb::DeletePipeline
+            | Verb::CreatePipelineVersion
+            | Verb::UpdatePipelineVersion
+            | Verb::DeletePipelineVersion
+            | Verb::CreateRecurringRun
+            | Verb::EnableRecurringRun
+            | Verb::DisableRecurringRun
+            | Verb::DeleteRecurringRun => Role::Editor,
             Verb::DeleteExperiment => Role::Admin,
         }
     }
@@ -155,6 +208,7 @@ impl Principal {
     pub fn name(&self) -> &str {
         match self {
             Principal::Anonymous => "anonymous",
+            Principal::Scheduler => "scheduler",
             Principal::User(identity) => &identity.name,
         }
     }
@@ -200,6 +254,21 @@ pub(super) fn audited<T>(
     result
 }
 
+/// [`audited`] for a call on a record: `namespace` is the record's once the call was allowed
+/// (None: it failed before, and a denial was audited where it was decided).
+pub(super) fn audited_on<T>(
+    ctx: &Context,
+    verb: Verb,
+    resource: &str,
+    namespace: Option<String>,
+    result: Result<T>,
+) -> Result<T> {
+    match namespace {
+        Some(ns) => audited(ctx, verb, resource, &ns, result),
+        None => result,
+    }
+}
+
 impl Core {
     /// Whether calls must carry an authenticated principal (auth is on).
     pub(super) fn multi_user(&self) -> bool {
@@ -210,6 +279,7 @@ impl Core {
     fn grants<'a>(&self, ctx: &'a Context) -> Result<Option<&'a Grants>> {
         match &ctx.principal {
             Principal::User(identity) => Ok(Some(&identity.grants)),
+            Principal::Scheduler => Ok(None),
             // Only reachable when a request bypassed the identifying layer: refuse rather
             // than let a call through unchecked.
             Principal::Anonymous if self.multi_user() => Err(Error::Unauthenticated(
@@ -279,6 +349,12 @@ impl Core {
         ));
         audit_denial(ctx, verb, "", "*", &error);
         Err(error)
+    }
+
+    /// Allows reading a record shared with every namespace (a pipeline in namespace ""): any
+    /// authenticated caller may.
+    pub(super) fn allow_shared_read(&self, ctx: &Context) -> Result<()> {
+        self.grants(ctx).map(drop)
     }
 
     /// Allows `GET /metrics`, whose labels name every namespace and count its runs: a grant on

@@ -13,6 +13,8 @@ pub enum Principal {
     Anonymous,
     /// An authenticated caller with its grants (see [`super::access`]).
     User(Arc<super::access::Identity>),
+    /// The server's own scheduler, creating the runs of recurring runs: allowed everything.
+    Scheduler,
 }
 
 /// The time source of the core.

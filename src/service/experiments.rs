@@ -74,6 +74,38 @@ impl Core {
         Ok((created, ops))
     }
 
+    /// The experiment a new `kind` ("run", "recurring_run") goes to, and the ops its write must
+    /// carry: `experiment_id` (NOT_FOUND when unknown), or else the namespace's default
+    /// experiment. A non-empty `namespace` other than the experiment's is INVALID_ARGUMENT.
+    pub(super) async fn experiment_for_new(
+        &self,
+        ctx: &Context,
+        kind: &str,
+        experiment_id: &str,
+        namespace: &str,
+    ) -> Result<(Experiment, Vec<Op>)> {
+        let (experiment, ops) = if experiment_id.is_empty() {
+            self.default_experiment(ctx, namespace).await?
+        } else {
+            let experiment = self.experiment(experiment_id).await?.value;
+            let id = experiment.experiment_id.clone();
+            (
+                experiment,
+                vec![Op::Expect(Expectation::ExperimentExists(id))],
+            )
+        };
+        if !namespace.is_empty() && namespace != experiment.namespace {
+            return Err(Error::invalid(format!(
+                "{kind}.namespace {namespace:?} differs from the namespace {:?} of experiment \
+                 {:?}; a {} belongs to its experiment's namespace (leave namespace empty)",
+                experiment.namespace,
+                experiment.experiment_id,
+                kind.replace('_', " ")
+            )));
+        }
+        Ok((experiment, ops))
+    }
+
     pub(super) async fn experiment(&self, experiment_id: &str) -> Result<Stored<Experiment>> {
         check_lookup_id("experiment_id", experiment_id)?;
         self.store
@@ -231,7 +263,7 @@ impl Experiments {
                     not_found(experiment_id)
                 })?;
             *namespace = Some(ns.clone());
-            let Some(ops) = change.ops(&self.core, &current).await? else {
+            let Some(ops) = change.ops(&self.core, &current, ctx.now()).await? else {
                 // Nothing to write, but the answer confirms a state that must be durable too.
                 return store.settle().await;
             };
@@ -276,8 +308,15 @@ impl Change {
         }
     }
 
-    /// What the change writes, given the experiment's current record (None: nothing).
-    async fn ops(self, core: &Core, current: &Stored<Experiment>) -> Result<Option<Vec<Op>>> {
+    /// What the change writes, given the experiment's current record (None: nothing). Archiving
+    /// also archives its runs and disables its recurring runs (as KFP does); deleting deletes
+    /// both.
+    async fn ops(
+        self,
+        core: &Core,
+        current: &Stored<Experiment>,
+        now: crate::wkt::Timestamp,
+    ) -> Result<Option<Vec<Op>>> {
         let e = &current.value;
         let with_storage_state = |state: experiment::StorageState| Op::PutExperiment {
             experiment: Experiment {
@@ -290,6 +329,10 @@ impl Change {
             Change::Archive => Some(vec![
                 Op::ArchiveRunsOf {
                     experiment_id: e.experiment_id.clone(),
+                },
+                Op::DisableRecurringRunsOf {
+                    experiment_id: e.experiment_id.clone(),
+                    at: now,
                 },
                 with_storage_state(experiment::StorageState::Archived),
             ]),
@@ -313,6 +356,9 @@ impl Change {
                         namespace: e.namespace.clone(),
                         experiment_id: default,
                     }),
+                    Op::DeleteRecurringRunsOf {
+                        experiment_id: e.experiment_id.clone(),
+                    },
                     Op::DeleteExperiment {
                         experiment_id: e.experiment_id.clone(),
                         replaces: current.revision.clone(),

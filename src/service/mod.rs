@@ -1,17 +1,40 @@
-//! The transport-free core: one service per resource ([`Runs`], [`Experiments`]), one method per
-//! use case, each taking the call's [`Context`]. Validation, defaults, the state machine and every
-//! business rule live here; the gRPC and HTTP adapters only convert, build the context and call,
-//! so whatever is checked here covers every transport path.
+//! The transport-free core: one service per resource ([`Runs`], [`Experiments`], [`Pipelines`],
+//! [`RecurringRuns`]), one method per use case, each taking the call's [`Context`]. Validation,
+//! defaults, the state machine and every business rule live here; the gRPC and HTTP adapters
+//! only convert, build the context and call, so whatever is checked here covers every transport
+//! path.
 //!
 //! Writes read the records they change, decide, and write back naming the revisions they read
 //! (compare-and-set, see [`crate::store`]); a write that lost a race is retried against the
 //! latest state, up to [`MAX_ATTEMPTS`] times.
 
+/// Evaluates `$attempt`, an `async` block that reads the latest records, decides and writes,
+/// again while its write loses a race (Conflict), at most [`MAX_ATTEMPTS`] times; then the call
+/// is ABORTED naming `$what` (evaluated only then).
+macro_rules! until_not_outraced {
+    ($what:expr, $attempt:expr $(,)?) => {{
+        let mut outcome = None;
+        for _ in 0..$crate::service::MAX_ATTEMPTS {
+            outcome = $crate::service::unless_conflict($attempt.await);
+            if outcome.is_some() {
+                break;
+            }
+        }
+        outcome.unwrap_or_else(|| Err($crate::service::contended(&$what)))
+    }};
+}
+
 pub mod access;
 mod context;
+pub mod cron;
 mod experiments;
 pub mod lifecycle;
+mod listing;
+mod pipeline_spec;
+mod pipelines;
+mod recurring_runs;
 mod runs;
+pub mod timetable;
 mod validate;
 mod watch;
 
@@ -20,6 +43,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 pub use context::{Clock, Context, IdSource, Principal, RandomIds, SystemClock};
 pub use experiments::{DEFAULT_EXPERIMENT_NAME, Experiments};
+pub use pipelines::{Pipelines, Upload};
+pub use recurring_runs::{Next, RecurringRuns, scheduled_run_id, scheduled_run_name};
 pub use runs::{RunPage, Runs};
 pub use validate::Limits;
 pub use watch::{RunWatch, run_event};
@@ -34,6 +59,8 @@ pub const MAX_ATTEMPTS: usize = 64;
 pub struct Services {
     pub runs: Runs,
     pub experiments: Experiments,
+    pub pipelines: Pipelines,
+    pub recurring_runs: RecurringRuns,
     core: Arc<Core>,
 }
 
@@ -51,6 +78,8 @@ struct Core {
     ids: Arc<dyn IdSource>,
     /// Set when authentication is on: every call must then name an authenticated principal.
     multi_user: AtomicBool,
+    /// Wakes the scheduler when a recurring run was created or enabled.
+    scheduler_wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl Services {
@@ -76,10 +105,13 @@ impl Services {
             clock,
             ids,
             multi_user: AtomicBool::new(false),
+            scheduler_wakeup: Arc::new(tokio::sync::Notify::new()),
         });
         Ok(Arc::new(Services {
             runs: Runs::new(core.clone()),
             experiments: Experiments::new(core.clone()),
+            pipelines: Pipelines::new(core.clone()),
+            recurring_runs: RecurringRuns::new(core.clone()),
             core,
         }))
     }
@@ -122,9 +154,19 @@ impl Services {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Ends every watch stream; for shutdown.
+    /// Ends every watch stream (and stops the scheduler); for shutdown.
     pub fn close_watches(&self) {
         self.core.closing.send_replace(true);
+    }
+
+    /// Set once the server shuts down (what [`Services::close_watches`] sets).
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.core.closing.subscribe()
+    }
+
+    /// Notified when a recurring run is created or enabled: the scheduler should look again.
+    pub fn scheduler_wakeup(&self) -> Arc<tokio::sync::Notify> {
+        self.core.scheduler_wakeup.clone()
     }
 }
 

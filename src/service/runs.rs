@@ -7,7 +7,8 @@ use super::lifecycle;
 use super::validate::{self, MAX_ID_BYTES, check_lookup_id, check_text};
 use super::{Context, Core, MAX_ATTEMPTS, contended, unless_conflict};
 use crate::api::{
-    ListRunsRequest, ReportRunStateRequest, Run, RuntimeState, RuntimeStatus, experiment, run,
+    ListRunsRequest, PipelineVersionReference, ReportRunStateRequest, Run, RuntimeState,
+    RuntimeStatus, experiment, run,
 };
 use crate::error::{Error, Result};
 use crate::query::{ListQuery, ListRequest, Scope};
@@ -127,64 +128,77 @@ impl Runs {
                     "a run with run_id {run_id:?} already exists"
                 )));
             }
-            let (experiment, mut ops) = if input.experiment_id.is_empty() {
-                self.core.default_experiment(ctx, &input.namespace).await?
-            } else {
-                let experiment =
-                    store
-                        .experiment(&input.experiment_id)
-                        .await?
-                        .ok_or_else(|| {
-                            Error::NotFound(format!(
-                                "experiment {:?} not found",
-                                input.experiment_id
-                            ))
-                        })?;
-                let id = experiment.value.experiment_id.clone();
-                (
-                    experiment.value,
-                    vec![Op::Expect(Expectation::ExperimentExists(id))],
-                )
-            };
-            if !input.namespace.is_empty() && input.namespace != experiment.namespace {
-                return Err(Error::invalid(format!(
-                    "run.namespace {:?} differs from the namespace {:?} of experiment {:?}; a run \
-                     belongs to its experiment's namespace (leave namespace empty)",
-                    input.namespace, experiment.namespace, experiment.experiment_id
-                )));
-            }
-            let run = Run {
-                experiment_id: experiment.experiment_id.clone(),
-                run_id: run_id.clone(),
-                display_name: input.display_name.clone(),
-                storage_state: run::StorageState::Available as i32,
-                description: input.description.clone(),
-                pipeline_source: input.pipeline_source.clone(),
-                runtime_config: input.runtime_config.clone(),
-                service_account: input.service_account.clone(),
-                created_at: Some(now),
-                scheduled_at: Some(input.scheduled_at.unwrap_or(now)),
-                finished_at: None,
-                state: RuntimeState::Pending as i32,
-                error: None,
-                runtime_details: None,
-                recurring_run_id: input.recurring_run_id.clone(),
-                state_history: vec![RuntimeStatus {
-                    update_time: Some(now),
-                    state: RuntimeState::Pending as i32,
-                    error: None,
-                }],
-                namespace: experiment.namespace.clone(),
-            };
-            ops.push(Op::PutRun {
-                run: Box::new(run),
-                replaces: None,
-            });
+            let ops = self.new_run_ops(ctx, &input, &run_id, now).await?;
             if let Some(result) = unless_conflict(store.write(Write::new(ops)).await) {
                 return result.and_then(put_run);
             }
         }
         Err(contended(&format!("run {run_id:?} or its experiment")))
+    }
+
+    /// The ops that create run `run_id` from `input` at `now`: what its experiment needs (it
+    /// still exists; or the namespace's default experiment is created or adopted), that the
+    /// pipeline version it names still exists, and the run itself. A version reference is
+    /// resolved here: NOT_FOUND when the version (or with only a pipeline id, any version of
+    /// the pipeline) is missing; the stored run names both ids of the version that ran.
+    pub(super) async fn new_run_ops(
+        &self,
+        ctx: &Context,
+        input: &Run,
+        run_id: &str,
+        now: Timestamp,
+    ) -> Result<Vec<Op>> {
+        let (experiment, mut ops) = self
+            .core
+            .experiment_for_new(ctx, "run", &input.experiment_id, &input.namespace)
+            .await?;
+        let pipeline_source = match &input.pipeline_source {
+            Some(run::PipelineSource::PipelineVersionReference(reference)) => {
+                let version = self
+                    .core
+                    .referenced_version(ctx, "run.pipeline_version_reference", reference)
+                    .await?
+                    .value;
+                ops.push(Op::Expect(Expectation::PipelineVersionExists(
+                    version.pipeline_version_id.clone(),
+                )));
+                Some(run::PipelineSource::PipelineVersionReference(
+                    PipelineVersionReference {
+                        pipeline_id: version.pipeline_id,
+                        pipeline_version_id: version.pipeline_version_id,
+                    },
+                ))
+            }
+            other => other.clone(),
+        };
+        let run = Run {
+            experiment_id: experiment.experiment_id.clone(),
+            run_id: run_id.to_owned(),
+            display_name: input.display_name.clone(),
+            storage_state: run::StorageState::Available as i32,
+            description: input.description.clone(),
+            pipeline_source,
+            runtime_config: input.runtime_config.clone(),
+            service_account: input.service_account.clone(),
+            created_at: Some(now),
+            scheduled_at: Some(input.scheduled_at.unwrap_or(now)),
+            finished_at: None,
+            state: RuntimeState::Pending as i32,
+            error: None,
+            runtime_details: None,
+            recurring_run_id: input.recurring_run_id.clone(),
+            state_history: vec![RuntimeStatus {
+                update_time: Some(now),
+                state: RuntimeState::Pending as i32,
+                error: None,
+            }],
+            namespace: experiment.namespace.clone(),
+        };
+        ops.push(Op::PutRun {
+            run: Box::new(run),
+            replaces: None,
+        });
+        Ok(ops)
     }
 
     fn check_new_run(&self, run: &Run) -> Result<()> {

@@ -118,6 +118,74 @@ impl Store for Racing {
     async fn close(&self) -> crate::error::Result<()> {
         self.inner.close().await
     }
+    async fn pipeline(
+        &self,
+        id: &str,
+    ) -> crate::error::Result<Option<Stored<crate::api::Pipeline>>> {
+        self.inner.pipeline(id).await
+    }
+    async fn pipeline_named(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> crate::error::Result<Option<Stored<crate::api::Pipeline>>> {
+        self.inner.pipeline_named(namespace, name).await
+    }
+    async fn list_pipelines(
+        &self,
+        query: ListQuery,
+    ) -> crate::error::Result<Page<Stored<crate::api::Pipeline>>> {
+        self.inner.list_pipelines(query).await
+    }
+    async fn pipeline_namespaces(&self) -> crate::error::Result<Vec<String>> {
+        self.inner.pipeline_namespaces().await
+    }
+    async fn pipeline_version(
+        &self,
+        id: &str,
+    ) -> crate::error::Result<Option<Stored<crate::api::PipelineVersion>>> {
+        self.inner.pipeline_version(id).await
+    }
+    async fn pipeline_version_named(
+        &self,
+        pipeline_id: &str,
+        name: &str,
+    ) -> crate::error::Result<Option<Stored<crate::api::PipelineVersion>>> {
+        self.inner.pipeline_version_named(pipeline_id, name).await
+    }
+    async fn latest_pipeline_version(
+        &self,
+        pipeline_id: &str,
+    ) -> crate::error::Result<Option<Stored<crate::api::PipelineVersion>>> {
+        self.inner.latest_pipeline_version(pipeline_id).await
+    }
+    async fn list_pipeline_versions(
+        &self,
+        query: ListQuery,
+    ) -> crate::error::Result<Page<Stored<crate::api::PipelineVersion>>> {
+        self.inner.list_pipeline_versions(query).await
+    }
+    async fn recurring_run(
+        &self,
+        id: &str,
+    ) -> crate::error::Result<Option<Stored<store::RecurringRunRecord>>> {
+        self.inner.recurring_run(id).await
+    }
+    async fn list_recurring_runs(
+        &self,
+        query: ListQuery,
+    ) -> crate::error::Result<Page<Stored<store::RecurringRunRecord>>> {
+        self.inner.list_recurring_runs(query).await
+    }
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> crate::error::Result<bool> {
+        self.inner.acquire_lease(name, holder, now, until).await
+    }
 }
 
 struct Fixture {

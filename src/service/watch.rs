@@ -118,6 +118,7 @@ impl Runs {
                     Error::NotFound(format!("experiment {id:?} not found"))
                 })
             }
+            Scope::Pipeline(_) => Err(Error::internal("a watch has no pipeline scope")),
         }
     }
 

@@ -22,6 +22,7 @@ mod observe;
 pub mod portable;
 pub mod postgres;
 mod record;
+mod schedule;
 pub mod sled;
 
 use std::path::{Path, PathBuf};
@@ -34,10 +35,12 @@ pub use self::sled::{
 pub use feed::{Change, ChangeKind, Subscription};
 pub use observe::{ObserverSlot, StoreObserver};
 pub use record::{Revision, SpecBlob, Stored, StoredRun, split_spec};
+pub use schedule::{RecurringRunRecord, ScheduleState};
 
-use crate::api::{Experiment, Run};
+use crate::api::{Experiment, Pipeline, PipelineVersion, Run};
 use crate::error::Result;
 use crate::query::{ListQuery, Page, Scope, Tally};
+use crate::wkt::Timestamp;
 
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -89,6 +92,59 @@ pub trait Store: Send + Sync + 'static {
     async fn check_health(&self) -> Result<()> {
         Ok(())
     }
+
+    // ---- Pipelines, pipeline versions, recurring runs and the scheduler's lease ----
+    //
+    // Names are unique per scope: a pipeline's `name` within its namespace, a version's `name`
+    // within its pipeline (a put that would take a used name is a Conflict). A version is
+    // handed out with its pipeline_spec.
+
+    async fn pipeline(&self, pipeline_id: &str) -> Result<Option<Stored<Pipeline>>>;
+    /// The pipeline named `name` in `namespace`.
+    async fn pipeline_named(&self, namespace: &str, name: &str)
+    -> Result<Option<Stored<Pipeline>>>;
+    /// One page of pipelines (scope Namespace; "" is the shared pipelines).
+    async fn list_pipelines(&self, query: ListQuery) -> Result<Page<Stored<Pipeline>>>;
+    /// Every namespace that holds pipelines ("" for the shared ones), in order: with
+    /// [`Store::list_pipelines`], every pipeline (an export reads them so).
+    async fn pipeline_namespaces(&self) -> Result<Vec<String>>;
+    async fn pipeline_version(&self, version_id: &str) -> Result<Option<Stored<PipelineVersion>>>;
+    /// The version named `name` of pipeline `pipeline_id`.
+    async fn pipeline_version_named(
+        &self,
+        pipeline_id: &str,
+        name: &str,
+    ) -> Result<Option<Stored<PipelineVersion>>>;
+    /// The pipeline's latest version: the last in (created_at, pipeline_version_id) order.
+    async fn latest_pipeline_version(
+        &self,
+        pipeline_id: &str,
+    ) -> Result<Option<Stored<PipelineVersion>>>;
+    /// One page of a pipeline's versions (scope Pipeline).
+    async fn list_pipeline_versions(
+        &self,
+        query: ListQuery,
+    ) -> Result<Page<Stored<PipelineVersion>>>;
+    async fn recurring_run(
+        &self,
+        recurring_run_id: &str,
+    ) -> Result<Option<Stored<RecurringRunRecord>>>;
+    /// One page of recurring runs (scope All, Namespace or Experiment).
+    async fn list_recurring_runs(
+        &self,
+        query: ListQuery,
+    ) -> Result<Page<Stored<RecurringRunRecord>>>;
+    /// Takes or renews the lease `name` for `holder` until `until`, unless another holder's
+    /// lease is still valid at `now`: then false, and nothing changes. Only the lease's holder
+    /// (the one scheduler of a store) acts; a backend that several processes share makes this
+    /// atomic across them.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool>;
 }
 
 /// Changes applied together, atomically.
@@ -134,6 +190,50 @@ pub enum Op {
     },
     /// Changes nothing; Conflict unless it holds when the write commits.
     Expect(Expectation),
+
+    // ---- Pipelines, pipeline versions and recurring runs ----
+    /// Stores a pipeline: a new one when `replaces` is None (Conflict if its id exists or its
+    /// name is taken in its namespace), otherwise replacing exactly that revision.
+    PutPipeline {
+        pipeline: Pipeline,
+        replaces: Option<Revision>,
+    },
+    /// Removes a pipeline, which must still be at `replaces`, and every version of it.
+    DeletePipeline {
+        pipeline_id: String,
+        replaces: Revision,
+    },
+    /// Stores a version (with its pipeline_spec): a new one when `replaces` is None (Conflict
+    /// if its id exists or its name is taken in its pipeline), otherwise replacing exactly that
+    /// revision. Writers pair a new version with `Expect(PipelineExists)`.
+    PutPipelineVersion {
+        version: Box<PipelineVersion>,
+        replaces: Option<Revision>,
+    },
+    /// Removes a version, which must still be at `replaces`.
+    DeletePipelineVersion {
+        pipeline_version_id: String,
+        replaces: Revision,
+    },
+    /// Stores a recurring run: a new one when `replaces` is None (Conflict if its id exists),
+    /// otherwise replacing exactly that revision.
+    PutRecurringRun {
+        record: Box<RecurringRunRecord>,
+        replaces: Option<Revision>,
+    },
+    /// Removes a recurring run, which must still be at `replaces`.
+    DeleteRecurringRun {
+        recurring_run_id: String,
+        replaces: Revision,
+    },
+    /// Disables every enabled recurring run of the experiment, with `updated_at` = `at`
+    /// (archiving an experiment does).
+    DisableRecurringRunsOf {
+        experiment_id: String,
+        at: Timestamp,
+    },
+    /// Removes every recurring run of the experiment (deleting an experiment does).
+    DeleteRecurringRunsOf { experiment_id: String },
 }
 
 /// A condition a write depends on without changing it.
@@ -148,6 +248,12 @@ pub enum Expectation {
         namespace: String,
         experiment_id: Option<String>,
     },
+    /// The pipeline exists (at any revision).
+    PipelineExists(String),
+    /// The pipeline has no version.
+    NoPipelineVersions(String),
+    /// The pipeline version exists (at any revision).
+    PipelineVersionExists(String),
 }
 
 /// What a committed write stored.

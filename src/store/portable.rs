@@ -9,15 +9,25 @@
 //! {"experiment":{...},"default":true}            every experiment, oldest first; "default":
 //!                                                 it is its namespace's default experiment
 //! {"spec":{"sha256":"…","protobuf":"…"}}          each distinct pipeline spec once, before the
-//!                                                 first run that uses it (protobuf: base64 of
-//!                                                 the google.protobuf.Struct, exactly as stored)
+//!                                                 first record that uses it (protobuf: base64
+//!                                                 of the google.protobuf.Struct, exactly as
+//!                                                 stored)
+//! {"pipeline":{...}}                              every pipeline, by namespace, oldest first
+//! {"pipeline_version":{...},"pipeline_spec_sha256":"…"}  every version, after its pipeline,
+//!                                                 without its spec
 //! {"run":{...},"pipeline_spec_sha256":"…"}       every run, oldest first, without its spec
-//! {"end":{"experiments":N,"specs":S,"runs":R}}   the totals: a file without it is truncated
+//! {"recurring_run":{...},"schedule":{...},"pipeline_spec_sha256":"…"}  every recurring run,
+//!                                                 oldest first, with where its schedule is
+//! {"end":{"experiments":N,"specs":S,"runs":R,"pipelines":P,"pipeline_versions":V,"recurring_runs":J}}
+//!                                                 the totals: a file without it is truncated
 //! ```
 //!
-//! Experiments and runs are proto3 JSON (snake_case, as the JSON API writes them), every field
-//! kept: ids, timestamps, state history. Specs are kept as their exact bytes (JSON would not
-//! keep the order of their keys, and GetRun returns the bytes a run was created with).
+//! Records are proto3 JSON (snake_case, as the JSON API writes them), every field kept: ids,
+//! timestamps, state history, a recurring run's schedule (the last scheduled time, how many
+//! runs it created, its unfinished runs), so that after an import its scheduler neither
+//! repeats nor skips a scheduled time. Specs are kept as their exact bytes (JSON would not keep
+//! the order of their keys, and GetRun returns the bytes a run was created with). An export
+//! written before pipelines existed (no pipeline lines or totals) still imports.
 //!
 //! Import needs an empty store; it writes in batches, each atomic, and stops at the first line
 //! it cannot take, naming it. Export reads the store page by page: stop writers first for a
@@ -31,8 +41,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use super::{Op, SpecBlob, Store, Write as StoreWrite, split_spec};
-use crate::api::{Experiment, Run, run};
+use super::{
+    Expectation, Op, RecurringRunRecord, ScheduleState, SpecBlob, Store, Write as StoreWrite,
+    split_spec,
+};
+use crate::api::{Experiment, Pipeline, PipelineVersion, RecurringRun, Run, recurring_run, run};
 use crate::error::{Error, Result};
 use crate::query::filter::Filter;
 use crate::query::sort::Sort;
@@ -46,19 +59,34 @@ const BATCH: usize = 200;
 
 /// How many records of each kind an export wrote or an import read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Totals {
     pub experiments: u64,
     pub specs: u64,
     pub runs: u64,
+    pub pipelines: u64,
+    pub pipeline_versions: u64,
+    pub recurring_runs: u64,
+}
+
+impl Totals {
+    fn records(&self) -> u64 {
+        self.experiments + self.runs + self.pipelines + self.pipeline_versions + self.recurring_runs
+    }
 }
 
 impl std::fmt::Display for Totals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} experiments, {} pipeline specs, {} runs",
-            self.experiments, self.specs, self.runs
+            "{} experiments, {} pipeline specs, {} runs, {} pipelines, {} pipeline versions, {} \
+             recurring runs",
+            self.experiments,
+            self.specs,
+            self.runs,
+            self.pipelines,
+            self.pipeline_versions,
+            self.recurring_runs
         )
     }
 }
@@ -84,6 +112,14 @@ struct Line {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     run: Option<Run>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pipeline: Option<Pipeline>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pipeline_version: Option<PipelineVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recurring_run: Option<RecurringRun>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule: Option<ScheduleLine>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pipeline_spec_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     end: Option<Totals>,
@@ -94,6 +130,42 @@ struct Line {
 struct SpecLine {
     sha256: String,
     protobuf: String,
+}
+
+/// A recurring run's [`ScheduleState`].
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ScheduleLine {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_scheduled_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "is_zero")]
+    runs_created: i64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unfinished_runs: Vec<String>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+impl From<ScheduleState> for ScheduleLine {
+    fn from(s: ScheduleState) -> Self {
+        ScheduleLine {
+            last_scheduled_at: s.last_scheduled_at,
+            runs_created: s.runs_created,
+            unfinished_runs: s.unfinished_runs,
+        }
+    }
+}
+
+impl From<ScheduleLine> for ScheduleState {
+    fn from(s: ScheduleLine) -> Self {
+        ScheduleState {
+            last_scheduled_at: s.last_scheduled_at,
+            runs_created: s.runs_created,
+            unfinished_runs: s.unfinished_runs,
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -118,6 +190,68 @@ fn first_page(scope: Scope) -> ListQuery {
     }
 }
 
+/// The pages of one listing: the query of each next page, until the last.
+struct Pages(Option<ListQuery>);
+
+impl Pages {
+    fn of(scope: Scope) -> Pages {
+        Pages(Some(first_page(scope)))
+    }
+
+    /// The next page's query (None: the last was read).
+    fn next(&mut self) -> Option<ListQuery> {
+        self.0.clone()
+    }
+
+    /// Where the page just read says the next starts.
+    fn after(&mut self, next: Option<crate::query::Position>) {
+        self.0 = match (self.0.take(), next) {
+            (Some(query), Some(after)) => Some(ListQuery {
+                after: Some(after),
+                ..query
+            }),
+            _ => None,
+        };
+    }
+}
+
+/// Writes each distinct spec once, before the first record that uses it.
+struct SpecLines {
+    written: std::collections::HashSet<[u8; 32]>,
+}
+
+impl SpecLines {
+    /// Writes `spec`'s line unless it was written; returns its digest for the record's line.
+    fn write(
+        &mut self,
+        out: &mut impl Write,
+        totals: &mut Totals,
+        spec: Option<SpecBlob>,
+    ) -> Result<Option<String>> {
+        let Some(spec) = spec else {
+            return Ok(None);
+        };
+        if self.written.insert(spec.digest) {
+            write_line(
+                out,
+                &Line {
+                    spec: Some(SpecLine {
+                        sha256: hex(&spec.digest),
+                        protobuf: STANDARD.encode(&spec.bytes),
+                    }),
+                    ..Line::default()
+                },
+            )?;
+            totals.specs += 1;
+        }
+        Ok(Some(hex(&spec.digest)))
+    }
+}
+
+fn blob(spec: Option<StructBytes>) -> Option<SpecBlob> {
+    spec.map(|spec| SpecBlob::of(spec.protobuf().clone()))
+}
+
 /// Writes every record of `store` to `out`; `progress` hears the records written so far.
 pub async fn export(
     store: &Arc<dyn Store>,
@@ -137,9 +271,10 @@ pub async fn export(
         },
     )?;
     let mut defaults = BTreeMap::new();
-    let mut query = first_page(Scope::All);
-    loop {
-        let page = store.list_experiments(query.clone()).await?;
+    let mut pages = Pages::of(Scope::All);
+    while let Some(query) = pages.next() {
+        let page = store.list_experiments(query).await?;
+        pages.after(page.next);
         for stored in &page.items {
             let e = &stored.value;
             let default = match defaults.get(&e.namespace) {
@@ -158,35 +293,56 @@ pub async fn export(
             )?;
             totals.experiments += 1;
         }
-        progress(totals.experiments);
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => break,
-        }
+        progress(totals.records());
     }
-    let mut written_specs = std::collections::HashSet::new();
-    let mut query = first_page(Scope::All);
-    loop {
-        let page = store.list_runs(query.clone()).await?;
-        for stored in &page.items {
-            let run = stored.decode();
-            let (_, spec) = split_spec(&run);
-            let digest = spec.as_ref().map(|s| hex(&s.digest));
-            if let Some(spec) = spec
-                && written_specs.insert(spec.digest)
-            {
+    let mut specs = SpecLines {
+        written: Default::default(),
+    };
+    for namespace in store.pipeline_namespaces().await? {
+        let mut pages = Pages::of(Scope::Namespace(namespace));
+        while let Some(query) = pages.next() {
+            let page = store.list_pipelines(query).await?;
+            pages.after(page.next);
+            for pipeline in page.items {
+                let pipeline_id = pipeline.value.pipeline_id.clone();
                 write_line(
                     out,
                     &Line {
-                        spec: Some(SpecLine {
-                            sha256: hex(&spec.digest),
-                            protobuf: STANDARD.encode(&spec.bytes),
-                        }),
+                        pipeline: Some(pipeline.value),
                         ..Line::default()
                     },
                 )?;
-                totals.specs += 1;
+                totals.pipelines += 1;
+                let mut versions = Pages::of(Scope::Pipeline(pipeline_id));
+                while let Some(query) = versions.next() {
+                    let page = store.list_pipeline_versions(query).await?;
+                    versions.after(page.next);
+                    for mut version in page.items.into_iter().map(|v| v.value) {
+                        let digest =
+                            specs.write(out, &mut totals, blob(version.pipeline_spec.take()))?;
+                        write_line(
+                            out,
+                            &Line {
+                                pipeline_version: Some(version),
+                                pipeline_spec_sha256: digest,
+                                ..Line::default()
+                            },
+                        )?;
+                        totals.pipeline_versions += 1;
+                    }
+                }
             }
+            progress(totals.records());
+        }
+    }
+    let mut pages = Pages::of(Scope::All);
+    while let Some(query) = pages.next() {
+        let page = store.list_runs(query).await?;
+        pages.after(page.next);
+        for stored in &page.items {
+            let run = stored.decode();
+            let (_, spec) = split_spec(&run);
+            let digest = specs.write(out, &mut totals, spec)?;
             let without_spec = match run.pipeline_source {
                 Some(run::PipelineSource::PipelineSpec(_)) => Run {
                     pipeline_source: None,
@@ -204,11 +360,37 @@ pub async fn export(
             )?;
             totals.runs += 1;
         }
-        progress(totals.experiments + totals.runs);
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => break,
+        progress(totals.records());
+    }
+    let mut pages = Pages::of(Scope::All);
+    while let Some(query) = pages.next() {
+        let page = store.list_recurring_runs(query).await?;
+        pages.after(page.next);
+        for stored in page.items {
+            let RecurringRunRecord {
+                mut recurring_run,
+                schedule,
+            } = stored.value;
+            let spec = match recurring_run.pipeline_source.take() {
+                Some(recurring_run::PipelineSource::PipelineSpec(spec)) => Some(spec),
+                other => {
+                    recurring_run.pipeline_source = other;
+                    None
+                }
+            };
+            let digest = specs.write(out, &mut totals, blob(spec))?;
+            write_line(
+                out,
+                &Line {
+                    recurring_run: Some(recurring_run),
+                    schedule: Some(schedule.into()),
+                    pipeline_spec_sha256: digest,
+                    ..Line::default()
+                },
+            )?;
+            totals.recurring_runs += 1;
         }
+        progress(totals.records());
     }
     write_line(
         out,
@@ -312,16 +494,10 @@ pub async fn import(
                 if run.run_id.is_empty() || run.experiment_id.is_empty() {
                     return Err(at("a run needs run_id and experiment_id".into()));
                 }
-                if let Some(digest) = pipeline_spec_sha256 {
-                    let bytes = specs.get(&digest).ok_or_else(|| {
-                        at(format!(
-                            "run {:?} uses spec {digest}, which no line before it holds",
-                            run.run_id
-                        ))
-                    })?;
-                    run.pipeline_source = Some(run::PipelineSource::PipelineSpec(
-                        StructBytes::from_protobuf(bytes.clone()),
-                    ));
+                if let Some(spec) =
+                    spec_of(&specs, pipeline_spec_sha256, "run", &run.run_id).map_err(at)?
+                {
+                    run.pipeline_source = Some(run::PipelineSource::PipelineSpec(spec));
                 }
                 batch.ops.push(Op::PutRun {
                     run: Box::new(run),
@@ -330,12 +506,98 @@ pub async fn import(
                 batch.first_line.get_or_insert(number);
                 totals.runs += 1;
             }
+            Line {
+                pipeline: Some(pipeline),
+                ..
+            } => {
+                if pipeline.pipeline_id.is_empty() || pipeline.name.is_empty() {
+                    return Err(at("a pipeline needs pipeline_id and name".into()));
+                }
+                batch.ops.push(Op::PutPipeline {
+                    pipeline,
+                    replaces: None,
+                });
+                batch.first_line.get_or_insert(number);
+                totals.pipelines += 1;
+            }
+            Line {
+                pipeline_version: Some(mut version),
+                pipeline_spec_sha256,
+                ..
+            } => {
+                if version.pipeline_version_id.is_empty() || version.pipeline_id.is_empty() {
+                    return Err(at(
+                        "a pipeline version needs pipeline_version_id and pipeline_id".into(),
+                    ));
+                }
+                version.pipeline_spec = spec_of(
+                    &specs,
+                    pipeline_spec_sha256,
+                    "pipeline version",
+                    &version.pipeline_version_id,
+                )
+                .map_err(at)?;
+                batch.ops.extend([
+                    Op::Expect(Expectation::PipelineExists(version.pipeline_id.clone())),
+                    Op::PutPipelineVersion {
+                        version: Box::new(version),
+                        replaces: None,
+                    },
+                ]);
+                batch.first_line.get_or_insert(number);
+                totals.pipeline_versions += 1;
+            }
+            Line {
+                recurring_run: Some(mut recurring_run),
+                schedule,
+                pipeline_spec_sha256,
+                ..
+            } => {
+                if recurring_run.recurring_run_id.is_empty()
+                    || recurring_run.experiment_id.is_empty()
+                {
+                    return Err(at(
+                        "a recurring run needs recurring_run_id and experiment_id".into(),
+                    ));
+                }
+                if let Some(spec) = spec_of(
+                    &specs,
+                    pipeline_spec_sha256,
+                    "recurring run",
+                    &recurring_run.recurring_run_id,
+                )
+                .map_err(at)?
+                {
+                    recurring_run.pipeline_source =
+                        Some(recurring_run::PipelineSource::PipelineSpec(spec));
+                }
+                batch.ops.extend([
+                    Op::Expect(Expectation::ExperimentExists(
+                        recurring_run.experiment_id.clone(),
+                    )),
+                    Op::PutRecurringRun {
+                        record: Box::new(RecurringRunRecord {
+                            recurring_run,
+                            schedule: schedule.unwrap_or_default().into(),
+                        }),
+                        replaces: None,
+                    },
+                ]);
+                batch.first_line.get_or_insert(number);
+                totals.recurring_runs += 1;
+            }
             Line { end: Some(t), .. } => end = Some((number, t)),
-            _ => return Err(at("not an experiment, spec, run or end line".into())),
+            _ => {
+                return Err(at(
+                    "not an experiment, spec, pipeline, pipeline version, run, recurring run or \
+                     end line"
+                        .into(),
+                ));
+            }
         }
         if batch.ops.len() >= BATCH {
             batch.write(store, number).await?;
-            progress(totals.experiments + totals.runs);
+            progress(totals.records());
         }
     }
     if !header {
@@ -349,13 +611,32 @@ pub async fn import(
         )));
     };
     batch.write(store, number).await?;
-    progress(totals.experiments + totals.runs);
+    progress(totals.records());
     if expected != totals {
         return Err(Error::invalid(format!(
             "line {number}: the export says it holds {expected}, but {totals} were read"
         )));
     }
     Ok(totals)
+}
+
+/// The spec a record's line names by its digest (None: it names none), from the spec lines
+/// read before it.
+fn spec_of(
+    specs: &BTreeMap<String, bytes::Bytes>,
+    digest: Option<String>,
+    kind: &str,
+    id: &str,
+) -> std::result::Result<Option<StructBytes>, String> {
+    let Some(digest) = digest else {
+        return Ok(None);
+    };
+    match specs.get(&digest) {
+        Some(bytes) => Ok(Some(StructBytes::from_protobuf(bytes.clone()))),
+        None => Err(format!(
+            "{kind} {id:?} uses spec {digest}, which no line before it holds"
+        )),
+    }
 }
 
 /// Ops not written yet, and the line they start at.
@@ -372,20 +653,25 @@ impl Batch {
         }
         let first = self.first_line.take().unwrap_or(0);
         let ops = std::mem::take(&mut self.ops);
-        store.write(StoreWrite::new(ops)).await.map(drop).map_err(|e| {
-            let lines = if last_line == usize::MAX {
-                format!("lines {first} to the end")
-            } else {
-                format!("lines {first} to {last_line}")
-            };
-            match e {
-                Error::Conflict(m) => Error::invalid(format!(
-                    "{lines} cannot be imported (none of them was): {m}; a run's experiment must \
-                     come before it, and ids must be unique"
-                )),
-                other => other,
-            }
-        })
+        store
+            .write(StoreWrite::new(ops))
+            .await
+            .map(drop)
+            .map_err(|e| {
+                let lines = if last_line == usize::MAX {
+                    format!("lines {first} to the end")
+                } else {
+                    format!("lines {first} to {last_line}")
+                };
+                match e {
+                    Error::Conflict(m) => Error::invalid(format!(
+                        "{lines} cannot be imported (none of them was): {m}; a run's or recurring \
+                     run's experiment and a version's pipeline must come before it, and ids \
+                     must be unique"
+                    )),
+                    other => other,
+                }
+            })
     }
 }
 
@@ -398,10 +684,19 @@ async fn ensure_empty(store: &Arc<dyn Store>) -> Result<()> {
         })
         .await?
         .total_size;
-    if runs > 0 || experiments > 0 {
+    let pipelines = !store.pipeline_namespaces().await?.is_empty();
+    let recurring_runs = store
+        .list_recurring_runs(ListQuery {
+            page_size: 1,
+            ..first_page(Scope::All)
+        })
+        .await?
+        .total_size;
+    if runs > 0 || experiments > 0 || pipelines || recurring_runs > 0 {
         return Err(Error::FailedPrecondition(format!(
-            "import needs an empty store; this one holds {experiments} experiments and {runs} \
-             runs"
+            "import needs an empty store; this one holds {experiments} experiments, {runs} \
+             runs, {recurring_runs} recurring runs{}",
+            if pipelines { " and pipelines" } else { "" }
         )));
     }
     Ok(())

@@ -128,9 +128,9 @@ pub async fn new_database(test: &str) -> String {
     .expect("create database")
 }
 
-/// Where a server of the running test keeps its data: `dir` for sled, a new database for
-/// PostgreSQL.
-async fn fresh_location(dir: &Path, options: DataDirOptions) -> Location {
+/// Where a server (or store) of the running test keeps its data: `dir` for sled, a new
+/// database for PostgreSQL.
+pub async fn fresh_location(dir: &Path, options: DataDirOptions) -> Location {
     match CURRENT.try_with(|c| {
         (
             c.backend,
@@ -334,6 +334,43 @@ pub async fn create_experiment(
         .into_inner()
 }
 
+/// A pipeline with one version, stored on `server` (runs that name a version are checked
+/// against the stored one); its reference.
+pub async fn stored_version(server: &TestServer) -> PipelineVersionReference {
+    let spec: pbjson_types::Struct =
+        serde_json::from_str(r#"{"pipelineInfo": {"name": "p"}, "root": {}}"#).unwrap();
+    let mut pipelines =
+        runledger::api::pipeline_service_client::PipelineServiceClient::new(server.channel().await);
+    let pipeline = pipelines
+        .create_pipeline_and_version(CreatePipelineAndVersionRequest {
+            pipeline: Some(Pipeline {
+                name: format!("p-{}", uuid::Uuid::new_v4()),
+                ..Default::default()
+            }),
+            pipeline_version: Some(PipelineVersion {
+                pipeline_spec: Some(spec.into()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create a pipeline and its version")
+        .into_inner();
+    let version = pipelines
+        .list_pipeline_versions(ListPipelineVersionsRequest {
+            pipeline_id: pipeline.pipeline_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("list its versions")
+        .into_inner()
+        .pipeline_versions
+        .remove(0);
+    PipelineVersionReference {
+        pipeline_id: pipeline.pipeline_id,
+        pipeline_version_id: version.pipeline_version_id,
+    }
+}
+
 /// Every run of a listing, following next_page_token to the end.
 pub async fn list_all(
     client: &mut RunServiceClient<Channel>,
@@ -373,6 +410,7 @@ pub fn expect_code<T: std::fmt::Debug>(
 pub mod pki;
 pub mod process;
 pub mod rest;
+pub mod stores;
 
 /// For a test that needs something this machine lacks: fails under `CI=true`, else says SKIPPED
 /// (straight to stderr: the harness captures the output of passing tests) and returns, so the

@@ -75,6 +75,17 @@ impl Http {
             .await
     }
 
+    /// POSTs `body` with its own `content_type` to `path` under `/apis/v2beta1` (a multipart
+    /// upload).
+    pub async fn post_as(&self, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body);
+        Self::reply(request).await
+    }
+
     async fn send_to(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> Reply {
         let mut request = self.client.request(method, url);
         if let Some(body) = body {
@@ -82,6 +93,10 @@ impl Http {
                 .header("content-type", "application/json")
                 .body(body);
         }
+        Self::reply(request).await
+    }
+
+    async fn reply(request: reqwest::RequestBuilder) -> Reply {
         let response = request.send().await.expect("HTTP request");
         let status = response.status();
         let content_type = response

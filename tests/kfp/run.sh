@@ -78,6 +78,12 @@ who = "owner"
 namespace = "team-a"
 role = "admin"
 
+# The owner also publishes shared pipelines (namespace ""), as the SDK uploads them by default.
+[[grants]]
+who = "owner"
+namespace = ""
+role = "editor"
+
 [[grants]]
 who = "runner"
 namespace = "team-a"

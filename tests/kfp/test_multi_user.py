@@ -78,3 +78,39 @@ def test_listing_every_namespace_needs_a_grant_on_all_of_them(multi_user):
     response = multi_user.http().get(f"{multi_user.host}/apis/v2beta1/runs", timeout=30)
     assert response.status_code == 403, response.text
     assert "namespace" in response.json()["message"]
+
+
+def test_shared_pipelines_need_a_grant_on_the_shared_namespace_to_publish(
+    multi_user, pipeline_file, unique
+):
+    # The owner holds editor on "" and publishes; anyone signed in reads shared pipelines.
+    owner = multi_user.client()
+    shared = owner.upload_pipeline(pipeline_file, pipeline_name=unique)
+    outsider = multi_user.client(principal="outsider", namespace=multi_user.other_namespace)
+    assert outsider.get_pipeline(shared.pipeline_id).display_name == unique
+    assert outsider.get_pipeline_id(unique) == shared.pipeline_id
+
+    # Without a grant on "" the outsider can neither publish nor change a shared pipeline...
+    error, body = api_error(
+        lambda: outsider.upload_pipeline(pipeline_file, pipeline_name=f"{unique}-outsider")
+    )
+    assert error.status == 403
+    assert body["message"] == 'outsider may not CreatePipeline in namespace ""'
+    error, _ = api_error(
+        lambda: outsider.upload_pipeline_version(
+            pipeline_file, pipeline_version_name="v2", pipeline_id=shared.pipeline_id
+        )
+    )
+    assert error.status == 403
+    error, _ = api_error(lambda: outsider.delete_pipeline(shared.pipeline_id))
+    assert error.status == 403
+    assert outsider.get_pipeline_id(f"{unique}-outsider") is None
+    assert len(owner.list_pipeline_versions(shared.pipeline_id).pipeline_versions) == 1
+
+    # ...but keeps private pipelines in its own namespace, which the owner cannot see.
+    private = outsider.upload_pipeline(
+        pipeline_file, pipeline_name=unique, namespace=multi_user.other_namespace
+    )
+    assert private.namespace == multi_user.other_namespace
+    error, _ = api_error(lambda: owner.get_pipeline(private.pipeline_id))
+    assert error.status == 404

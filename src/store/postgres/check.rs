@@ -3,9 +3,10 @@
 //!
 //! Records are the truth; everything else is derived from them and must agree: every hot
 //! column with its record, every scope counter with the rows, every spec's reference count
-//! with the runs holding it and its digest with its bytes; every run's experiment exists in the
-//! run's namespace, every default experiment in its namespace; the change log is numbered
-//! without gaps up to `change_seq`.
+//! with the records holding it (runs, pipeline versions, recurring runs) and its digest with its
+//! bytes; every run's experiment exists in the run's namespace, every default experiment in its
+//! namespace, every version's pipeline exists ([`super::check_catalog`]); the change log is
+//! numbered without gaps up to `change_seq`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,6 +14,7 @@ use std::fmt;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 
+use super::check_catalog::{self, CatalogCheck};
 use super::connect::DatabaseUrl;
 use super::error::from_db;
 use super::migrate;
@@ -110,7 +112,7 @@ pub async fn check_database(url: &str) -> Result<CheckReport> {
                 "SELECT {}, r.experiment_id, r.namespace, r.display_name, r.description, \
                  r.pipeline_id, r.service_account, r.recurring_run_id, r.created_s, r.created_ns, \
                  r.scheduled_s, r.scheduled_ns, r.finished_s, r.finished_ns, r.state, \
-                 r.storage_state FROM runs r",
+                 r.storage_state, r.pipeline_version_id FROM runs r",
                 rows::RUN_READ_COLUMNS
             ),
             std::iter::empty::<i32>(),
@@ -121,6 +123,23 @@ pub async fn check_database(url: &str) -> Result<CheckReport> {
     while let Some(row) = runs.next().await {
         check.run(&row.map_err(err)?);
     }
+
+    let catalog = tx
+        .query_raw(
+            &format!(
+                "SELECT {} FROM catalog r ORDER BY r.kind, r.id",
+                check_catalog::CHECKED_COLUMNS
+            ),
+            std::iter::empty::<i32>(),
+        )
+        .await
+        .map_err(err)?;
+    let mut catalog = std::pin::pin!(catalog);
+    let mut catalog_check = CatalogCheck::default();
+    while let Some(row) = catalog.next().await {
+        catalog_check.row(&mut check, &row.map_err(err)?);
+    }
+    catalog_check.finish(&mut check);
 
     let specs = tx
         .query("SELECT digest, bytes, refs FROM specs", &[])
@@ -175,7 +194,7 @@ pub async fn check_database(url: &str) -> Result<CheckReport> {
 }
 
 #[derive(Default)]
-struct Check {
+pub(super) struct Check {
     report: CheckReport,
     /// Experiment id → namespace.
     experiments: BTreeMap<Vec<u8>, Vec<u8>>,
@@ -185,17 +204,22 @@ struct Check {
     expected: BTreeMap<CountKey, i64>,
 }
 
-fn lossy(bytes: &[u8]) -> String {
+pub(super) fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 impl Check {
-    fn problem(&mut self, message: String) {
+    pub(super) fn problem(&mut self, message: String) {
         self.report.problems.push(message);
     }
 
-    fn count(&mut self, key: CountKey) {
+    pub(super) fn count(&mut self, key: CountKey) {
         *self.expected.entry(key).or_default() += 1;
+    }
+
+    /// One more record holds spec `digest`.
+    pub(super) fn reference(&mut self, digest: &[u8]) {
+        *self.refs.entry(digest.to_vec()).or_default() += 1;
     }
 
     fn count_run(&mut self, experiment_id: &[u8], namespace: &[u8], state: &[u8], storage: &[u8]) {
@@ -261,7 +285,8 @@ impl Check {
 
     /// Columns: RUN_READ_COLUMNS (run_id, revision, record, spec_digest, spec bytes), then
     /// experiment_id, namespace, display_name, description, pipeline_id, service_account,
-    /// recurring_run_id, created_s/ns, scheduled_s/ns, finished_s/ns, state, storage_state.
+    /// recurring_run_id, created_s/ns, scheduled_s/ns, finished_s/ns, state, storage_state,
+    /// pipeline_version_id.
     fn run(&mut self, row: &tokio_postgres::Row) {
         self.report.runs += 1;
         let id: Vec<u8> = row.get(0);
@@ -286,7 +311,7 @@ impl Check {
             Some(_) => {}
         }
         if let Some(digest) = &digest {
-            *self.refs.entry(digest.clone()).or_default() += 1;
+            self.reference(digest);
             if spec.is_none() {
                 self.problem(format!(
                     "run {name:?}: its spec {} is missing",
@@ -324,7 +349,7 @@ impl Check {
             &expected.state,
             &expected.storage_state,
         );
-        let columns: [(&str, bool); 14] = [
+        let columns: [(&str, bool); 15] = [
             ("run_id", expected.run_id != id),
             ("experiment_id", expected.experiment_id != experiment_id),
             ("namespace", expected.namespace != namespace),
@@ -360,6 +385,10 @@ impl Check {
             ("state", expected.state != state),
             ("storage_state", expected.storage_state != storage),
             ("spec_digest", expected.digest() != digest.as_deref()),
+            (
+                "pipeline_version_id",
+                expected.pipeline_version_id != row.get::<_, Vec<u8>>(20),
+            ),
         ];
         for (column, differs) in columns {
             if differs {
@@ -387,7 +416,8 @@ impl Check {
             let held = refs.remove(&digest).unwrap_or(0);
             if held != stored {
                 self.problem(format!(
-                    "spec {}: reference count {stored}, but {held} runs hold it",
+                    "spec {}: reference count {stored}, but {held} runs, pipeline versions and \
+                     recurring runs hold it",
                     rows::hex(&digest)
                 ));
             }
@@ -439,9 +469,16 @@ fn show_count((kind, key, state, storage): &CountKey) -> String {
         b'n' => format!("runs of namespace {:?}", lossy(key)),
         b'e' => "every experiment".to_owned(),
         b'p' => format!("experiments of namespace {:?}", lossy(key)),
+        b'i' => format!("pipelines of namespace {:?}", lossy(key)),
+        b'v' => format!("versions of pipeline {:?}", lossy(key)),
+        b'g' => "every recurring run".to_owned(),
+        b'h' => format!("recurring runs of experiment {:?}", lossy(key)),
+        b'y' => format!("recurring runs of namespace {:?}", lossy(key)),
         other => format!("kind {other:?} {:?}", lossy(key)),
     };
-    if state.is_empty() {
+    if state.is_empty() && storage.is_empty() {
+        format!("({scope})")
+    } else if state.is_empty() {
         format!("({scope}, {})", lossy(storage))
     } else {
         format!("({scope}, {}, {})", lossy(state), lossy(storage))

@@ -10,7 +10,7 @@
 
 use tokio_postgres::types::{ToSql, Type};
 
-use super::rows;
+use super::{catalog, rows};
 use crate::error::{Error, Result};
 use crate::query::filter::{Filter, Op, Operand, Predicate};
 use crate::query::{Field, ListQuery, Position, Scope, SortValue};
@@ -20,6 +20,8 @@ use crate::query::{Field, ListQuery, Position, Scope, SortValue};
 pub enum Table {
     Runs,
     Experiments,
+    /// The records of one kind in `catalog` (its code: [`catalog::PIPELINE`], ...).
+    Catalog(u8),
 }
 
 /// Where a field's value is.
@@ -36,6 +38,7 @@ impl Table {
         match self {
             Table::Runs => "runs r",
             Table::Experiments => "experiments r",
+            Table::Catalog(_) => "catalog r",
         }
     }
 
@@ -43,12 +46,14 @@ impl Table {
         match self {
             Table::Runs => "r.run_id",
             Table::Experiments => "r.experiment_id",
+            Table::Catalog(_) => "r.id",
         }
     }
 
     fn read_columns(self) -> String {
         match self {
             Table::Runs => rows::RUN_READ_COLUMNS.to_owned(),
+            Table::Catalog(_) => catalog::CATALOG_READ_COLUMNS.to_owned(),
             Table::Experiments => rows::EXPERIMENT_READ_COLUMNS
                 .split(", ")
                 .map(|c| format!("r.{c}"))
@@ -60,13 +65,31 @@ impl Table {
     /// How many columns [`Table::read_columns`] selects (see [`rows::run_from_row`]).
     fn read_width(self) -> usize {
         match self {
-            Table::Runs => 5,
+            Table::Runs | Table::Catalog(_) => 5,
             Table::Experiments => rows::EXPERIMENT_READ_COLUMNS.split(", ").count(),
         }
     }
 
     fn columns(self, field: Field) -> Columns {
         use Columns::*;
+        if let Table::Catalog(_) = self {
+            // Every field a catalog kind has is a column (one it lacks holds "").
+            return match field {
+                Field::Id => Text("r.id"),
+                Field::Name => Text("r.name"),
+                Field::DisplayName => Text("r.display_name"),
+                Field::Description => Text("r.description"),
+                Field::Namespace => Text("r.namespace"),
+                Field::ExperimentId => Text("r.experiment_id"),
+                Field::PipelineId => Text("r.pipeline_id"),
+                Field::PipelineVersionId => Text("r.pipeline_version_id"),
+                Field::ServiceAccount => Text("r.service_account"),
+                Field::Status => Text("r.status"),
+                Field::CreatedAt => Time("r.created_s", "r.created_ns"),
+                Field::UpdatedAt => Time("r.updated_s", "r.updated_ns"),
+                _ => Empty,
+            };
+        }
         match (self, field) {
             (Table::Runs, Field::Id) => Text("r.run_id"),
             (Table::Experiments, Field::Id) => Text("r.experiment_id"),
@@ -81,18 +104,34 @@ impl Table {
             (Table::Runs, Field::ExperimentId) => Text("r.experiment_id"),
             (Table::Runs, Field::RecurringRunId) => Text("r.recurring_run_id"),
             (Table::Runs, Field::PipelineId) => Text("r.pipeline_id"),
+            (Table::Runs, Field::PipelineVersionId) => Text("r.pipeline_version_id"),
             (Table::Runs, Field::ServiceAccount) => Text("r.service_account"),
             (Table::Experiments, Field::LastRunCreatedAt) => Time("r.last_run_s", "r.last_run_ns"),
             _ => Empty,
         }
     }
 
-    /// The scope as a condition (None: every record).
-    fn scope(self, scope: &Scope, sql: &mut Sql) -> Result<Option<String>> {
+    /// The scope as conditions (none: every record).
+    fn scope(self, scope: &Scope, sql: &mut Sql) -> Result<Vec<String>> {
+        let mut conditions = Vec::new();
+        if let Table::Catalog(code) = self {
+            // A constant of ours, not a client's value: written out, so that the kind's
+            // partial indexes apply.
+            conditions.push(format!("r.kind = '{}'", code as char));
+        }
         let column = match (self, scope) {
-            (_, Scope::All) => return Ok(None),
+            (Table::Catalog(catalog::PIPELINE), Scope::All) => {
+                return Err(Error::internal("pipelines are listed by namespace"));
+            }
+            (_, Scope::All) => return Ok(conditions),
             (_, Scope::Namespace(ns)) => ("r.namespace", ns),
-            (Table::Runs, Scope::Experiment(id)) => ("r.experiment_id", id),
+            (Table::Runs, Scope::Experiment(id))
+            | (Table::Catalog(catalog::RECURRING_RUN), Scope::Experiment(id)) => {
+                ("r.experiment_id", id)
+            }
+            (Table::Catalog(catalog::PIPELINE_VERSION), Scope::Pipeline(id)) => {
+                ("r.pipeline_id", id)
+            }
             _ => {
                 return Err(Error::internal(format!(
                     "{scope:?} is not a scope the store lists {self:?} in"
@@ -100,7 +139,8 @@ impl Table {
             }
         };
         let p = sql.bytes(column.1.as_bytes().to_vec());
-        Ok(Some(format!("{} = {p}", column.0)))
+        conditions.push(format!("{} = {p}", column.0));
+        Ok(conditions)
     }
 }
 
@@ -152,7 +192,7 @@ impl Sql {
 
 /// The WHERE conditions of scope and filter.
 fn conditions(table: Table, scope: &Scope, filter: &Filter, sql: &mut Sql) -> Result<Vec<String>> {
-    let mut conditions: Vec<String> = table.scope(scope, sql)?.into_iter().collect();
+    let mut conditions = table.scope(scope, sql)?;
     for predicate in &filter.predicates {
         conditions.push(predicate_sql(table, predicate, sql));
     }
@@ -170,10 +210,20 @@ fn predicate_sql(table: Table, p: &Predicate, sql: &mut Sql) -> String {
         // Not comparisons; handled apart.
         Op::In | Op::Substring => "=",
     };
-    let text_column = match table.columns(p.field) {
-        Columns::Text(c) => c,
-        Columns::Empty => "''::bytea",
-        Columns::Time(s, ns) => {
+    let tag_column;
+    let text_column = match (table.columns(p.field), &p.tag) {
+        // A record without the tag compares as the empty text.
+        (_, Some(key)) => {
+            let key = sql.bytes(key.as_bytes().to_vec());
+            tag_column = format!(
+                "coalesce((SELECT t.value FROM catalog_tags t \
+                 WHERE t.kind = r.kind AND t.id = r.id AND t.key = {key}), ''::bytea)"
+            );
+            &tag_column
+        }
+        (Columns::Text(c), None) => c,
+        (Columns::Empty, None) => "''::bytea",
+        (Columns::Time(s, ns), None) => {
             let Operand::Time(t) = &p.operand else {
                 return "false".to_owned();
             };
@@ -334,11 +384,11 @@ fn cursor(
 pub fn count(table: Table, scope: &Scope, filter: &Filter) -> Result<Sql> {
     let mut sql = Sql::default();
     let conditions = conditions(table, scope, filter, &mut sql)?;
-    let from = match table {
-        Table::Runs => "runs r",
-        Table::Experiments => "experiments r",
-    };
-    sql.text = format!("SELECT count(*) FROM {from} {}", where_clause(&conditions));
+    sql.text = format!(
+        "SELECT count(*) FROM {} {}",
+        table.from(),
+        where_clause(&conditions)
+    );
     Ok(sql)
 }
 

@@ -10,11 +10,18 @@ use crate::error::{Error, Result};
 
 /// (version, description, SQL), in order. Versions only ever grow; a released migration is
 /// never edited.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "runs, experiments, specs, counters, change log",
-    include_str!("migrations/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "runs, experiments, specs, counters, change log",
+        include_str!("migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "pipelines, pipeline versions, recurring runs, tags, leases",
+        include_str!("migrations/0002_catalog.sql"),
+    ),
+];
 
 /// The advisory lock key migrations hold (an arbitrary constant: "runledgr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x72756e6c65646772;

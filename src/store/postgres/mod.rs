@@ -15,7 +15,10 @@
 //! | `specs` | each distinct pipeline spec once: SHA-256, bytes, reference count |
 //! | `experiments` | one row per experiment: hot fields, `last_run_s/ns`, `record` (protobuf) |
 //! | `default_experiments` | namespace → its default experiment |
-//! | `counts` | records per scope and (state, storage_state): total_size without COUNT |
+//! | `catalog` | pipelines, pipeline versions, recurring runs: `kind`, hot fields, `record`, `spec_digest` ([`catalog`]) |
+//! | `catalog_tags` | the tags of pipelines and versions, for `tags.KEY` filters |
+//! | `leases` | the scheduler's lease: holder and expiry |
+//! | `counts` | records per scope (and, for runs, per (state, storage_state)): total_size without COUNT |
 //! | `changes`, `change_seq` | the change log, numbered in commit order |
 //! | `settings` | the page-token signing key |
 //! | `schema_migrations` | the versions applied |
@@ -26,8 +29,10 @@
 //! many writers share. The change follower publishes only what such a flush covers. A database that cannot be reached makes calls fail with UNAVAILABLE naming it; the
 //! pool opens new connections once it is back.
 
+mod catalog;
 mod changes;
 mod check;
+mod check_catalog;
 pub mod connect;
 mod error;
 mod list;
@@ -46,14 +51,16 @@ pub use check::{CheckReport, check_database};
 pub use connect::DatabaseUrl;
 pub use migrate::{Migrated, migrate};
 
+use self::catalog::CatalogKind;
 use self::error::{from_db, from_pool};
 use self::list::Table;
 use super::feed::ChangeFeed;
-use super::{Store, Stored, StoredRun, Subscription, Write, Written};
-use crate::api::Experiment;
+use super::{RecurringRunRecord, Store, Stored, StoredRun, Subscription, Write, Written};
+use crate::api::{Experiment, Pipeline, PipelineVersion};
 use crate::error::{Error, Result};
 use crate::query::filter::Filter;
 use crate::query::{ListQuery, Page, Scope, Tally, TallyGroup};
+use crate::wkt::Timestamp;
 
 /// How a replica uses the database.
 #[derive(Debug, Clone)]
@@ -225,6 +232,10 @@ impl PgStore {
         let ((kind, key), with_state) = match table {
             Table::Runs => (run_counter(scope)?, true),
             Table::Experiments => (experiment_counter(scope)?, false),
+            Table::Catalog(code) => {
+                let (kind, key) = catalog::scope_counter(code, scope)?;
+                ((kind as i8, key), false)
+            }
         };
         let rows = self
             .shared
@@ -320,7 +331,11 @@ fn run_counter(scope: &Scope) -> Result<(i8, Vec<u8>)> {
         Scope::All => (b'a' as i8, Vec::new()),
         Scope::Experiment(id) => (b'x' as i8, id.as_bytes().to_vec()),
         Scope::Namespace(ns) => (b'n' as i8, ns.as_bytes().to_vec()),
-        Scope::Run(_) => return Err(Error::internal("runs are not counted per run")),
+        Scope::Run(_) | Scope::Pipeline(_) => {
+            return Err(Error::internal(format!(
+                "runs are not counted per {scope:?}"
+            )));
+        }
     })
 }
 
@@ -513,6 +528,134 @@ impl Store for PgStore {
 
     async fn check_health(&self) -> Result<()> {
         self.shared.query("SELECT 1", &[]).await.map(drop)
+    }
+
+    async fn pipeline(&self, pipeline_id: &str) -> Result<Option<Stored<Pipeline>>> {
+        self.catalog_one("r.id = $1", "", &[&pipeline_id.as_bytes()])
+            .await
+    }
+
+    async fn pipeline_named(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Stored<Pipeline>>> {
+        self.catalog_one(
+            "r.namespace = $1 AND r.name = $2",
+            "",
+            &[&namespace.as_bytes(), &name.as_bytes()],
+        )
+        .await
+    }
+
+    async fn list_pipelines(&self, query: ListQuery) -> Result<Page<Stored<Pipeline>>> {
+        self.list_catalog(&query).await
+    }
+
+    async fn pipeline_namespaces(&self) -> Result<Vec<String>> {
+        let rows = self
+            .shared
+            .query(
+                "SELECT key FROM counts WHERE kind = 'i' AND n > 0 ORDER BY key",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| rows::utf8(r.get(0), "namespace"))
+            .collect()
+    }
+
+    async fn pipeline_version(&self, version_id: &str) -> Result<Option<Stored<PipelineVersion>>> {
+        self.catalog_one("r.id = $1", "", &[&version_id.as_bytes()])
+            .await
+    }
+
+    async fn pipeline_version_named(
+        &self,
+        pipeline_id: &str,
+        name: &str,
+    ) -> Result<Option<Stored<PipelineVersion>>> {
+        self.catalog_one(
+            "r.pipeline_id = $1 AND r.name = $2",
+            "",
+            &[&pipeline_id.as_bytes(), &name.as_bytes()],
+        )
+        .await
+    }
+
+    async fn latest_pipeline_version(
+        &self,
+        pipeline_id: &str,
+    ) -> Result<Option<Stored<PipelineVersion>>> {
+        self.catalog_one(
+            "r.pipeline_id = $1",
+            "ORDER BY r.created_s DESC, r.created_ns DESC, r.id DESC",
+            &[&pipeline_id.as_bytes()],
+        )
+        .await
+    }
+
+    async fn list_pipeline_versions(
+        &self,
+        query: ListQuery,
+    ) -> Result<Page<Stored<PipelineVersion>>> {
+        self.list_catalog(&query).await
+    }
+
+    async fn recurring_run(
+        &self,
+        recurring_run_id: &str,
+    ) -> Result<Option<Stored<RecurringRunRecord>>> {
+        self.catalog_one("r.id = $1", "", &[&recurring_run_id.as_bytes()])
+            .await
+    }
+
+    async fn list_recurring_runs(
+        &self,
+        query: ListQuery,
+    ) -> Result<Page<Stored<RecurringRunRecord>>> {
+        self.list_catalog(&query).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool> {
+        let (name, holder, until_s, until_ns, now_s, now_ns) =
+            catalog::lease_params(name, holder, now, until);
+        let rows = self
+            .shared
+            .query(
+                catalog::ACQUIRE_LEASE,
+                &[&name, &holder, &until_s, &until_ns, &now_s, &now_ns],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+}
+
+impl PgStore {
+    /// The record of kind `T` that `condition` selects, the first in `order`.
+    async fn catalog_one<T: CatalogKind>(
+        &self,
+        condition: &str,
+        order: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<Stored<T>>> {
+        let sql = catalog::select_one(T::CODE, condition, order);
+        let rows = self.shared.query(&sql, params).await?;
+        rows.first().map(catalog::stored_from_row::<T>).transpose()
+    }
+
+    async fn list_catalog<T: CatalogKind>(&self, query: &ListQuery) -> Result<Page<Stored<T>>> {
+        self.list(Table::Catalog(T::CODE), query, |row| {
+            let record = catalog::stored_from_row::<T>(row)?;
+            Ok((record.value.id().to_owned(), record))
+        })
+        .await
     }
 }
 

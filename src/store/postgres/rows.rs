@@ -38,7 +38,8 @@ pub fn text<R: Record>(record: &R, field: Field) -> Vec<u8> {
     }
 }
 
-fn time_of<R: Record>(record: &R, field: Field) -> (i64, i32) {
+/// A time field's two column values.
+pub fn time_of<R: Record>(record: &R, field: Field) -> (i64, i32) {
     match record.field(field) {
         FieldValue::Time(t) => time(t),
         FieldValue::Text(_) => time(None),
@@ -84,6 +85,7 @@ pub struct RunRow {
     pub display_name: Vec<u8>,
     pub description: Vec<u8>,
     pub pipeline_id: Vec<u8>,
+    pub pipeline_version_id: Vec<u8>,
     pub service_account: Vec<u8>,
     pub recurring_run_id: Vec<u8>,
     pub created: (i64, i32),
@@ -98,10 +100,11 @@ pub struct RunRow {
     spec_digest: Option<Vec<u8>>,
 }
 
-/// The columns an INSERT of a [`RunRow`] names, in its parameters' order ($1..$18).
+/// The columns an INSERT of a [`RunRow`] names, in its parameters' order ($1..$19).
 pub const RUN_COLUMNS: &str = "run_id, experiment_id, namespace, display_name, description, \
      pipeline_id, service_account, recurring_run_id, created_s, created_ns, scheduled_s, \
-     scheduled_ns, finished_s, finished_ns, state, storage_state, record, spec_digest";
+     scheduled_ns, finished_s, finished_ns, state, storage_state, record, spec_digest, \
+     pipeline_version_id";
 
 impl RunRow {
     pub fn of(run: &Run) -> RunRow {
@@ -113,6 +116,7 @@ impl RunRow {
             display_name: text(run, Field::DisplayName),
             description: text(run, Field::Description),
             pipeline_id: text(run, Field::PipelineId),
+            pipeline_version_id: text(run, Field::PipelineVersionId),
             service_account: text(run, Field::ServiceAccount),
             recurring_run_id: text(run, Field::RecurringRunId),
             created: time_of(run, Field::CreatedAt),
@@ -130,8 +134,8 @@ impl RunRow {
         self.spec_digest.as_deref()
     }
 
-    /// The parameters $1..$18 of [`RUN_COLUMNS`].
-    pub fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 18] {
+    /// The parameters $1..$19 of [`RUN_COLUMNS`].
+    pub fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 19] {
         [
             &self.run_id,
             &self.experiment_id,
@@ -151,6 +155,7 @@ impl RunRow {
             &self.storage_state,
             &self.record,
             &self.spec_digest,
+            &self.pipeline_version_id,
         ]
     }
 

@@ -11,6 +11,7 @@
 //! COMMIT with the derived data's statements, so a write's shared rows stay locked for about
 //! one round trip. The write is acknowledged once COMMIT returned and its commit is durable.
 
+mod catalog;
 mod commit;
 
 use std::collections::BTreeMap;
@@ -237,6 +238,7 @@ impl Txn<'_> {
                 experiment_id,
             } => self.set_default(&namespace, &experiment_id).await,
             Op::Expect(expectation) => self.expect(expectation).await,
+            catalog => self.apply_catalog(catalog).await,
         }
     }
 
@@ -244,7 +246,7 @@ impl Txn<'_> {
         let row = RunRow::of(run);
         let sql = format!(
             "INSERT INTO runs ({}, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16, $17, $18, nextval('revisions')) \
+             $11, $12, $13, $14, $15, $16, $17, $18, $19, nextval('revisions')) \
              ON CONFLICT (run_id) DO NOTHING RETURNING revision",
             rows::RUN_COLUMNS
         );
@@ -288,6 +290,7 @@ impl Txn<'_> {
                    recurring_run_id = $8, created_s = $9, created_ns = $10, scheduled_s = $11, \
                    scheduled_ns = $12, finished_s = $13, finished_ns = $14, state = $15, \
                    storage_state = $16, record = $17, spec_digest = $18, \
+                   pipeline_version_id = $19, \
                    revision = nextval('revisions') WHERE run_id = $1 RETURNING revision";
         let updated = self
             .query_naming_experiment(sql, &row.params(), &run.experiment_id)
@@ -644,6 +647,7 @@ impl Txn<'_> {
                     )));
                 }
             }
+            catalog => self.expect_catalog(catalog).await?,
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ use std::path::Path;
 
 use prost::Message;
 
+use super::catalog_check::{self, CatalogScan};
 use super::codec::Digest;
 use super::format::{DATA_FORMAT, FORMAT_SETTING, ensure_format, read_format};
 use super::keys::{self, RunIndexed, ScopeEntry};
@@ -46,7 +47,11 @@ const LOCK_ATTEMPTS: u32 = 100;
 pub struct CheckReport {
     pub runs: u64,
     pub experiments: u64,
-    /// Index entries (`A X N T O F Q P M D L`).
+    pub pipelines: u64,
+    pub pipeline_versions: u64,
+    pub recurring_runs: u64,
+    /// Index entries (`A X N T O F Q P M D L`, and those of pipelines, versions and recurring
+    /// runs).
     pub index_entries: u64,
     pub counters: u64,
     pub settings: u64,
@@ -77,6 +82,13 @@ impl fmt::Display for CheckReport {
             self.specs,
             self.spec_bytes
         )?;
+        if self.pipelines + self.pipeline_versions + self.recurring_runs > 0 {
+            writeln!(
+                f,
+                "{} pipelines, {} pipeline versions, {} recurring runs",
+                self.pipelines, self.pipeline_versions, self.recurring_runs
+            )?;
+        }
         if self.problems.is_empty() {
             return writeln!(f, "consistent: no problems found");
         }
@@ -239,6 +251,8 @@ pub(super) struct Scan {
     uses: BTreeMap<Digest, Option<u64>>,
     /// `L` keys: experiment id → whether the value decodes.
     last_runs: BTreeMap<String, bool>,
+    /// Pipelines, versions, recurring runs and leases (catalog_check.rs).
+    catalog: CatalogScan,
 }
 
 /// What the records say the derived entries must be.
@@ -326,6 +340,10 @@ impl Scan {
             let (key, value) = entry.map_err(storage)?;
             scan.visit(&key, &value);
         }
+        scan.report.pipelines = scan.catalog.pipelines;
+        scan.report.pipeline_versions = scan.catalog.versions;
+        scan.report.recurring_runs = scan.catalog.recurring_runs;
+        scan.undecodable += scan.catalog.undecodable;
         scan.compare();
         Ok(scan)
     }
@@ -452,8 +470,18 @@ impl Scan {
                     ));
                 }
             }
+            kind if catalog_check::handles(kind) => {
+                if self.catalog.visit(key, value) {
+                    self.report.index_entries += 1;
+                }
+            }
             _ => self.problem(format!("unknown key {:?}", show(key))),
         }
+    }
+
+    /// The namespace of an experiment the scan found.
+    fn experiment_namespace(&self, id: &str) -> Option<String> {
+        self.experiments.get(id).map(|e| e.namespace.clone())
     }
 
     fn expected(&self) -> (Expected, Vec<String>) {
@@ -473,6 +501,9 @@ impl Scan {
             if let Some(digest) = run.spec {
                 *out.uses.entry(digest).or_default() += 1;
             }
+        }
+        for digest in self.catalog.spec_refs() {
+            *out.uses.entry(*digest).or_default() += 1;
         }
         // Oldest first, so that when two experiments share a name the older one keeps it.
         let mut by_age: Vec<_> = self.experiments.iter().collect();
@@ -497,11 +528,16 @@ impl Scan {
                 out.names.insert(name_key, id.clone());
             }
         }
+        self.catalog.expect_counters(&mut out.counters);
         (out, problems)
     }
 
     fn compare(&mut self) {
         let (expected, mut problems) = self.expected();
+        problems.extend(
+            self.catalog
+                .problems(&|id: &str| self.experiment_namespace(id)),
+        );
 
         for (id, run) in &self.runs {
             match self.experiments.get(&run.experiment_id) {
@@ -634,6 +670,7 @@ impl Scan {
                 ));
             }
         }
+        problems.extend(self.catalog.lost_specs(&self.blobs));
         for digest in &self.blobs {
             let want = expected.uses.get(digest).copied().unwrap_or(0);
             match self.uses.get(digest) {
@@ -684,6 +721,15 @@ impl Scan {
     fn repair_plan(&self, tree: &sled::Tree) -> Result<RepairPlan> {
         let (expected, _) = self.expected();
         let mut plan = RepairPlan::default();
+        let repair = self
+            .catalog
+            .repair(&|id: &str| self.experiment_namespace(id));
+        for key in repair.remove {
+            plan.remove(&key);
+        }
+        for (key, value) in repair.insert {
+            plan.insert(&key, value);
+        }
         for key in self.index.keys() {
             if !expected.index.contains(key) {
                 plan.remove(key);
@@ -748,6 +794,9 @@ impl Scan {
                 details: Vec::new(),
             });
             plan.insert(&key, codec::encode(&lost));
+        }
+        for (key, value) in self.catalog.without_lost_specs(&self.blobs, tree)? {
+            plan.insert(&key, value);
         }
         for digest in &self.blobs {
             let want = expected

@@ -21,6 +21,24 @@
 //! | `D` | namespace | experiment_id of the namespace's default experiment |
 //! | `C` | counter scope | `2`, then per (state, storage_state) group: i32, i32, u64 count (BE) |
 //! | `S` | setting name | setting value (`format`: data format version; `page-token-key`; `change-seq`: the last change's sequence number; `migration`: progress of a format migration) |
+//! | `I` | pipeline_id | pipeline record |
+//! | `K` | str(namespace), name | pipeline_id: unique pipeline names |
+//! | `W` | str(namespace), created, pipeline_id | (empty): pipelines of a namespace |
+//! | `V` | pipeline_version_id | pipeline version record (referencing its spec blob) |
+//! | `k` | str(pipeline_id), name | pipeline_version_id: unique version names |
+//! | `w` | str(pipeline_id), created, pipeline_version_id | (empty): versions of a pipeline |
+//! | `J` | recurring_run_id | recurring run record (with its schedule state) |
+//! | `G` | created, recurring_run_id | (empty): every recurring run |
+//! | `H` | str(experiment_id), created, recurring_run_id | (empty): recurring runs of an experiment |
+//! | `Y` | str(namespace), created, recurring_run_id | (empty): recurring runs of a namespace |
+//! | `Z` | lease name | holder (str), then the expiry (12 time bytes) |
+//!
+//! A version's name and creation entries (`k`, `w`) are its pipeline's (`K`, `W`) in lower case.
+//!
+//! Counter scopes (`C` then a kind byte): `a`/`x`/`n` runs everywhere / of an experiment / of a
+//! namespace, `e`/`p` experiments everywhere / of a namespace, `w` pipelines of a namespace, `u`
+//! versions of a pipeline, `g`/`h`/`y` recurring runs everywhere / of an experiment / of a
+//! namespace (the pipeline, version and recurring run counters keep one group, (0, 0)).
 //!
 //! `str(x)` is a u16 big-endian length then the bytes, so a prefix never matches a longer
 //! namespace or id; `created` is 12 bytes that sort like the timestamp (sign-flipped seconds,
@@ -52,6 +70,17 @@ pub const RUNS_BY_NAME: u8 = b'O';
 pub const RUNS_BY_FINISHED: u8 = b'F';
 pub const LAST_RUN_CREATED: u8 = b'L';
 pub use super::specs::{BLOB, USES};
+pub const PIPELINE: u8 = b'I';
+pub const PIPELINE_NAME: u8 = b'K';
+pub const PIPELINES_BY_NAMESPACE: u8 = b'W';
+pub const PIPELINE_VERSION: u8 = b'V';
+pub const PIPELINE_VERSION_NAME: u8 = b'k';
+pub const VERSIONS_BY_PIPELINE: u8 = b'w';
+pub const RECURRING_RUN: u8 = b'J';
+pub const ALL_RECURRING_RUNS: u8 = b'G';
+pub const RECURRING_RUNS_BY_EXPERIMENT: u8 = b'H';
+pub const RECURRING_RUNS_BY_NAMESPACE: u8 = b'Y';
+pub const LEASE: u8 = b'Z';
 
 /// Longest namespace or id that fits a key's u16 length prefix.
 pub const MAX_KEY_PART: usize = u16::MAX as usize;
@@ -195,8 +224,9 @@ pub fn push_scope(key: &mut Vec<u8>, scope: &Scope) {
             key.push(b'n');
             push_str(key, ns);
         }
-        // Scope::Run is never indexed (callers check); file it with every run.
-        Scope::All | Scope::Run(_) => key.push(b'a'),
+        // Scope::Run and Scope::Pipeline are never run scopes (callers check); file them with
+        // every run.
+        Scope::All | Scope::Run(_) | Scope::Pipeline(_) => key.push(b'a'),
     }
 }
 

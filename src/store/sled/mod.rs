@@ -9,6 +9,8 @@
 //! pool of reader threads, scans to a pool that grows with demand, writes to the writer thread,
 //! so a long scan or a slow disk cannot hold up other calls (or Health/Check).
 
+mod catalog;
+mod catalog_check;
 mod check;
 mod codec;
 mod commit;
@@ -18,6 +20,8 @@ mod format;
 pub mod keys;
 mod list;
 pub mod migrate;
+mod pipelines;
+mod recurring;
 pub mod specs;
 mod startup;
 mod txn;
@@ -39,8 +43,8 @@ use commit::GroupCommit;
 use counts::Counts;
 
 use super::feed::ChangeFeed;
-use super::{Revision, Store, Stored, StoredRun, Subscription, Write, Written};
-use crate::api::Experiment;
+use super::{RecurringRunRecord, Revision, Store, Stored, StoredRun, Subscription, Write, Written};
+use crate::api::{Experiment, Pipeline, PipelineVersion};
 use crate::error::{Error, Result};
 use crate::query::{ListQuery, Page, Scope, Tally};
 use crate::wkt::Timestamp;
@@ -365,6 +369,10 @@ impl Store for SledStore {
         self.read(Inner::namespaces).await
     }
 
+    async fn pipeline_namespaces(&self) -> Result<Vec<String>> {
+        self.read(|inner| inner.counted_namespaces(b'w')).await
+    }
+
     async fn write(&self, write: Write) -> Result<Written> {
         let (ticket, written) = self.writer.apply(write).await?;
         self.inner.commit.wait(ticket).await?;
@@ -395,6 +403,88 @@ impl Store for SledStore {
 
     async fn close(&self) -> Result<()> {
         self.blocking(Inner::close).await
+    }
+
+    // Pipelines, versions, recurring runs and leases: pipelines.rs, recurring.rs, catalog.rs.
+
+    async fn pipeline(&self, pipeline_id: &str) -> Result<Option<Stored<Pipeline>>> {
+        let id = pipeline_id.to_owned();
+        self.read(move |inner| inner.catalog_record(&id)).await
+    }
+
+    async fn pipeline_named(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Stored<Pipeline>>> {
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        self.read(move |inner| inner.pipeline_named(&namespace, &name))
+            .await
+    }
+
+    async fn list_pipelines(&self, query: ListQuery) -> Result<Page<Stored<Pipeline>>> {
+        self.blocking(move |inner| inner.list_pipelines(&query))
+            .await
+    }
+
+    async fn pipeline_version(&self, version_id: &str) -> Result<Option<Stored<PipelineVersion>>> {
+        let id = version_id.to_owned();
+        self.read(move |inner| inner.catalog_record(&id)).await
+    }
+
+    async fn pipeline_version_named(
+        &self,
+        pipeline_id: &str,
+        name: &str,
+    ) -> Result<Option<Stored<PipelineVersion>>> {
+        let (pipeline_id, name) = (pipeline_id.to_owned(), name.to_owned());
+        self.read(move |inner| inner.pipeline_version_named(&pipeline_id, &name))
+            .await
+    }
+
+    async fn latest_pipeline_version(
+        &self,
+        pipeline_id: &str,
+    ) -> Result<Option<Stored<PipelineVersion>>> {
+        let id = pipeline_id.to_owned();
+        self.read(move |inner| inner.latest_pipeline_version(&id))
+            .await
+    }
+
+    async fn list_pipeline_versions(
+        &self,
+        query: ListQuery,
+    ) -> Result<Page<Stored<PipelineVersion>>> {
+        self.blocking(move |inner| inner.list_pipeline_versions(&query))
+            .await
+    }
+
+    async fn recurring_run(
+        &self,
+        recurring_run_id: &str,
+    ) -> Result<Option<Stored<RecurringRunRecord>>> {
+        let id = recurring_run_id.to_owned();
+        self.read(move |inner| inner.catalog_record(&id)).await
+    }
+
+    async fn list_recurring_runs(
+        &self,
+        query: ListQuery,
+    ) -> Result<Page<Stored<RecurringRunRecord>>> {
+        self.blocking(move |inner| inner.list_recurring_runs(&query))
+            .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: crate::wkt::Timestamp,
+        until: crate::wkt::Timestamp,
+    ) -> Result<bool> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.blocking(move |inner| inner.acquire_lease(&name, &holder, now, until))
+            .await
     }
 }
 
@@ -451,8 +541,13 @@ impl Inner {
 
     /// The namespaces with a run counter (a counter goes when its last run does).
     fn namespaces(&self) -> Result<Vec<String>> {
+        self.counted_namespaces(b'n')
+    }
+
+    /// The namespaces with a counter of `kind` (`n` runs, `w` pipelines).
+    pub(super) fn counted_namespaces(&self, kind: u8) -> Result<Vec<String>> {
         assert_off_runtime();
-        let prefix = keys::counter(b'n', None);
+        let prefix = keys::counter(kind, None);
         self.tree
             .scan_prefix(&prefix)
             .keys()
@@ -556,7 +651,7 @@ fn run_index_prefix(scope: &Scope) -> Result<Vec<u8>> {
         Scope::All => keys::scope_prefix(keys::ALL_RUNS, None),
         Scope::Experiment(id) => keys::scope_prefix(keys::RUNS_BY_EXPERIMENT, Some(id)),
         Scope::Namespace(ns) => keys::scope_prefix(keys::RUNS_BY_NAMESPACE, Some(ns)),
-        Scope::Run(_) => return Err(unindexed(scope)),
+        Scope::Run(_) | Scope::Pipeline(_) => return Err(unindexed(scope)),
     })
 }
 
@@ -565,7 +660,7 @@ fn run_counter_key(scope: &Scope) -> Result<Vec<u8>> {
         Scope::All => keys::counter(b'a', None),
         Scope::Experiment(id) => keys::counter(b'x', Some(id)),
         Scope::Namespace(ns) => keys::counter(b'n', Some(ns)),
-        Scope::Run(_) => return Err(unindexed(scope)),
+        Scope::Run(_) | Scope::Pipeline(_) => return Err(unindexed(scope)),
     })
 }
 

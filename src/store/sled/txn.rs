@@ -37,14 +37,14 @@ pub(super) fn apply(inner: &Inner, write: Write) -> Result<(u64, Written)> {
     Ok((seq, written))
 }
 
-fn conflict(what: String) -> Error {
+pub(super) fn conflict(what: String) -> Error {
     Error::Conflict(format!("{what}; nothing was written"))
 }
 
 /// A write in progress. Reads see the transaction's own changes; nothing is visible to others
-/// until [`Txn::commit`].
-struct Txn<'a> {
-    inner: &'a Inner,
+/// until [`Txn::commit`]. Pipelines, versions and recurring runs are applied in `catalog.rs`.
+pub(super) struct Txn<'a> {
+    pub(super) inner: &'a Inner,
     guard: MutexGuard<'a, WriterState>,
     batch: sled::Batch,
     overlay: HashMap<Vec<u8>, Option<sled::IVec>>,
@@ -65,7 +65,7 @@ impl<'a> Txn<'a> {
         }
     }
 
-    fn put(&mut self, key: Vec<u8>, value: impl Into<sled::IVec>) -> sled::IVec {
+    pub(super) fn put(&mut self, key: Vec<u8>, value: impl Into<sled::IVec>) -> sled::IVec {
         // One shared buffer for the batch and the overlay (a run record is kilobytes).
         let value = value.into();
         self.batch.insert(key.clone(), value.clone());
@@ -73,7 +73,7 @@ impl<'a> Txn<'a> {
         value
     }
 
-    fn count(&mut self, key: Vec<u8>, group: (i32, i32), delta: i64) {
+    pub(super) fn count(&mut self, key: Vec<u8>, group: (i32, i32), delta: i64) {
         *self
             .counters
             .entry(key)
@@ -84,7 +84,7 @@ impl<'a> Txn<'a> {
 
     /// The record under `key` if it is exactly `expected` (None: absent), else a Conflict
     /// naming `what`.
-    fn expect(
+    pub(super) fn expect(
         &self,
         key: &[u8],
         expected: Option<&Revision>,
@@ -208,6 +208,8 @@ impl<'a> Txn<'a> {
                 self.put(key, experiment_id.into_bytes());
             }
             Op::Expect(expectation) => self.check(expectation)?,
+            // Pipelines, versions and recurring runs (catalog.rs).
+            other => self.apply_catalog(other)?,
         }
         Ok(())
     }
@@ -240,6 +242,8 @@ impl<'a> Txn<'a> {
                     )));
                 }
             }
+            // Pipelines and versions (catalog.rs).
+            other => self.check_catalog(other)?,
         }
         Ok(())
     }

@@ -70,6 +70,7 @@ CREATE TABLE runs (
     display_name      bytea NOT NULL,
     description       bytea NOT NULL,
     pipeline_id       bytea NOT NULL,
+    pipeline_version_id bytea NOT NULL,
     service_account   bytea NOT NULL,
     recurring_run_id  bytea NOT NULL,
     created_s         bigint NOT NULL,
