@@ -9,7 +9,6 @@ mod common;
 use common::process::runledger;
 use common::*;
 use runledger::api::pipeline_service_client::PipelineServiceClient;
-use runledger::api::recurring_run_service_client::RecurringRunServiceClient;
 use runledger::api::*;
 use runledger::store::Location;
 
@@ -141,30 +140,18 @@ async fn fill_pipelines(server: &TestServer, team: &Experiment) {
         })
         .await
         .unwrap();
-    RecurringRunServiceClient::new(server.channel().await)
-        .create_recurring_run(CreateRecurringRunRequest {
-            recurring_run: Some(RecurringRun {
-                display_name: "hourly".into(),
-                experiment_id: team.experiment_id.clone(),
-                mode: recurring_run::Mode::Disable as i32,
-                max_concurrency: 1,
-                trigger: Some(Trigger {
-                    trigger: Some(trigger::Trigger::PeriodicSchedule(PeriodicSchedule {
-                        interval_second: 3600,
-                        ..Default::default()
-                    })),
-                }),
-                pipeline_source: Some(recurring_run::PipelineSource::PipelineVersionReference(
-                    PipelineVersionReference {
-                        pipeline_id: shared.pipeline_id.clone(),
-                        pipeline_version_id: second.pipeline_version_id.clone(),
-                    },
-                )),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
+    create_periodic_run(
+        server,
+        &team.experiment_id,
+        3600,
+        1,
+        recurring_run::Mode::Disable,
+        PipelineVersionReference {
+            pipeline_id: shared.pipeline_id.clone(),
+            pipeline_version_id: second.pipeline_version_id.clone(),
+        },
+    )
+    .await;
 }
 
 fn run_ok(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {

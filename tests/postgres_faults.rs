@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use common::process::{ServerProcess, runledger};
 use common::*;
-use runledger::api::recurring_run_service_client::RecurringRunServiceClient;
 use runledger::api::run_service_client::RunServiceClient;
 use runledger::api::*;
 use runledger::store::{self, Location};
@@ -512,27 +511,15 @@ async fn check_finds_pipelines_versions_and_recurring_runs_that_disagree_with_th
     let version = stored_version(&server).await;
     let mut experiments = server.experiments().await;
     let experiment = create_experiment(&mut experiments, "e", "").await;
-    RecurringRunServiceClient::new(server.channel().await)
-        .create_recurring_run(CreateRecurringRunRequest {
-            recurring_run: Some(RecurringRun {
-                display_name: "nightly".into(),
-                experiment_id: experiment.experiment_id.clone(),
-                mode: recurring_run::Mode::Disable as i32,
-                max_concurrency: 1,
-                trigger: Some(Trigger {
-                    trigger: Some(trigger::Trigger::PeriodicSchedule(PeriodicSchedule {
-                        interval_second: 86400,
-                        ..Default::default()
-                    })),
-                }),
-                pipeline_source: Some(recurring_run::PipelineSource::PipelineVersionReference(
-                    version.clone(),
-                )),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("create a recurring run");
+    create_periodic_run(
+        &server,
+        &experiment.experiment_id,
+        86400,
+        1,
+        recurring_run::Mode::Disable,
+        version.clone(),
+    )
+    .await;
     server.stop().await;
     assert_check_passes(&url);
 

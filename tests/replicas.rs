@@ -514,29 +514,7 @@ async fn one_replica_schedules_at_a_time_and_the_other_takes_over_each_time_once
     let a = TestServer::start_at_location(location.clone()).await;
     let b = TestServer::start_at_location(location).await;
     let version = stored_version(&a).await;
-    let recurring = runledger::api::recurring_run_service_client::RecurringRunServiceClient::new(
-        a.channel().await,
-    )
-    .create_recurring_run(CreateRecurringRunRequest {
-        recurring_run: Some(RecurringRun {
-            display_name: "every second".into(),
-            mode: recurring_run::Mode::Enable as i32,
-            max_concurrency: 10,
-            trigger: Some(Trigger {
-                trigger: Some(trigger::Trigger::PeriodicSchedule(PeriodicSchedule {
-                    interval_second: 1,
-                    ..Default::default()
-                })),
-            }),
-            pipeline_source: Some(recurring_run::PipelineSource::PipelineVersionReference(
-                version,
-            )),
-            ..Default::default()
-        }),
-    })
-    .await
-    .expect("create the recurring run")
-    .into_inner();
+    let recurring = create_periodic_run(&a, "", 1, 10, recurring_run::Mode::Enable, version).await;
     let id = recurring.recurring_run_id;
     let first = recurring.created_at.expect("created_at").seconds + 1;
 

@@ -17,6 +17,7 @@
 //! one database). [`open`] is the one place that picks one; nothing above this module knows
 //! which runs. `tests/store_conformance.rs` is the behaviour suite every backend must pass.
 
+mod catalog;
 pub mod feed;
 mod observe;
 pub mod portable;
@@ -32,6 +33,7 @@ pub use self::postgres::{PostgresOptions, check_database, migrate as migrate_dat
 pub use self::sled::{
     CheckReport, DataDirOptions, Durability, MigrateOptions, MigrationReport, RepairReport,
 };
+pub use catalog::{CatalogRecord, data_loss};
 pub use feed::{Change, ChangeKind, Subscription};
 pub use observe::{ObserverSlot, StoreObserver};
 pub use record::{Revision, SpecBlob, Stored, StoredRun, split_spec};

@@ -371,6 +371,43 @@ pub async fn stored_version(server: &TestServer) -> PipelineVersionReference {
     }
 }
 
+/// Creates on `server` a recurring run of `version` every `interval_second` seconds, with at
+/// most `max_concurrency` unfinished runs, in `experiment_id` ("": the default experiment),
+/// enabled or not as `mode` says.
+pub async fn create_periodic_run(
+    server: &TestServer,
+    experiment_id: &str,
+    interval_second: i64,
+    max_concurrency: i64,
+    mode: recurring_run::Mode,
+    version: PipelineVersionReference,
+) -> RecurringRun {
+    runledger::api::recurring_run_service_client::RecurringRunServiceClient::new(
+        server.channel().await,
+    )
+    .create_recurring_run(CreateRecurringRunRequest {
+        recurring_run: Some(RecurringRun {
+            display_name: format!("every {interval_second} s"),
+            experiment_id: experiment_id.to_owned(),
+            mode: mode as i32,
+            max_concurrency,
+            trigger: Some(Trigger {
+                trigger: Some(trigger::Trigger::PeriodicSchedule(PeriodicSchedule {
+                    interval_second,
+                    ..Default::default()
+                })),
+            }),
+            pipeline_source: Some(recurring_run::PipelineSource::PipelineVersionReference(
+                version,
+            )),
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("create a recurring run")
+    .into_inner()
+}
+
 /// Every run of a listing, following next_page_token to the end.
 pub async fn list_all(
     client: &mut RunServiceClient<Channel>,

@@ -5,21 +5,18 @@
 //!
 //! A version's pipeline spec (or a recurring run's inline one) is kept apart, in `specs` with
 //! the runs' (one copy per distinct spec, its reference count counting every record holding
-//! it). Tags are in the record and,
-//! for filters on `tags.KEY`, in `catalog_tags`. Scope counters are rows of `counts`: `i` a
+//! it). Tags are in the record and, for filters on `tags.KEY`, in `catalog_tags`. Scope counters are rows of `counts`: `i` a
 //! namespace's pipelines, `v` a pipeline's versions, `g` every recurring run, `h` an
 //! experiment's, `y` a namespace's.
 
 use bytes::Bytes;
-use prost::Message;
 use tokio_postgres::Row;
 
 use super::rows::{self, revision, text, time_of, utf8};
-use crate::api::{Pipeline, PipelineVersion, RecurringRun, recurring_run};
+use crate::api::{Pipeline, PipelineVersion};
 use crate::error::{Error, Result};
-use crate::proto::google::rpc::Status;
 use crate::query::{Field, Record, Scope};
-use crate::store::{RecurringRunRecord, SpecBlob, Stored};
+use crate::store::{CatalogRecord, RecurringRunRecord, SpecBlob, Stored, data_loss};
 use crate::wkt::{StructBytes, Timestamp};
 
 /// The `kind` of pipelines, versions and recurring runs in `catalog` (and `catalog_tags`).
@@ -28,35 +25,9 @@ pub const PIPELINE_VERSION: u8 = b'v';
 pub const RECURRING_RUN: u8 = b'j';
 
 /// A record kind kept in `catalog`.
-pub trait CatalogKind: Message + Default + Clone + Record + Send + Sync + 'static {
+pub trait CatalogKind: CatalogRecord {
     /// Its `kind` code.
     const CODE: u8;
-
-    /// A record whose stored bytes cannot be read: its id and an error saying why.
-    fn damaged(id: &str, error: Status) -> Self;
-
-    /// Its tags, for `catalog_tags` (none: it has no tags).
-    fn tags(&self) -> Vec<(&str, &str)> {
-        Vec::new()
-    }
-
-    /// Takes out the pipeline spec the record holds (kept apart in `specs`, as runs' are).
-    fn take_spec(&mut self) -> Option<StructBytes> {
-        None
-    }
-
-    /// Puts back the spec [`CatalogKind::take_spec`] took out.
-    fn set_spec(&mut self, _spec: StructBytes) {}
-
-    /// The record without its pipeline spec, and the spec.
-    fn split(&self) -> (Vec<u8>, Option<SpecBlob>) {
-        let mut body = self.clone();
-        let spec = body.take_spec();
-        (
-            body.encode_to_vec(),
-            spec.map(|spec| SpecBlob::of(spec.protobuf().clone())),
-        )
-    }
 
     /// What a put that takes a used name is told.
     fn name_taken(&self) -> String {
@@ -64,31 +35,8 @@ pub trait CatalogKind: Message + Default + Clone + Record + Send + Sync + 'stati
     }
 }
 
-fn data_loss(kind: &str, id: &str, why: impl std::fmt::Display) -> Status {
-    Status {
-        code: tonic::Code::DataLoss as i32,
-        message: format!("the stored record of {kind} {id:?} cannot be read: {why}"),
-        details: Vec::new(),
-    }
-}
-
 impl CatalogKind for Pipeline {
     const CODE: u8 = PIPELINE;
-
-    fn damaged(id: &str, error: Status) -> Self {
-        Pipeline {
-            pipeline_id: id.to_owned(),
-            error: Some(error),
-            ..Default::default()
-        }
-    }
-
-    fn tags(&self) -> Vec<(&str, &str)> {
-        self.tags
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect()
-    }
 
     fn name_taken(&self) -> String {
         format!(
@@ -101,29 +49,6 @@ impl CatalogKind for Pipeline {
 impl CatalogKind for PipelineVersion {
     const CODE: u8 = PIPELINE_VERSION;
 
-    fn damaged(id: &str, error: Status) -> Self {
-        PipelineVersion {
-            pipeline_version_id: id.to_owned(),
-            error: Some(error),
-            ..Default::default()
-        }
-    }
-
-    fn tags(&self) -> Vec<(&str, &str)> {
-        self.tags
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect()
-    }
-
-    fn take_spec(&mut self) -> Option<StructBytes> {
-        self.pipeline_spec.take()
-    }
-
-    fn set_spec(&mut self, spec: StructBytes) {
-        self.pipeline_spec = Some(spec);
-    }
-
     fn name_taken(&self) -> String {
         format!(
             "pipeline {:?} has a version named {:?}",
@@ -134,32 +59,16 @@ impl CatalogKind for PipelineVersion {
 
 impl CatalogKind for RecurringRunRecord {
     const CODE: u8 = RECURRING_RUN;
+}
 
-    fn damaged(id: &str, error: Status) -> Self {
-        RecurringRunRecord {
-            recurring_run: RecurringRun {
-                recurring_run_id: id.to_owned(),
-                error: Some(error),
-                ..Default::default()
-            },
-            schedule: Default::default(),
-        }
-    }
-
-    fn take_spec(&mut self) -> Option<StructBytes> {
-        match self.recurring_run.pipeline_source.take() {
-            Some(recurring_run::PipelineSource::PipelineSpec(spec)) => Some(spec),
-            other => {
-                self.recurring_run.pipeline_source = other;
-                None
-            }
-        }
-    }
-
-    fn set_spec(&mut self, spec: StructBytes) {
-        self.recurring_run.pipeline_source =
-            Some(recurring_run::PipelineSource::PipelineSpec(spec));
-    }
+/// A record without its pipeline spec (as stored in `record`), and the spec.
+pub fn split<T: CatalogRecord>(value: &T) -> (Vec<u8>, Option<SpecBlob>) {
+    let mut body = value.clone();
+    let spec = body.take_spec();
+    (
+        body.encode_to_vec(),
+        spec.map(|spec| SpecBlob::of(spec.protobuf().clone())),
+    )
 }
 
 /// The name of a kind code, for messages.
@@ -234,7 +143,7 @@ pub const CATALOG_COLUMNS: &str = "kind, id, namespace, experiment_id, pipeline_
 
 impl CatalogRow {
     pub fn of<T: CatalogKind>(value: &T) -> CatalogRow {
-        let (record, spec) = value.split();
+        let (record, spec) = split(value);
         CatalogRow {
             kind: T::CODE as i8,
             id: value.id().as_bytes().to_vec(),
@@ -301,11 +210,10 @@ pub fn stored_from_row<T: CatalogKind>(row: &Row) -> Result<Stored<T>> {
     let digest: Option<Vec<u8>> = row.get(3);
     let spec: Option<Vec<u8>> = row.get(4);
     let value = match (T::decode(record), digest, spec) {
-        (Err(e), _, _) => T::damaged(&id, data_loss(T::KIND, &id, e)),
+        (Err(e), _, _) => T::damaged(&id, data_loss::<T>(&id, e)),
         (Ok(_), Some(digest), None) => T::damaged(
             &id,
-            data_loss(
-                T::KIND,
+            data_loss::<T>(
                 &id,
                 format!(
                     "its pipeline spec (SHA-256 {}) is missing",

@@ -110,7 +110,7 @@ fn compare<T: CatalogKind>(
             return None;
         }
     };
-    if value.split().1.is_some() {
+    if super::catalog::split(&value).1.is_some() {
         check.problem(format!(
             "{name}: the record holds its spec instead of the specs table"
         ));
