@@ -114,7 +114,7 @@ impl Txn<'_> {
             }
             Some(revision) => {
                 let old = self
-                    .lock::<T>(id, revision, "FOR UPDATE", || {
+                    .lock::<T>(id, revision, || {
                         format!("{} {id:?} changed since it was read", T::KIND)
                     })
                     .await?;
@@ -164,20 +164,18 @@ impl Txn<'_> {
         Ok(())
     }
 
-    /// Locks record `id` of kind `T` (`mode`: FOR UPDATE, FOR KEY SHARE) and checks it is at
-    /// `expected`.
+    /// Locks record `id` of kind `T` and checks it is at `expected`.
     async fn lock<T: CatalogKind>(
         &self,
         id: &str,
         expected: &Revision,
-        mode: &str,
         what: impl FnOnce() -> String,
     ) -> Result<OldRow> {
         let rows = self
             .query(
                 &format!(
                     "SELECT revision, {OLD_COLUMNS} FROM catalog WHERE kind = $1 AND id = $2 \
-                     {mode}"
+                     FOR UPDATE"
                 ),
                 &[&(T::CODE as i8), &id.as_bytes()],
             )
@@ -221,7 +219,7 @@ impl Txn<'_> {
     async fn delete_pipeline(&mut self, id: &str, replaces: &Revision) -> Result<()> {
         // Locked first: a version being created waits (its PipelineExists holds a key-share
         // lock), so the DELETE below sees every version the pipeline has.
-        self.lock::<Pipeline>(id, replaces, "FOR UPDATE", || {
+        self.lock::<Pipeline>(id, replaces, || {
             format!("pipeline {id:?} changed or was deleted since it was read")
         })
         .await?;
