@@ -66,12 +66,16 @@ impl ServerProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                // Logged before the addresses go out: a caller that reads the log as soon as
+                // start returns finds the line that says where the server listens.
+                {
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
                 if let (Some(grpc), Some(http)) = (field(&line, "grpc"), field(&line, "http")) {
                     let _ = tx.send((grpc, http));
                 }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
             }
         });
         let Ok((grpc, http)) = rx.recv_timeout(Duration::from_secs(60)) else {
