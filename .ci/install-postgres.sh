@@ -43,12 +43,7 @@ else
     exit 1
   fi
   echo "install-postgres: PostgreSQL server missing; installing Debian's postgresql package"
-  export DEBIAN_FRONTEND=noninteractive
-  # A fresh machine may have no package lists yet, or stale ones; update only when needed.
-  if ! apt-get install -y --no-install-recommends postgresql; then
-    apt-get update
-    apt-get install -y --no-install-recommends postgresql
-  fi
+  bash "$(dirname "$0")/apt-install.sh" postgresql
   if ! dir=$(server_dir); then
     echo "install-postgres: installed the postgresql package but found no directory with" \
       "${required[*]}" >&2

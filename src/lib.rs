@@ -25,7 +25,9 @@
 //! - [`query`]: backend-neutral list queries: filter / sort / page-token parsing into a
 //!   [`query::ListQuery`] (pure; knows no store).
 //! - [`store`]: the store interface (records, list queries, compare-and-set writes, the change
-//!   feed) and its backends; [`store::sled`], the embedded one, is the only code that knows sled.
+//!   feed) and its backends: [`store::sled`], the embedded one, is the only code that knows
+//!   sled; [`store::postgres`], for several replicas on one database, the only code that knows
+//!   PostgreSQL. [`store::open`] picks one.
 //! - [`error`]: the one error enum and every mapping of it: gRPC codes, HTTP statuses and bodies.
 //! - [`wkt`]: our `google.protobuf.Timestamp` (RFC 3339 `Z` in JSON).
 //! - [`api`]: the generated KFP v2beta1 types and services.

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use runledger::query::QueryLimits;
 use runledger::server::{self, Listeners, ServerOptions};
 use runledger::service::{Limits, Services};
-use runledger::store::{self, DataDirOptions, Durability};
+use runledger::store::{self, DataDirOptions, Durability, Location, PostgresOptions};
 use runledger::transport::Limits as TransportLimits;
 use runledger::transport::tls::{Tls, TlsFiles};
 
@@ -44,13 +44,20 @@ enum Command {
     /// Write the protobuf descriptor set of the API (with its google.api.http routes), for a
     /// gateway such as Envoy's gRPC-JSON transcoder or grpc-gateway.
     Descriptor(DescriptorArgs),
-    /// Check a data directory offline (stop the server first): every index entry, name and
-    /// counter must agree with the records and every value must decode. Exits 1 on any problem.
+    /// Check a data directory offline (stop the server first), or a database (--database-url;
+    /// replicas may keep serving): every index entry, name and counter must agree with the
+    /// records and every value must decode. Exits 1 on any problem.
     Check(CheckArgs),
-    /// Migrate a data directory offline to this build's data format (stop the server first).
-    /// The server also migrates at startup; a migration that was interrupted resumes where it
-    /// stopped.
+    /// Upgrade a store offline to this build: a data directory's data format (stop the server
+    /// first; a migration that was interrupted resumes where it stopped), or a PostgreSQL
+    /// database's schema (--database-url; replicas may keep serving). Servers also do it at
+    /// startup.
     Migrate(MigrateArgs),
+    /// Write every experiment, pipeline spec and run of a store as JSON Lines (a portable
+    /// backup; stop writers first for a snapshot of one instant).
+    Export(ExportArgs),
+    /// Read an export into an empty store (either backend), ids and timestamps kept.
+    Import(ImportArgs),
     /// Client: list, create, watch and change runs on a server (over gRPC).
     Runs(runledger::cli::RunsArgs),
     /// Client: list, create and change experiments on a server (over gRPC).
@@ -83,26 +90,74 @@ struct DescriptorArgs {
 
 #[derive(Args)]
 struct CheckArgs {
-    /// Directory of the embedded database.
-    #[arg(long, env = "RUNLEDGER_DATA_DIR", default_value = "./runledger-data")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Rebuild every index entry and counter from the records (one atomic batch), then check
     /// again.
     #[arg(long)]
     repair: bool,
 }
 
+/// Which store a command reads or writes: a PostgreSQL database when --database-url is given,
+/// else the embedded store in --data-dir.
 #[derive(Args)]
-struct MigrateArgs {
+struct StoreArgs {
     /// Directory of the embedded database.
     #[arg(long, env = "RUNLEDGER_DATA_DIR", default_value = "./runledger-data")]
     data_dir: PathBuf,
-    /// Runs converted per atomic batch (each batch records the migration's progress with it).
-    #[arg(long, default_value_t = store::sled::migrate::CHUNK)]
+    /// PostgreSQL database instead of a data dir:
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=verify-full&sslrootcert=FILE].
+    #[arg(long, env = "RUNLEDGER_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl StoreArgs {
+    fn location(&self, pool_size: usize) -> Location {
+        match &self.database_url {
+            Some(url) => Location::Database {
+                url: url.clone(),
+                options: PostgresOptions {
+                    pool_size,
+                    ..PostgresOptions::default()
+                },
+            },
+            None => Location::DataDir {
+                dir: self.data_dir.clone(),
+                options: DataDirOptions::default(),
+            },
+        }
+    }
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Runs converted per atomic batch of a data dir's migration (each batch records the
+    /// migration's progress with it).
+    #[arg(long, default_value_t = store::sled::migrate::CHUNK, conflicts_with = "database_url")]
     chunk_runs: usize,
     /// For crash tests: abort once this many batches are on disk, as a kill would.
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, conflicts_with = "database_url")]
     abort_after_chunks: Option<usize>,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Write to this file instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The export to read; `-` (the default) reads standard input.
+    #[arg(default_value = "-")]
+    file: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -124,10 +179,19 @@ struct ServeArgs {
     /// Directory of the embedded database (created if missing).
     #[arg(long, env = "RUNLEDGER_DATA_DIR", default_value = "./runledger-data")]
     data_dir: PathBuf,
+    /// Keep the data in PostgreSQL instead of --data-dir, so that several runledger processes
+    /// (replicas) can serve the same data: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE
+    /// [?sslmode=verify-full&sslrootcert=FILE]. The schema is created or upgraded at startup.
+    #[arg(long, env = "RUNLEDGER_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Most connections to the database this process holds (with --database-url).
+    #[arg(long, env = "RUNLEDGER_DATABASE_POOL_SIZE", default_value_t = PostgresOptions::default().pool_size, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    database_pool_size: usize,
     /// Log filter: error, warn, info, debug, trace, or a tracing EnvFilter directive.
     #[arg(long, env = "RUNLEDGER_LOG_LEVEL", default_value = "info")]
     log_level: String,
-    /// When a write is acknowledged.
+    /// When a write is acknowledged (the embedded store; with --database-url, once committed
+    /// and flushed, always).
     #[arg(
         long,
         env = "RUNLEDGER_DURABILITY",
@@ -259,6 +323,8 @@ fn main() -> ExitCode {
         Command::Descriptor(args) => descriptor(args).map(|()| true),
         Command::Check(args) => check(args),
         Command::Migrate(args) => migrate(args),
+        Command::Export(args) => export(args).map(|()| true),
+        Command::Import(args) => import(args).map(|()| true),
         Command::Auth(command) => auth(command),
         Command::Runs(args) => return runledger::cli::runs(args),
         Command::Experiments(args) => return runledger::cli::experiments(args),
@@ -288,7 +354,23 @@ fn descriptor(args: DescriptorArgs) -> Result<(), String> {
 
 /// Prints the check (or repair) report; Ok(false) when problems remain.
 fn check(args: CheckArgs) -> Result<bool, String> {
-    let dir = &args.data_dir;
+    if let Some(url) = &args.store.database_url {
+        if args.repair {
+            return Err(
+                "--repair rebuilds a data dir's indexes and counters; a database's are rebuilt \
+                 by exporting it and importing that into an empty database (drop --repair to \
+                 check it)"
+                    .into(),
+            );
+        }
+        let db = store::postgres::DatabaseUrl::parse(url).map_err(|e| e.to_string())?;
+        let report = runtime()?
+            .block_on(store::check_database(url))
+            .map_err(|e| e.to_string())?;
+        print!("{db}: {report}");
+        return Ok(report.is_consistent());
+    }
+    let dir = &args.store.data_dir;
     if args.repair {
         let report = store::repair_data_dir(dir).map_err(|e| e.to_string())?;
         print!("{}: {report}", dir.display());
@@ -300,14 +382,97 @@ fn check(args: CheckArgs) -> Result<bool, String> {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
 fn migrate(args: MigrateArgs) -> Result<bool, String> {
+    if let Some(url) = &args.store.database_url {
+        let db = store::postgres::DatabaseUrl::parse(url).map_err(|e| e.to_string())?;
+        let migrated = runtime()?
+            .block_on(store::migrate_database(&db))
+            .map_err(|e| e.to_string())?;
+        println!("{db}: {migrated}");
+        return Ok(true);
+    }
     let options = store::MigrateOptions {
         chunk: args.chunk_runs,
         abort_after_chunks: args.abort_after_chunks,
     };
-    let report = store::migrate_data_dir(&args.data_dir, &options).map_err(|e| e.to_string())?;
-    println!("{}: {report}", args.data_dir.display());
+    let dir = &args.store.data_dir;
+    let report = store::migrate_data_dir(dir, &options).map_err(|e| e.to_string())?;
+    println!("{}: {report}", dir.display());
     Ok(true)
+}
+
+/// Opens the store of an offline command (export, import).
+async fn open_store(
+    args: &StoreArgs,
+    creating: bool,
+) -> Result<std::sync::Arc<dyn store::Store>, String> {
+    if args.database_url.is_none() && !creating && !args.data_dir.is_dir() {
+        return Err(format!(
+            "{} is not a data dir (it does not exist); give --data-dir or --database-url",
+            args.data_dir.display()
+        ));
+    }
+    store::open(&args.location(2))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Counts records on a progress line (stderr, when it is a terminal).
+fn progress_line(label: &str) -> impl FnMut(u64) {
+    let mut line = runledger::cli::progress::Progress::stderr(label);
+    let mut shown = 0u64;
+    move |total| {
+        line.page(total.saturating_sub(shown) as usize);
+        shown = total;
+    }
+}
+
+fn export(args: ExportArgs) -> Result<(), String> {
+    runtime()?.block_on(async {
+        let store = open_store(&args.store, false).await?;
+        let source = args.store.location(1).to_string();
+        let result = match &args.out {
+            Some(path) => {
+                let file = std::fs::File::create(path)
+                    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                let mut out = std::io::BufWriter::new(file);
+                store::portable::export(&store, &source, &mut out, progress_line("exported")).await
+            }
+            None => {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                store::portable::export(&store, &source, &mut out, progress_line("exported")).await
+            }
+        };
+        let closed = store.close().await;
+        let totals = result.map_err(|e| e.to_string())?;
+        closed.map_err(|e| e.to_string())?;
+        eprintln!("exported {totals} from {source}");
+        Ok(())
+    })
+}
+
+fn import(args: ImportArgs) -> Result<(), String> {
+    runtime()?.block_on(async {
+        let input: Box<dyn std::io::BufRead> = if args.file.as_os_str() == "-" {
+            Box::new(std::io::BufReader::new(std::io::stdin()))
+        } else {
+            let file = std::fs::File::open(&args.file)
+                .map_err(|e| format!("cannot open {}: {e}", args.file.display()))?;
+            Box::new(std::io::BufReader::new(file))
+        };
+        let store = open_store(&args.store, true).await?;
+        let target = args.store.location(1).to_string();
+        let result = store::portable::import(&store, input, progress_line("imported")).await;
+        let closed = store.close().await;
+        let totals = result.map_err(|e| e.to_string())?;
+        closed.map_err(|e| e.to_string())?;
+        eprintln!("imported {totals} into {target}");
+        Ok(())
+    })
 }
 
 fn auth(command: AuthCommand) -> Result<bool, String> {
@@ -368,18 +533,29 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 flush_every_ms: args.flush_every_ms,
             },
         };
-        let store = store::open_data_dir(
-            &args.data_dir,
-            DataDirOptions {
-                durability,
-                event_buffer: args.event_buffer,
-                event_retain: args.event_buffer,
-                cache_bytes: args.cache_mb * 1024 * 1024,
-                min_free_bytes: args.min_free_disk_mb.saturating_mul(1024 * 1024),
-                ..DataDirOptions::default()
+        let location = match &args.database_url {
+            Some(url) => Location::Database {
+                url: url.clone(),
+                options: PostgresOptions {
+                    pool_size: args.database_pool_size,
+                    event_buffer: args.event_buffer,
+                    event_retain: args.event_buffer,
+                    ..PostgresOptions::default()
+                },
             },
-        )
-        .map_err(|e| e.to_string())?;
+            None => Location::DataDir {
+                dir: args.data_dir.clone(),
+                options: DataDirOptions {
+                    durability,
+                    event_buffer: args.event_buffer,
+                    event_retain: args.event_buffer,
+                    cache_bytes: args.cache_mb * 1024 * 1024,
+                    min_free_bytes: args.min_free_disk_mb.saturating_mul(1024 * 1024),
+                    ..DataDirOptions::default()
+                },
+            },
+        };
+        let store = store::open(&location).await.map_err(|e| e.to_string())?;
         let limits = Limits {
             max_name_bytes: args.max_name_bytes,
             max_description_bytes: args.max_description_bytes,
@@ -417,11 +593,15 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 }
             }
         }
+        let durability = match location {
+            Location::DataDir { .. } => format!("{durability:?}"),
+            Location::Database { .. } => "committed and flushed".to_owned(),
+        };
         tracing::info!(
             grpc = %grpc_addr,
             http = %http_addr,
-            data_dir = %args.data_dir.display(),
-            durability = ?durability,
+            store = %location,
+            durability,
             tls = match &tls {
                 None => "off",
                 Some(tls) if tls.mutual() => "on, client certificates required",

@@ -57,22 +57,94 @@ pub struct Listeners {
     pub http: TcpListener,
 }
 
-/// Sets the health of the services that write to what the store says now: NOT_SERVING while it
-/// refuses writes (a full disk), SERVING otherwise. The server as a whole (`""`) stays SERVING:
-/// reads are answered, and restarting the process (what a liveness probe would do) frees no
-/// space.
-async fn follow_writability(
-    health: &tonic_health::server::HealthReporter,
-    services: &[&str],
-    writable: &mut tokio::sync::watch::Receiver<crate::store::Writable>,
+/// How often the store's health is checked for gRPC health.
+const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// A health check that takes longer than this counts as failed.
+const HEALTH_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Keeps gRPC health in step with the store until the server stops:
+/// - while the store cannot serve at all (its database is unreachable), the server as a whole
+///   (`""`) and every API service are NOT_SERVING;
+/// - while it serves reads but refuses writes (a full disk), the services that write
+///   (`write_services`) are NOT_SERVING and `""` stays SERVING: reads are answered, and
+///   restarting the process (what a liveness probe would do) frees no space;
+/// - SERVING again, by itself, once the store recovers.
+///
+/// Sets the statuses of now before it returns (so the first health check finds them) and
+/// follows changes in a task of its own.
+async fn report_store_health(
+    services: Arc<Services>,
+    health: tonic_health::server::HealthReporter,
+    write_services: Vec<&'static str>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
-    let status = match &*writable.borrow_and_update() {
-        crate::store::Writable::Yes => tonic_health::ServingStatus::Serving,
-        crate::store::Writable::No(_) => tonic_health::ServingStatus::NotServing,
+    use crate::store::Writable;
+    use tonic_health::ServingStatus;
+    let report = move |reachable: bool, can_write: bool| {
+        let (health, write_services) = (health.clone(), write_services.clone());
+        let status = |up: bool| {
+            if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            }
+        };
+        async move {
+            health.set_service_status("", status(reachable)).await;
+            for name in write_services {
+                health
+                    .set_service_status(name, status(reachable && can_write))
+                    .await;
+            }
+        }
     };
-    for service in services {
-        health.set_service_status(*service, status).await;
-    }
+    let mut writable = Some(services.store().writable());
+    let mut can_write = writable
+        .as_mut()
+        .is_some_and(|w| matches!(*w.borrow_and_update(), Writable::Yes));
+    let mut reachable = true;
+    report(reachable, can_write).await;
+    tokio::spawn(async move {
+        loop {
+            let before = (reachable, can_write);
+            tokio::select! {
+                () = tokio::time::sleep(HEALTH_EVERY) => {
+                    let checked =
+                        tokio::time::timeout(HEALTH_LIMIT, services.store().check_health()).await;
+                    reachable = matches!(checked, Ok(Ok(())));
+                    if reachable != before.0 {
+                        match checked {
+                            Ok(Ok(())) => tracing::info!("the store serves again: health SERVING"),
+                            Ok(Err(e)) => tracing::warn!(
+                                error = %e,
+                                "the store cannot serve: health NOT_SERVING"
+                            ),
+                            Err(_) => tracing::warn!(
+                                "the store's health check took over {} s: health NOT_SERVING",
+                                HEALTH_LIMIT.as_secs()
+                            ),
+                        }
+                    }
+                }
+                changed = async {
+                    match writable.as_mut() {
+                        Some(w) => w.changed().await.map(|()| w),
+                        None => std::future::pending().await,
+                    }
+                } => match changed {
+                    Ok(w) => can_write = matches!(*w.borrow_and_update(), Writable::Yes),
+                    // The store let go of its sender: it stays as last seen.
+                    Err(_) => writable = None,
+                },
+                () = async {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                } => return,
+            }
+            if (reachable, can_write) != before {
+                report(reachable, can_write).await;
+            }
+        }
+    });
 }
 
 /// Serves gRPC and HTTP until `shutdown` completes, then ends watch streams, lets in-flight calls
@@ -149,19 +221,13 @@ pub async fn run(
     let signal = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopping.wait_for(|stop| *stop).await;
     };
-    let mut writable = services.store().writable();
-    follow_writability(&health, &write_services, &mut writable).await;
-    let follow = signal(stopping.clone());
-    tokio::spawn(async move {
-        tokio::select! {
-            () = follow => {}
-            () = async {
-                while writable.changed().await.is_ok() {
-                    follow_writability(&health, &write_services, &mut writable).await;
-                }
-            } => {}
-        }
-    });
+    report_store_health(
+        services.clone(),
+        health.clone(),
+        write_services.to_vec(),
+        stopping.clone(),
+    )
+    .await;
 
     let metrics = crate::metrics::Metrics::new();
     metrics.observe_transport(

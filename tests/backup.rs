@@ -27,7 +27,7 @@ async fn cli(server: &TestServer, args: &[&str]) -> std::process::Output {
     all.extend(["--server".to_owned(), server.url()]);
     tokio::task::spawn_blocking(move || {
         let args: Vec<&std::ffi::OsStr> = all.iter().map(|a| a.as_ref()).collect();
-        process::runledger(&args)
+        process::runledger(&args, None)
     })
     .await
     .unwrap()
@@ -482,5 +482,30 @@ role = "admin"
     assert!(done);
     let (consistent, check) = process::check(&root.path().join("allowed"));
     assert!(consistent, "{check}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_on_postgresql_points_at_the_database_backup_tools() {
+    let Some(location) = common::database_location("backup_on_postgresql").await else {
+        return;
+    };
+    let server = TestServer::start_at_location(location).await;
+    common::create_run(&mut server.runs().await, new_run("one")).await;
+    let root = tempfile::tempdir().unwrap();
+    let to = root.path().join("copy");
+    let (code, message) = code_of(backup(&mut admin(&server).await, to.to_str().unwrap()).await);
+    assert_eq!(code, Code::FailedPrecondition, "{message}");
+    assert!(message.contains("pg_dump"), "{message}");
+    assert!(message.contains("runledger export"), "{message}");
+    assert!(message.contains("PostgreSQL"), "{message}");
+    assert!(!to.exists());
+    let out = cli(&server, &["backup", "--to", to.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pg_dump"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     server.stop().await;
 }

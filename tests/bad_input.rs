@@ -11,6 +11,7 @@ use prost::Message;
 use prost::bytes::{Buf, BufMut};
 use runledger::api::*;
 use runledger::server::ServerOptions;
+use runledger_testkit::every_backend;
 use tonic::Code;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
@@ -126,7 +127,7 @@ fn nested_spec(depth: usize) -> Struct {
     spec
 }
 
-#[tokio::test]
+#[every_backend]
 async fn malformed_protobuf_bytes_are_invalid_argument() {
     let server = TestServer::start().await;
     let valid = create_request(new_run("x")).encode_to_vec();
@@ -155,7 +156,7 @@ async fn malformed_protobuf_bytes_are_invalid_argument() {
     assert_still_serving(&server).await;
 }
 
-#[tokio::test]
+#[every_backend]
 async fn invalid_utf8_in_a_string_field_is_invalid_argument() {
     let server = TestServer::start().await;
     // Run { display_name (3) = 0xff 0xfe, pipeline_id (6) = "p" } inside CreateRunRequest.run (2).
@@ -177,7 +178,7 @@ async fn invalid_utf8_in_a_string_field_is_invalid_argument() {
     assert_still_serving(&server).await;
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_pipeline_spec_nested_past_the_decoder_limit_is_invalid_argument() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -190,7 +191,7 @@ async fn a_pipeline_spec_nested_past_the_decoder_limit_is_invalid_argument() {
     assert_still_serving(&server).await;
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_moderately_nested_pipeline_spec_is_kept_intact() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -210,7 +211,7 @@ async fn a_moderately_nested_pipeline_spec_is_kept_intact() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_request_over_the_message_limit_is_resource_exhausted() {
     let limit = 64 * 1024;
     let server = TestServer::start_with(Config {
@@ -251,7 +252,7 @@ async fn a_request_over_the_message_limit_is_resource_exhausted() {
     assert_still_serving(&server).await;
 }
 
-#[tokio::test]
+#[every_backend]
 async fn absurd_filters_are_invalid_argument_naming_the_problem() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -305,7 +306,7 @@ async fn absurd_filters_are_invalid_argument_naming_the_problem() {
     assert_still_serving(&server).await;
 }
 
-#[tokio::test]
+#[every_backend]
 async fn garbage_and_tampered_page_tokens_are_invalid_argument() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -370,7 +371,7 @@ async fn garbage_and_tampered_page_tokens_are_invalid_argument() {
     assert_still_serving(&server).await;
 }
 
-#[tokio::test]
+#[every_backend]
 async fn unknown_enum_numbers_in_report_run_state_are_invalid_argument() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -405,7 +406,7 @@ async fn unknown_enum_numbers_in_report_run_state_are_invalid_argument() {
     assert_still_serving(&server).await;
 }
 
-#[tokio::test]
+#[every_backend]
 async fn run_ids_with_odd_characters_are_rejected_or_not_found() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -456,7 +457,7 @@ async fn run_ids_with_odd_characters_are_rejected_or_not_found() {
     assert_still_serving(&server).await;
 }
 
-#[tokio::test]
+#[every_backend]
 async fn out_of_range_list_parameters_are_invalid_argument() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -508,7 +509,7 @@ async fn http_bad(
     (reply.status.as_u16(), reply.json)
 }
 
-#[tokio::test]
+#[every_backend]
 async fn bad_http_input_gets_a_json_error_and_the_server_keeps_serving() {
     let mut config = Config::default();
     config.server.max_http_body_bytes = 64 * 1024;

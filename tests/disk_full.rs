@@ -452,12 +452,15 @@ async fn a_full_disk_under_large_values_keeps_reads_and_a_restart_loses_nothing(
             "inconsistent although the store recovered in place: {report}"
         );
         eprintln!("after the wedge, check reported:\n{report}");
-        let repaired = process::runledger(&[
-            "check".as_ref(),
-            "--repair".as_ref(),
-            "--data-dir".as_ref(),
-            data.as_os_str(),
-        ]);
+        let repaired = process::runledger(
+            &[
+                "check".as_ref(),
+                "--repair".as_ref(),
+                "--data-dir".as_ref(),
+                data.as_os_str(),
+            ],
+            None,
+        );
         assert!(
             repaired.status.success(),
             "{}",

@@ -4,13 +4,14 @@ mod common;
 
 use common::*;
 use runledger::api::*;
+use runledger_testkit::every_backend;
 use tonic::Code;
 
 fn id(e: &Experiment) -> String {
     e.experiment_id.clone()
 }
 
-#[tokio::test]
+#[every_backend]
 async fn create_and_get_an_experiment() {
     let server = TestServer::start().await;
     let mut experiments = server.experiments().await;
@@ -46,7 +47,7 @@ async fn create_and_get_an_experiment() {
     assert_eq!(fetched, created);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn an_empty_display_name_is_invalid_argument() {
     let server = TestServer::start().await;
     let mut experiments = server.experiments().await;
@@ -65,7 +66,7 @@ async fn an_empty_display_name_is_invalid_argument() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_name_is_unique_within_a_namespace_only() {
     let server = TestServer::start().await;
     let mut experiments = server.experiments().await;
@@ -83,7 +84,7 @@ async fn a_name_is_unique_within_a_namespace_only() {
     expect_code(dup, Code::AlreadyExists);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn unknown_experiments_are_not_found_for_every_call() {
     let server = TestServer::start().await;
     let mut experiments = server.experiments().await;
@@ -131,7 +132,7 @@ async fn unknown_experiments_are_not_found_for_every_call() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn archiving_an_experiment_archives_all_its_runs_and_unarchiving_restores_only_the_experiment()
  {
     let server = TestServer::start().await;
@@ -228,7 +229,7 @@ async fn archiving_an_experiment_archives_all_its_runs_and_unarchiving_restores_
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn deleting_an_experiment_deletes_its_runs() {
     let server = TestServer::start().await;
     let mut experiments = server.experiments().await;
@@ -296,7 +297,7 @@ async fn deleting_an_experiment_deletes_its_runs() {
     create_experiment(&mut experiments, "e", "ns").await;
 }
 
-#[tokio::test]
+#[every_backend]
 async fn the_default_experiment_cannot_be_deleted() {
     let server = TestServer::start().await;
     let mut experiments = server.experiments().await;
@@ -316,7 +317,7 @@ async fn the_default_experiment_cannot_be_deleted() {
     .expect("run kept");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn an_experiment_named_default_is_adopted_as_the_namespace_default() {
     let server = TestServer::start().await;
     let mut experiments = server.experiments().await;
@@ -333,7 +334,7 @@ async fn an_experiment_named_default_is_adopted_as_the_namespace_default() {
     assert_eq!(run.experiment_id, mine.experiment_id);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn list_experiments_scopes_by_namespace_and_pages() {
     let server = TestServer::start().await;
     let mut experiments = server.experiments().await;

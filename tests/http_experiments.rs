@@ -5,11 +5,12 @@ mod common;
 
 use common::TestServer;
 use common::rest::{Http, id_of};
+use runledger_testkit::every_backend;
 use serde_json::json;
 
 // --- experiments ---
 
-#[tokio::test]
+#[every_backend]
 async fn experiment_lifecycle_over_http() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -59,7 +60,7 @@ async fn experiment_lifecycle_over_http() {
         .expect_error(404, 5);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn experiment_found_by_name_as_the_kfp_sdk_asks() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -77,7 +78,7 @@ async fn experiment_found_by_name_as_the_kfp_sdk_asks() {
     assert_eq!(body["experiments"][0]["display_name"], json!("two"));
 }
 
-#[tokio::test]
+#[every_backend]
 async fn duplicate_experiment_name_is_a_409() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -89,7 +90,7 @@ async fn duplicate_experiment_name_is_a_409() {
         .expect_error(409, 6);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn experiment_without_a_name_is_a_400() {
     let server = TestServer::start().await;
     Http::new(&server)
@@ -98,7 +99,7 @@ async fn experiment_without_a_name_is_a_400() {
         .expect_error(400, 3);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn default_experiment_cannot_be_deleted() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -109,7 +110,7 @@ async fn default_experiment_cannot_be_deleted() {
         .expect_error(400, 9);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn experiments_list_empty_then_pages() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -128,7 +129,7 @@ async fn experiments_list_empty_then_pages() {
     assert!(page["next_page_token"].is_string());
 }
 
-#[tokio::test]
+#[every_backend]
 async fn unknown_experiment_action_is_a_404() {
     let server = TestServer::start().await;
     Http::new(&server)

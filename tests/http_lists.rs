@@ -5,18 +5,19 @@ mod common;
 
 use common::TestServer;
 use common::rest::Http;
+use runledger_testkit::every_backend;
 use serde_json::{Value, json};
 
 // --- runs: listing ---
 
-#[tokio::test]
+#[every_backend]
 async fn empty_listing_is_an_empty_object() {
     let server = TestServer::start().await;
     let reply = Http::new(&server).get("/runs").await;
     assert_eq!(reply.expect_ok(), &json!({}));
 }
 
-#[tokio::test]
+#[every_backend]
 async fn listing_pages_with_tokens_and_both_parameter_spellings() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -47,7 +48,7 @@ async fn listing_pages_with_tokens_and_both_parameter_spellings() {
     assert!(second.get("next_page_token").is_none(), "{second}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn plus_in_a_query_value_is_a_space() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -58,7 +59,7 @@ async fn plus_in_a_query_value_is_a_space() {
     assert_eq!(reply.expect_ok()["runs"][0]["display_name"], json!("b"));
 }
 
-#[tokio::test]
+#[every_backend]
 async fn filter_is_url_decoded_exactly_once() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -74,7 +75,7 @@ async fn filter_is_url_decoded_exactly_once() {
     assert_eq!(body["runs"][0]["display_name"], json!("a%41"));
 }
 
-#[tokio::test]
+#[every_backend]
 async fn bad_filter_is_a_400() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -83,7 +84,7 @@ async fn bad_filter_is_a_400() {
         .expect_error(400, 3);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn non_numeric_page_size_is_a_400_naming_it() {
     let server = TestServer::start().await;
     let message = Http::new(&server)
@@ -93,7 +94,7 @@ async fn non_numeric_page_size_is_a_400_naming_it() {
     assert!(message.contains("page_size"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn unknown_query_parameter_is_a_400_naming_it() {
     let server = TestServer::start().await;
     let message = Http::new(&server)
@@ -103,7 +104,7 @@ async fn unknown_query_parameter_is_a_400_naming_it() {
     assert!(message.contains("colour"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn repeated_query_parameter_is_a_400() {
     let server = TestServer::start().await;
     let message = Http::new(&server)
@@ -113,7 +114,7 @@ async fn repeated_query_parameter_is_a_400() {
     assert!(message.contains("page_size"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn listing_an_unknown_experiment_is_a_404() {
     let server = TestServer::start().await;
     Http::new(&server)

@@ -7,11 +7,12 @@ mod common;
 use common::TestServer;
 use common::rest::{Http, id_of};
 use reqwest::Method;
+use runledger_testkit::every_backend;
 use serde_json::json;
 
 // --- healthz and routing ---
 
-#[tokio::test]
+#[every_backend]
 async fn healthz_reports_single_user_as_a_json_boolean_and_the_version() {
     let server = TestServer::start().await;
     let reply = Http::new(&server).get("/healthz").await;
@@ -21,7 +22,7 @@ async fn healthz_reports_single_user_as_a_json_boolean_and_the_version() {
     assert!(body["commit_sha"].is_string());
 }
 
-#[tokio::test]
+#[every_backend]
 async fn unknown_route_is_a_json_404() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -29,7 +30,7 @@ async fn unknown_route_is_a_json_404() {
     assert!(message.contains("/apis/v2beta1/artifacts"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn wrong_method_is_a_json_405() {
     let server = TestServer::start().await;
     let reply = Http::new(&server)
@@ -38,7 +39,7 @@ async fn wrong_method_is_a_json_405() {
     reply.expect_error(405, 12);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn unknown_run_action_is_a_404_naming_the_actions() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -50,7 +51,7 @@ async fn unknown_run_action_is_a_404_naming_the_actions() {
     assert!(message.contains("reportState"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn get_with_an_action_suffix_is_not_a_route() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -60,7 +61,7 @@ async fn get_with_an_action_suffix_is_not_a_route() {
         .expect_error(404, 5);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn id_that_is_not_utf8_is_a_json_400() {
     let server = TestServer::start().await;
     Http::new(&server)
@@ -69,7 +70,7 @@ async fn id_that_is_not_utf8_is_a_json_400() {
         .expect_error(400, 3);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn post_on_a_run_without_an_action_is_a_404() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -134,7 +135,7 @@ fn descriptor_to_an_unwritable_path_fails_with_a_message() {
     assert!(stderr.contains("/nonexistent-dir/x.pb"), "{stderr}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn graceful_stop_also_closes_the_http_listener() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -154,7 +155,7 @@ async fn graceful_stop_also_closes_the_http_listener() {
 
 // --- the JSON API on the gRPC port ---
 
-#[tokio::test]
+#[every_backend]
 async fn json_api_is_served_on_the_grpc_port_too() {
     let server = TestServer::start().await;
     let http = Http::at(server.url());
@@ -167,7 +168,7 @@ async fn json_api_is_served_on_the_grpc_port_too() {
     http.get("/nothing-here").await.expect_error(404, 5);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn unknown_grpc_method_is_still_unimplemented_on_the_shared_port() {
     let server = TestServer::start().await;
     let mut grpc = tonic::client::Grpc::new(server.channel().await);

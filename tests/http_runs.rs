@@ -6,11 +6,12 @@ mod common;
 use common::rest::{Http, id_of, keys};
 use common::{Config, TestServer, create_run, new_run};
 use reqwest::Method;
+use runledger_testkit::every_backend;
 use serde_json::{Value, json};
 
 // --- JSON shape of a run ---
 
-#[tokio::test]
+#[every_backend]
 async fn created_run_is_snake_case_json_with_enum_names_and_z_timestamps() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -50,7 +51,7 @@ async fn created_run_is_snake_case_json_with_enum_names_and_z_timestamps() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn fields_at_their_default_are_omitted_and_no_timestamp_is_empty() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -69,7 +70,7 @@ async fn fields_at_their_default_are_omitted_and_no_timestamp_is_empty() {
     assert!(!fetched.text.contains("\"\""), "{}", fetched.text);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn int64_fields_are_strings_out_and_numbers_or_strings_in() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -88,7 +89,7 @@ async fn int64_fields_are_strings_out_and_numbers_or_strings_in() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn input_accepts_lower_camel_names_and_enum_numbers() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -106,7 +107,7 @@ async fn input_accepts_lower_camel_names_and_enum_numbers() {
     assert_eq!(reported.expect_ok()["state"], json!("RUNNING"));
 }
 
-#[tokio::test]
+#[every_backend]
 async fn whole_numbers_in_parameters_come_back_without_a_fraction() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -124,7 +125,7 @@ async fn whole_numbers_in_parameters_come_back_without_a_fraction() {
     assert_eq!(parameters["rate"], json!(0.5));
 }
 
-#[tokio::test]
+#[every_backend]
 async fn two_pipeline_sources_are_a_400_explaining_the_oneof() {
     let server = TestServer::start().await;
     let message = Http::new(&server)
@@ -137,7 +138,7 @@ async fn two_pipeline_sources_are_a_400_explaining_the_oneof() {
     assert!(message.contains("pipeline_spec"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn scheduled_at_with_an_offset_comes_back_in_utc_with_z() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -155,7 +156,7 @@ async fn scheduled_at_with_an_offset_comes_back_in_utc_with_z() {
 
 // --- bad input ---
 
-#[tokio::test]
+#[every_backend]
 async fn unknown_body_field_is_a_400_naming_it() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -169,7 +170,7 @@ async fn unknown_body_field_is_a_400_naming_it() {
     assert!(message.contains("colour"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn malformed_json_is_a_400_saying_where() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -181,7 +182,7 @@ async fn malformed_json_is_a_400_saying_where() {
     assert!(message.contains("line 1"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn wrong_value_type_is_a_400_naming_the_field() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -192,7 +193,7 @@ async fn wrong_value_type_is_a_400_naming_the_field() {
     assert!(message.contains("display_name"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn empty_timestamp_string_is_rejected() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -206,7 +207,7 @@ async fn empty_timestamp_string_is_rejected() {
     assert!(message.contains("scheduled_at"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn core_validation_errors_keep_their_message() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -217,7 +218,7 @@ async fn core_validation_errors_keep_their_message() {
     assert!(message.contains("display_name"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn body_over_the_limit_is_a_413_with_a_json_error() {
     let mut config = Config::default();
     config.server.max_http_body_bytes = 1024;
@@ -238,7 +239,7 @@ async fn body_over_the_limit_is_a_413_with_a_json_error() {
 
 // --- runs: create, get, delete ---
 
-#[tokio::test]
+#[every_backend]
 async fn run_is_read_back_by_id_with_the_same_json() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -247,7 +248,7 @@ async fn run_is_read_back_by_id_with_the_same_json() {
     assert_eq!(fetched.expect_ok(), &run);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn unknown_run_is_a_404_naming_it() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -255,7 +256,7 @@ async fn unknown_run_is_a_404_naming_it() {
     assert!(message.contains("no-such-run"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn client_chosen_run_id_that_exists_is_a_409() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -267,7 +268,7 @@ async fn client_chosen_run_id_that_exists_is_a_409() {
     http.post("/runs", body).await.expect_error(409, 6);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn deleted_run_answers_404_and_delete_returns_an_empty_object() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -282,7 +283,7 @@ async fn deleted_run_answers_404_and_delete_returns_an_empty_object() {
         .expect_error(404, 5);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn http_and_grpc_share_one_ledger() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -294,7 +295,7 @@ async fn http_and_grpc_share_one_ledger() {
 
 // --- runs: actions ---
 
-#[tokio::test]
+#[every_backend]
 async fn archive_and_unarchive_accept_an_empty_body() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -313,7 +314,7 @@ async fn archive_and_unarchive_accept_an_empty_body() {
     assert_eq!(run.expect_ok()["storage_state"], json!("AVAILABLE"));
 }
 
-#[tokio::test]
+#[every_backend]
 async fn action_body_may_repeat_the_path_id_but_not_contradict_it() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -337,7 +338,7 @@ async fn action_body_may_repeat_the_path_id_but_not_contradict_it() {
     assert!(message.contains("other"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn action_on_an_unknown_run_is_a_404() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -348,7 +349,7 @@ async fn action_on_an_unknown_run_is_a_404() {
     }
 }
 
-#[tokio::test]
+#[every_backend]
 async fn terminate_cancels_a_pending_run_and_refuses_a_finished_one() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -368,7 +369,7 @@ async fn terminate_cancels_a_pending_run_and_refuses_a_finished_one() {
         .expect_error(400, 9);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn retry_brings_a_canceled_run_back_to_pending() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -387,7 +388,7 @@ async fn retry_brings_a_canceled_run_back_to_pending() {
     assert!(run.json.get("finished_at").is_none(), "{}", run.text);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn report_state_returns_the_updated_run() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -416,7 +417,7 @@ async fn report_state_returns_the_updated_run() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn report_state_with_a_different_body_run_id_is_a_400() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -431,7 +432,7 @@ async fn report_state_with_a_different_body_run_id_is_a_400() {
     assert!(message.contains("someone-else"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn report_state_with_a_field_given_twice_is_a_400() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -446,7 +447,7 @@ async fn report_state_with_a_field_given_twice_is_a_400() {
     assert!(message.contains("duplicate field"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn action_fields_in_both_query_and_body_are_a_400() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -464,7 +465,7 @@ async fn action_fields_in_both_query_and_body_are_a_400() {
     assert_eq!(reply.expect_ok()["state"], json!("RUNNING"));
 }
 
-#[tokio::test]
+#[every_backend]
 async fn query_id_that_contradicts_the_path_is_a_400() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -477,7 +478,7 @@ async fn query_id_that_contradicts_the_path_is_a_400() {
         .expect_error(400, 3);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn report_state_with_a_stale_expected_state_is_a_409() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -492,7 +493,7 @@ async fn report_state_with_a_stale_expected_state_is_a_409() {
     assert!(message.contains("PENDING"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn report_state_that_leaves_a_terminal_state_is_a_400() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -505,7 +506,7 @@ async fn report_state_that_leaves_a_terminal_state_is_a_400() {
         .expect_error(400, 9);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn report_state_with_an_unknown_enum_name_is_a_400() {
     let server = TestServer::start().await;
     let http = Http::new(&server);

@@ -5,6 +5,7 @@
 
 mod common;
 
+use runledger_testkit::every_backend;
 use std::time::Duration;
 
 use common::{Config, TestServer};
@@ -138,7 +139,7 @@ fn run_body(name: &str) -> Value {
     json!({"display_name": name, "pipeline_id": "p"})
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_watch_sees_create_report_and_delete_as_events_with_the_rest_json() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -195,7 +196,7 @@ async fn a_watch_sees_create_report_and_delete_as_events_with_the_rest_json() {
     assert_eq!(gone.data["run"]["run_id"], json!(run_id));
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_run_watch_hears_only_that_run() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -221,7 +222,7 @@ async fn a_run_watch_hears_only_that_run() {
     assert_eq!(event.data["sequence"], "4");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn an_experiment_watch_hears_only_that_experiments_runs() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -242,7 +243,7 @@ async fn an_experiment_watch_hears_only_that_experiments_runs() {
     assert_eq!(event.data["run"]["experiment_id"], json!(watched));
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_namespace_watch_hears_only_that_namespaces_runs() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -268,7 +269,7 @@ async fn expect_error(response: reqwest::Response, status: u16, code: i64) -> St
     body["message"].as_str().expect("message").to_owned()
 }
 
-#[tokio::test]
+#[every_backend]
 async fn two_scopes_at_once_are_a_json_400() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -277,7 +278,7 @@ async fn two_scopes_at_once_are_a_json_400() {
     assert!(message.contains("at most one"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn an_unknown_watch_parameter_is_a_json_400_naming_it() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -286,7 +287,7 @@ async fn an_unknown_watch_parameter_is_a_json_400_naming_it() {
     assert!(message.contains("run"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_malformed_run_id_is_a_json_400() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -296,7 +297,7 @@ async fn a_malformed_run_id_is_a_json_400() {
     assert!(message.contains("run_id"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn more_watchers_than_allowed_are_a_json_429() {
     let mut config = Config::default();
     config.limits.max_watchers = 1;
@@ -308,7 +309,7 @@ async fn more_watchers_than_allowed_are_a_json_429() {
     assert!(message.contains("--max-watchers"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_closed_watch_frees_its_slot() {
     let mut config = Config::default();
     config.limits.max_watchers = 1;
@@ -326,7 +327,7 @@ async fn a_closed_watch_frees_its_slot() {
     let _again = http.watch("").await;
 }
 
-#[tokio::test]
+#[every_backend]
 async fn the_stream_ends_when_the_server_stops() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -354,7 +355,7 @@ impl Http {
     }
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_dropped_stream_resumed_with_last_event_id_loses_no_event() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -412,7 +413,7 @@ async fn a_dropped_stream_resumed_with_last_event_id_loses_no_event() {
     assert_eq!(ids[1], ids[0] + 4, "one sequence number per change");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_resume_point_no_longer_retained_is_a_429_saying_to_list_again() {
     let config = Config {
         store: runledger::store::DataDirOptions {

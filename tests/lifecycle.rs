@@ -7,6 +7,7 @@ use runledger::api::RuntimeState::{self, *};
 use runledger::api::*;
 use runledger::proto::google::rpc::Status as RpcStatus;
 use runledger::wkt::Timestamp;
+use runledger_testkit::every_backend;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -73,7 +74,7 @@ async fn run_in(client: &mut Client, state: RuntimeState) -> Run {
     run
 }
 
-#[tokio::test]
+#[every_backend]
 async fn every_transition_is_allowed_or_refused_as_the_spec_says() {
     let server = TestServer::start().await;
     let mut client = server.runs().await;
@@ -122,7 +123,7 @@ async fn every_transition_is_allowed_or_refused_as_the_spec_says() {
     }
 }
 
-#[tokio::test]
+#[every_backend]
 async fn reporting_the_current_state_adds_no_history_but_replaces_details_and_error() {
     let server = TestServer::start().await;
     let mut client = server.runs().await;
@@ -158,7 +159,7 @@ async fn reporting_the_current_state_adds_no_history_but_replaces_details_and_er
     }
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_failure_report_records_its_error_and_time_in_the_history() {
     let server = TestServer::start().await;
     let mut client = server.runs().await;
@@ -190,7 +191,7 @@ async fn a_failure_report_records_its_error_and_time_in_the_history() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_mismatched_expected_state_is_aborted_naming_the_actual_state() {
     let server = TestServer::start().await;
     let mut client = server.runs().await;
@@ -214,7 +215,7 @@ async fn a_mismatched_expected_state_is_aborted_naming_the_actual_state() {
     assert_eq!(ok.state, Succeeded as i32);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn reports_with_a_missing_or_unknown_state_or_run_are_refused() {
     let server = TestServer::start().await;
     let mut client = server.runs().await;
@@ -260,7 +261,7 @@ async fn reports_with_a_missing_or_unknown_state_or_run_are_refused() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn terminate_follows_the_spec_from_every_state() {
     let server = TestServer::start().await;
     let mut client = server.runs().await;
@@ -310,7 +311,7 @@ async fn terminate_follows_the_spec_from_every_state() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn retry_restarts_only_failed_or_canceled_runs_and_clears_the_outcome() {
     let server = TestServer::start().await;
     let mut client = server.runs().await;
@@ -349,7 +350,7 @@ async fn retry_restarts_only_failed_or_canceled_runs_and_clears_the_outcome() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn concurrent_reports_on_one_run_never_lose_an_acknowledged_update() {
     let server = TestServer::start().await;
     let mut client = server.runs().await;

@@ -4,9 +4,10 @@ mod common;
 
 use common::*;
 use runledger::api::*;
+use runledger_testkit::every_backend;
 use tonic::Code;
 
-#[tokio::test]
+#[every_backend]
 async fn list_scopes_by_experiment_namespace_or_everything() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -71,7 +72,7 @@ async fn list_scopes_by_experiment_namespace_or_everything() {
     assert_eq!(ids(all), vec![a.run_id, b.run_id, c.run_id]);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn archived_runs_are_listed_unless_filtered_out_and_total_size_counts_the_filter() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -120,7 +121,7 @@ async fn archived_runs_are_listed_unless_filtered_out_and_total_size_counts_the_
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn pages_follow_the_sort_and_the_last_page_has_no_token() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -153,7 +154,7 @@ async fn pages_follow_the_sort_and_the_last_page_has_no_token() {
     assert_eq!(names, ["c", "b", "b", "a", "a"]);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn default_page_size_is_20_and_negative_is_invalid_argument() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -178,7 +179,7 @@ async fn default_page_size_is_20_and_negative_is_invalid_argument() {
     assert!(message.contains("page_size"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn bad_sort_filter_and_tokens_are_invalid_argument_with_a_message_saying_what() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -283,7 +284,7 @@ async fn bad_sort_filter_and_tokens_are_invalid_argument_with_a_message_saying_w
     assert_eq!(next.runs.len(), 1);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn sorting_by_experiment_id_is_correct_on_every_page() {
     // KFP fails on the second page for this sort; keyset pagination on (value, id) does not.
     let server = TestServer::start().await;
@@ -322,7 +323,7 @@ async fn sorting_by_experiment_id_is_correct_on_every_page() {
     assert_eq!(got, expected);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn indexes_agree_with_the_records_after_archives_and_deletes() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -466,7 +467,7 @@ async fn indexes_agree_with_the_records_after_archives_and_deletes() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn page_size_and_filter_limits_are_configurable() {
     let mut config = Config::default();
     config.limits.query.max_page_size = 3;

@@ -13,6 +13,7 @@ use runledger::api::*;
 use runledger::auth::{Auth, AuthConfig, hash_token};
 use runledger::server::ServerOptions;
 use runledger::wkt::StructBytes;
+use runledger_testkit::every_backend;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
@@ -87,7 +88,7 @@ async fn add_version(
         .into_inner()
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_pipeline_is_created_found_by_id_and_by_name_and_listed() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -155,7 +156,7 @@ async fn a_pipeline_is_created_found_by_id_and_by_name_and_listed() {
     assert_eq!(shared.total_size, 0);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn bad_pipelines_are_invalid_arguments_naming_the_field() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -197,7 +198,7 @@ async fn bad_pipelines_are_invalid_arguments_naming_the_field() {
     }
 }
 
-#[tokio::test]
+#[every_backend]
 async fn pipeline_names_are_unique_per_namespace() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -235,7 +236,7 @@ async fn pipeline_names_are_unique_per_namespace() {
     .expect("the same name in another namespace");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn versions_hold_a_checked_spec_and_unique_names() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -332,7 +333,7 @@ async fn versions_hold_a_checked_spec_and_unique_names() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn versions_are_found_only_under_their_pipeline_and_listed_in_pages() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -406,7 +407,7 @@ async fn versions_are_found_only_under_their_pipeline_and_listed_in_pages() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_pipeline_with_versions_is_deleted_only_with_cascade() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -457,7 +458,7 @@ async fn a_pipeline_with_versions_is_deleted_only_with_cascade() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn deleting_a_version_leaves_the_runs_that_ran_it() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -516,7 +517,7 @@ async fn deleting_a_version_leaves_the_runs_that_ran_it() {
     .expect("delete the empty pipeline");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_run_of_a_version_reference_is_checked_and_shows_which_version_ran() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -608,7 +609,7 @@ async fn a_run_of_a_version_reference_is_checked_and_shows_which_version_ran() {
     }
 }
 
-#[tokio::test]
+#[every_backend]
 async fn updates_change_display_names_and_tags_only() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -698,7 +699,7 @@ async fn updates_change_display_names_and_tags_only() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn lookups_without_an_id_are_invalid_arguments() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -795,7 +796,7 @@ fn by<T>(token: &str, message: T) -> Request<T> {
     request
 }
 
-#[tokio::test]
+#[every_backend]
 async fn shared_pipelines_are_readable_by_everyone_and_written_with_a_role_on_the_empty_namespace()
 {
     let server = secured().await;
@@ -876,7 +877,7 @@ async fn shared_pipelines_are_readable_by_everyone_and_written_with_a_role_on_th
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn namespaced_pipelines_follow_the_namespace_roles() {
     let server = secured().await;
     let mut c = client(&server).await;

@@ -6,6 +6,7 @@ mod common;
 use common::TestServer;
 use common::rest::{Http, Reply};
 use reqwest::Method;
+use runledger_testkit::every_backend;
 use serde_json::{Value, json};
 
 const SPEC: &str = "\
@@ -52,7 +53,7 @@ fn id(value: &Value, field: &str) -> String {
     value[field].as_str().expect(field).to_owned()
 }
 
-#[tokio::test]
+#[every_backend]
 async fn an_upload_creates_a_pipeline_and_its_first_version() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -89,7 +90,7 @@ async fn an_upload_creates_a_pipeline_and_its_first_version() {
     assert_eq!(second.expect_ok()["name"], "hello-pipeline");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_json_package_with_a_platform_spec_is_kept_whole() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -125,7 +126,7 @@ async fn a_json_package_with_a_platform_spec_is_kept_whole() {
     assert_eq!(pipeline.expect_ok()["name"], "from-json");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn uploading_a_version_adds_it_to_the_named_pipeline() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -175,7 +176,7 @@ async fn uploading_a_version_adds_it_to_the_named_pipeline() {
     assert!(no_pipeline.expect_error(400, 3).contains("pipelineid"));
 }
 
-#[tokio::test]
+#[every_backend]
 async fn bad_uploads_are_400_naming_what_is_wrong() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -216,7 +217,7 @@ async fn bad_uploads_are_400_naming_what_is_wrong() {
         .expect_error(409, 6);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn an_upload_larger_than_the_body_limit_is_413() {
     let server = TestServer::start_with(common::Config {
         server: runledger::server::ServerOptions {
@@ -232,7 +233,7 @@ async fn an_upload_larger_than_the_body_limit_is_413() {
     upload(&http, "?name=big", &big).await.expect_error(413, 8);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn pipelines_are_created_listed_found_and_deleted_over_json() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -312,7 +313,7 @@ async fn pipelines_are_created_listed_found_and_deleted_over_json() {
         .expect_error(404, 5);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn versions_over_json_check_both_ids() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -360,7 +361,7 @@ async fn versions_over_json_check_both_ids() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn patch_changes_display_name_and_tags_and_an_empty_tags_object_clears_them() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -421,7 +422,7 @@ async fn patch_changes_display_name_and_tags_and_an_empty_tags_object_clears_the
     assert_eq!(version["tags"], json!({"k": "v"}));
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_run_of_a_version_over_json_is_404_when_the_version_is_missing() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -455,7 +456,7 @@ async fn a_run_of_a_version_over_json_is_404_when_the_version_is_missing() {
     assert!(missing.expect_error(404, 5).contains("gone"));
 }
 
-#[tokio::test]
+#[every_backend]
 async fn pipelines_and_versions_are_filtered_on_their_tags() {
     let server = TestServer::start().await;
     let http = Http::new(&server);

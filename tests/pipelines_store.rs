@@ -3,30 +3,15 @@
 //! compare-and-set, the expectations that guard writes, cascading deletes, listing scopes with
 //! their totals, the experiment-wide ops, and the lease.
 
+mod common;
+
 use std::sync::Arc;
 
 use runledger::api::*;
 use runledger::error::Error;
 use runledger::query::{ListQuery, Scope};
-use runledger::store::{
-    self, DataDirOptions, Expectation, Op, RecurringRunRecord, ScheduleState, Store, Write,
-};
+use runledger::store::{Expectation, Op, RecurringRunRecord, ScheduleState, Store, Write};
 use runledger::wkt::Timestamp;
-
-/// A backend under test, and whatever keeps it alive (a temp dir, a database).
-struct Backend {
-    store: Arc<dyn Store>,
-    _guard: Box<dyn std::any::Any + Send>,
-}
-
-async fn sled() -> Option<Backend> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = store::open_data_dir(dir.path(), DataDirOptions::default()).expect("open");
-    Some(Backend {
-        store,
-        _guard: Box::new(dir),
-    })
-}
 
 fn at(seconds: i64) -> Timestamp {
     Timestamp { seconds, nanos: 0 }
@@ -511,7 +496,7 @@ macro_rules! suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let Some(backend) = $open().await else { return };
+                    let Some(backend) = $open(stringify!($case)).await else { return };
                     super::cases::$case(backend.store.clone()).await;
                     backend.store.close().await.expect("close");
                 }
@@ -522,7 +507,8 @@ macro_rules! suite {
 
 macro_rules! every_backend {
     ($($case:ident),* $(,)?) => {
-        suite!(sled, super::sled, [$($case),*]);
+        suite!(sled, crate::common::stores::sled, [$($case),*]);
+        suite!(postgres, crate::common::stores::postgres, [$($case),*]);
     };
 }
 

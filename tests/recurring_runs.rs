@@ -16,6 +16,7 @@ use runledger::api::*;
 use runledger::auth::{Auth, AuthConfig, hash_token};
 use runledger::server::ServerOptions;
 use runledger::wkt::{StructBytes, Timestamp};
+use runledger_testkit::every_backend;
 use serde_json::json;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -73,7 +74,7 @@ async fn get(c: &mut RecurringRunServiceClient<Channel>, id: &str) -> RecurringR
     .into_inner()
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_recurring_run_is_created_in_the_default_experiment_and_read_back() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -116,7 +117,7 @@ async fn a_recurring_run_is_created_in_the_default_experiment_and_read_back() {
     assert_eq!(unspecified.mode, recurring_run::Mode::Disable as i32);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn bad_recurring_runs_are_invalid_arguments_naming_the_field() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -226,7 +227,7 @@ async fn bad_recurring_runs_are_invalid_arguments_naming_the_field() {
     assert_eq!(namespaced.namespace, "elsewhere");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn what_a_recurring_run_names_must_exist() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -339,7 +340,7 @@ async fn what_a_recurring_run_names_must_exist() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn enable_disable_and_delete() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -410,7 +411,7 @@ async fn enable_disable_and_delete() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn lists_are_scoped_filtered_sorted_and_paged() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -528,7 +529,7 @@ async fn lists_are_scoped_filtered_sorted_and_paged() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn archiving_an_experiment_disables_its_recurring_runs_and_deleting_it_deletes_them() {
     let server = TestServer::start().await;
     let mut c = client(&server).await;
@@ -591,7 +592,7 @@ async fn archiving_an_experiment_disables_its_recurring_runs_and_deleting_it_del
     get(&mut c, &outside.recurring_run_id).await;
 }
 
-#[tokio::test]
+#[every_backend]
 async fn the_json_routes_speak_kfps_shapes_and_codes() {
     let server = TestServer::start().await;
     let http = Http::new(&server);
@@ -692,7 +693,7 @@ fn by<T>(token: &str, message: T) -> Request<T> {
     request
 }
 
-#[tokio::test]
+#[every_backend]
 async fn viewers_read_editors_write_and_other_namespaces_see_nothing() {
     let text = format!(
         r#"
@@ -820,7 +821,7 @@ role = "editor"
     .expect("alice deletes");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn health_and_reflection_cover_the_new_services() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};

@@ -1,11 +1,12 @@
-//! The scheduler on a fake clock: the services over a real store in a temporary data dir, a
-//! clock the test moves, and [`Scheduler::run_due`] called where the server's loop would wake.
+//! The scheduler on a fake clock: the services over a real store (a temporary data dir, or a
+//! database of the test binary's PostgreSQL: every test runs on both), a clock the test moves, and [`Scheduler::run_due`] called where the server's loop would wake.
 //! Catch-up after downtime (across a restart), no_catchup, max_concurrency with unfinished
 //! runs, disable / enable, end times, a deleted pipeline version, two schedulers racing, and a
 //! crash on either side of the write that creates a run: each scheduled time gets exactly one
 //! run. No test sleeps; the clock jumps.
 
-use std::path::Path;
+mod common;
+
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -16,9 +17,11 @@ use runledger::service::{
     Clock, Context, Limits, Principal, RandomIds, Services, scheduled_run_id,
 };
 use runledger::store::{
-    self, DataDirOptions, Intercepted, Op, Store, StoredRun, Write, WriteInterceptor, Written,
+    self, DataDirOptions, Intercepted, Location, Op, Store, StoredRun, Write, WriteInterceptor,
+    Written,
 };
 use runledger::wkt::{StructBytes, Timestamp};
+use runledger_testkit::every_backend;
 
 /// 2026-03-01T10:00:00Z: the recurring runs below are created at this time.
 const T0: i64 = 1_772_359_200;
@@ -51,12 +54,15 @@ async fn services_on(store: Arc<dyn Store>, clock: &Arc<FakeClock>) -> (Arc<Serv
     (services, scheduler)
 }
 
-/// Opens the data dir, waiting briefly for a previous opener's file lock to go.
-fn open(dir: &Path) -> Arc<dyn Store> {
+/// Opens the store at `location`; a data dir after waiting briefly for a previous opener's file
+/// lock to go.
+async fn open(location: &Location) -> Arc<dyn Store> {
     for _ in 0..100 {
-        match store::open_data_dir(dir, DataDirOptions::default()) {
+        match store::open(location).await {
             Ok(store) => return store,
-            Err(Error::Unavailable(_)) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(Error::Unavailable(_)) if matches!(location, Location::DataDir { .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
             Err(e) => panic!("cannot open the store: {e}"),
         }
     }
@@ -64,7 +70,8 @@ fn open(dir: &Path) -> Arc<dyn Store> {
 }
 
 struct Fixture {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    location: Location,
     clock: Arc<FakeClock>,
     services: Arc<Services>,
     scheduler: Scheduler,
@@ -73,10 +80,33 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
+        let location = common::fresh_location(dir.path(), DataDirOptions::default()).await;
         let clock = Arc::new(FakeClock(AtomicI64::new(T0)));
-        let (services, scheduler) = services_on(open(dir.path()), &clock).await;
+        let (services, scheduler) = services_on(open(&location).await, &clock).await;
         Fixture {
-            dir,
+            _dir: dir,
+            location,
+            clock,
+            services,
+            scheduler,
+        }
+    }
+
+    /// Stops the services (the store flushed and closed) and starts new ones on the same store.
+    async fn restart(self) -> Fixture {
+        self.services.store().close().await.expect("close");
+        let Fixture {
+            _dir,
+            location,
+            clock,
+            services,
+            scheduler,
+        } = self;
+        drop((scheduler, services));
+        let (services, scheduler) = services_on(open(&location).await, &clock).await;
+        Fixture {
+            _dir,
+            location,
             clock,
             services,
             scheduler,
@@ -85,25 +115,6 @@ impl Fixture {
 
     fn ctx(&self) -> Context {
         self.services.context(Principal::Anonymous)
-    }
-
-    /// Stops the services (the store flushed and closed) and starts new ones on the data dir.
-    async fn restart(self) -> Fixture {
-        self.services.store().close().await.expect("close");
-        let Fixture {
-            dir,
-            clock,
-            services,
-            scheduler,
-        } = self;
-        drop((scheduler, services));
-        let (services, scheduler) = services_on(open(dir.path()), &clock).await;
-        Fixture {
-            dir,
-            clock,
-            services,
-            scheduler,
-        }
     }
 
     async fn create(&self, r: RecurringRun) -> RecurringRun {
@@ -209,7 +220,7 @@ fn scheduled(runs: &[Run]) -> Vec<i64> {
         .collect()
 }
 
-#[tokio::test]
+#[every_backend]
 async fn nothing_is_created_before_the_first_time_and_the_pass_says_when_it_is() {
     let f = Fixture::new().await;
     let r = f.create(periodic("nightly", 60)).await;
@@ -232,7 +243,7 @@ async fn nothing_is_created_before_the_first_time_and_the_pass_says_when_it_is()
     ));
 }
 
-#[tokio::test]
+#[every_backend]
 async fn catch_up_after_downtime_creates_every_missed_run_with_its_own_time() {
     let f = Fixture::new().await;
     let r = f.create(periodic("hourly", 60)).await;
@@ -259,7 +270,7 @@ async fn catch_up_after_downtime_creates_every_missed_run_with_its_own_time() {
     }
 }
 
-#[tokio::test]
+#[every_backend]
 async fn without_catch_up_only_the_latest_missed_time_gets_a_run() {
     let f = Fixture::new().await;
     let r = f
@@ -277,7 +288,7 @@ async fn without_catch_up_only_the_latest_missed_time_gets_a_run() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn max_concurrency_waits_while_runs_are_unfinished() {
     let f = Fixture::new().await;
     let r = f
@@ -315,7 +326,7 @@ async fn max_concurrency_waits_while_runs_are_unfinished() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_disabled_recurring_run_creates_nothing_and_enabling_backfills() {
     let f = Fixture::new().await;
     let r = f.create(periodic("paused", 60)).await;
@@ -345,7 +356,7 @@ async fn a_disabled_recurring_run_creates_nothing_and_enabling_backfills() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_recurring_run_created_disabled_waits_for_enable() {
     let f = Fixture::new().await;
     let r = f
@@ -359,7 +370,7 @@ async fn a_recurring_run_created_disabled_waits_for_enable() {
     assert!(f.runs_of(&r.recurring_run_id).await.is_empty());
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_cron_trigger_runs_at_its_times_until_its_end_time() {
     let f = Fixture::new().await;
     let mut quarterly = cron("quarterly", "0 */15 * * * *");
@@ -377,7 +388,7 @@ async fn a_cron_trigger_runs_at_its_times_until_its_end_time() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_recurring_run_whose_version_was_deleted_is_disabled_with_the_reason() {
     let f = Fixture::new().await;
     let ctx = f.ctx();
@@ -428,7 +439,7 @@ async fn a_recurring_run_whose_version_was_deleted_is_disabled_with_the_reason()
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn two_schedulers_on_one_store_create_each_run_once() {
     let f = Fixture::new().await;
     let r = f.create(periodic("contended", 10)).await;
@@ -445,7 +456,7 @@ async fn two_schedulers_on_one_store_create_each_run_once() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn only_one_scheduler_holds_the_lease_until_it_expires() {
     let f = Fixture::new().await;
     let store = f.services.store();
@@ -563,7 +574,7 @@ async fn crash_and_restart(crash: Crash) -> Vec<Run> {
     f.runs_of(&id).await
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_crash_between_computing_a_time_and_creating_its_run_leaves_it_due() {
     let runs = crash_and_restart(Crash::BeforeWrite).await;
     // The time the dead scheduler computed gets its run after the restart, once.
@@ -575,7 +586,7 @@ async fn a_crash_between_computing_a_time_and_creating_its_run_leaves_it_due() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_crash_after_the_run_was_written_creates_no_second_run() {
     let runs = crash_and_restart(Crash::AfterWrite).await;
     assert_eq!(scheduled(&runs), [T0 + 60, T0 + 120]);

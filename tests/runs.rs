@@ -4,9 +4,10 @@ mod common;
 
 use common::*;
 use runledger::api::*;
+use runledger_testkit::every_backend;
 use tonic::Code;
 
-#[tokio::test]
+#[every_backend]
 async fn create_run_fills_server_owned_fields_and_get_returns_it() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -45,7 +46,7 @@ fn get(run_id: &str) -> GetRunRequest {
     }
 }
 
-#[tokio::test]
+#[every_backend]
 async fn create_run_keeps_the_client_inputs_and_ignores_server_owned_fields() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -96,7 +97,7 @@ async fn create_run_keeps_the_client_inputs_and_ignores_server_owned_fields() {
     assert_eq!(created.error, None);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn each_pipeline_source_is_accepted() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -120,7 +121,7 @@ async fn each_pipeline_source_is_accepted() {
     }
 }
 
-#[tokio::test]
+#[every_backend]
 async fn create_run_without_a_name_or_pipeline_source_is_invalid_argument_naming_the_field() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -171,7 +172,7 @@ async fn create_run_without_a_name_or_pipeline_source_is_invalid_argument_naming
     assert!(message.contains("display_name"), "{message}");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_client_chosen_run_id_is_kept_and_a_second_create_with_it_is_already_exists() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -198,7 +199,7 @@ async fn a_client_chosen_run_id_is_kept_and_a_second_create_with_it_is_already_e
     assert_eq!(kept.display_name, "a", "the first run is untouched");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_run_id_of_another_form_is_invalid_argument() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -223,7 +224,7 @@ async fn a_run_id_of_another_form_is_invalid_argument() {
     }
 }
 
-#[tokio::test]
+#[every_backend]
 async fn an_unknown_experiment_is_not_found_and_a_foreign_namespace_is_invalid_argument() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -267,7 +268,7 @@ async fn an_unknown_experiment_is_not_found_and_a_foreign_namespace_is_invalid_a
     assert_eq!(inherited.namespace, "team-a");
 }
 
-#[tokio::test]
+#[every_backend]
 async fn runs_without_an_experiment_share_their_namespace_default_experiment() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -301,7 +302,7 @@ async fn runs_without_an_experiment_share_their_namespace_default_experiment() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn a_run_in_an_archived_experiment_can_be_created() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -324,7 +325,7 @@ async fn a_run_in_an_archived_experiment_can_be_created() {
     assert_eq!(run.storage_state, run::StorageState::Available as i32);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn get_and_delete_of_an_unknown_run_are_not_found() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -340,7 +341,7 @@ async fn get_and_delete_of_an_unknown_run_are_not_found() {
     expect_code(runs.get_run(get("")).await, Code::InvalidArgument);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn delete_run_removes_it_from_get_and_from_every_listing() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -371,7 +372,7 @@ async fn delete_run_removes_it_from_get_and_from_every_listing() {
     }
 }
 
-#[tokio::test]
+#[every_backend]
 async fn archive_is_repeatable_and_leaves_the_state_alone() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -401,7 +402,7 @@ async fn archive_is_repeatable_and_leaves_the_state_alone() {
     assert_eq!(available.storage_state, run::StorageState::Available as i32);
 }
 
-#[tokio::test]
+#[every_backend]
 async fn archive_and_unarchive_of_an_unknown_run_are_not_found() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;
@@ -423,7 +424,7 @@ async fn archive_and_unarchive_of_an_unknown_run_are_not_found() {
     );
 }
 
-#[tokio::test]
+#[every_backend]
 async fn unarchive_run_is_failed_precondition_while_its_experiment_is_archived() {
     let server = TestServer::start().await;
     let mut runs = server.runs().await;

@@ -4,6 +4,8 @@
 //! directions with and without filters, keyset pages under concurrent changes, and the change
 //! feed's order and resume. A new backend is done when it passes this suite unchanged.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -13,31 +15,8 @@ use runledger::error::Error;
 use runledger::query::filter::Filter;
 use runledger::query::sort::Sort;
 use runledger::query::{ListQuery, Page, Position, Record, Scope};
-use runledger::store::{
-    self, ChangeKind, DataDirOptions, Durability, Expectation, Op, Store, StoredRun, Write,
-};
+use runledger::store::{ChangeKind, Expectation, Op, Store, StoredRun, Write};
 use runledger::wkt::Timestamp;
-
-/// A backend under test, and whatever keeps it alive (a temp dir, a database).
-struct Backend {
-    store: Arc<dyn Store>,
-    _guard: Box<dyn std::any::Any + Send>,
-}
-
-async fn sled() -> Option<Backend> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let options = DataDirOptions {
-        durability: Durability::Durable,
-        event_buffer: 256,
-        event_retain: 64,
-        ..Default::default()
-    };
-    let store = store::open_data_dir(dir.path(), options).expect("open");
-    Some(Backend {
-        store,
-        _guard: Box::new(dir),
-    })
-}
 
 fn at(seconds: i64, nanos: i32) -> Timestamp {
     Timestamp { seconds, nanos }
@@ -868,7 +847,7 @@ macro_rules! suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let Some(backend) = $open().await else { return };
+                    let Some(backend) = $open(stringify!($case)).await else { return };
                     super::cases::$case(backend.store.clone()).await;
                     backend.store.close().await.expect("close");
                 }
@@ -879,7 +858,8 @@ macro_rules! suite {
 
 macro_rules! every_backend {
     ($($case:ident),* $(,)?) => {
-        suite!(sled, super::sled, [$($case),*]);
+        suite!(sled, crate::common::stores::sled, [$($case),*]);
+        suite!(postgres, crate::common::stores::postgres, [$($case),*]);
     };
 }
 

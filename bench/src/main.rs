@@ -13,7 +13,10 @@
 //! - [`workload`]: the pipeline spec, the run records and each scenario's calls.
 //! - [`load`]: the closed-loop driver and its measured window.
 //! - [`report`]: the Markdown table and JSON.
+//! - [`backends`]: `--backends`: the store backends (sled, PostgreSQL with N replicas) side by
+//!   side.
 
+mod backends;
 mod load;
 mod preload;
 mod report;
@@ -155,6 +158,17 @@ pub struct BenchArgs {
     /// The `runledger` binary to start servers from (default: the one next to this program).
     #[arg(long)]
     pub server_bin: Option<std::path::PathBuf>,
+    /// Compare store backends instead of running the scenarios above: each of these
+    /// (comma-separated: sled, postgres, postgres-N = N replicas on one database with the
+    /// clients spread over them) gets the same base data, then baseline, get, list-20, the
+    /// state filters, the indexed list queries, Health/Check under list load and create are
+    /// measured on it, side by side, with its size on disk per run.
+    #[arg(long, value_delimiter = ',')]
+    pub backends: Vec<String>,
+    /// The PostgreSQL database of --backends postgres (each backend adds its own experiment to
+    /// it). Default: a throwaway cluster of this machine's PostgreSQL, with fsync on.
+    #[arg(long)]
+    pub database_url: Option<String>,
 }
 
 fn progress(message: impl AsRef<str>) {
@@ -305,12 +319,27 @@ pub async fn run(args: BenchArgs) -> Result<Report, String> {
         spec_mix: Vec::new(),
         targets: Vec::new(),
         notes: Vec::new(),
+        backends: Vec::new(),
     };
     let temp = tempfile::Builder::new()
         .prefix("runledger-bench-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     progress(format!("working directory {}", temp.path().display()));
+
+    if !bench.args.backends.is_empty() {
+        if bench.args.target.is_some() {
+            return Err("--backends starts its own servers; it does not take --target".into());
+        }
+        let backends = bench
+            .args
+            .backends
+            .iter()
+            .map(|b| backends::Backend::parse(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        report.backends = backends::compare(&bench, &spec, temp.path(), &backends).await?;
+        return Ok(report);
+    }
 
     let main_scenarios = SCENARIOS
         .iter()
@@ -383,9 +412,14 @@ async fn spec_mix(
     let runs = bench.args.spec_mix_runs;
     let dir = temp.join("spec-mix");
     progress(format!("spec-mix: loading {runs} runs of {mix}"));
-    let loaded = preload::load(&dir, "bench-spec-mix", runs, spec, mix, move |n, s| {
-        progress(format!("  {n}/{runs} runs written ({s:.1} s)"))
-    })
+    let loaded = preload::load(
+        &preload::data_dir(&dir),
+        "bench-spec-mix",
+        runs,
+        spec,
+        mix,
+        move |n, s| progress(format!("  {n}/{runs} runs written ({s:.1} s)")),
+    )
     .await?;
     let bytes = server::dir_size(&dir);
     let _ = std::fs::remove_dir_all(&dir);
@@ -498,7 +532,7 @@ async fn run_main(
             let dir = temp.join("durable");
             progress(format!("loading {} runs offline", bench.args.base_runs));
             let loaded = preload::load(
-                &dir,
+                &preload::data_dir(&dir),
                 "bench",
                 bench.args.base_runs,
                 spec,
@@ -753,12 +787,19 @@ async fn run_scale(
     progress(format!(
         "scale {runs}: loading {runs} runs of {mix} offline"
     ));
-    let loaded = preload::load(&dir, "bench-scale", runs, spec, mix, move |n, s| {
-        progress(format!(
-            "  {n}/{runs} runs written ({s:.1} s, {:.0} runs/s)",
-            n as f64 / s.max(1e-9)
-        ))
-    })
+    let loaded = preload::load(
+        &preload::data_dir(&dir),
+        "bench-scale",
+        runs,
+        spec,
+        mix,
+        move |n, s| {
+            progress(format!(
+                "  {n}/{runs} runs written ({s:.1} s, {:.0} runs/s)",
+                n as f64 / s.max(1e-9)
+            ))
+        },
+    )
     .await?;
     let data_dir_bytes = server::dir_size(&dir);
     let data_dir_mb = data_dir_bytes as f64 / 1024.0 / 1024.0;

@@ -1,13 +1,14 @@
-//! The offline loader: fills a data directory with an experiment and N runs through the store
-//! interface (the same writes CreateRun makes, so records, indexes and counters are exactly what
-//! the server would have stored), many runs per atomic write, before the server starts on it.
-//! Far faster than N CreateRun calls, and it still exercises the real key layout.
+//! The offline loader: fills a store (a data directory, or a PostgreSQL database) with an
+//! experiment and N runs through the store interface (the same writes CreateRun makes, so
+//! records, indexes and counters are exactly what the server would have stored), many runs per
+//! atomic write, before the server starts on it. Far faster than N CreateRun calls, and it
+//! still exercises the real key layout or schema.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use runledger::api::{Experiment, experiment};
-use runledger::store::{self, DataDirOptions, Durability, Op, Write};
+use runledger::store::{self, DataDirOptions, Durability, Location, Op, Write};
 use runledger::wkt::StructBytes;
 use runledger::wkt::Timestamp;
 
@@ -42,25 +43,16 @@ pub struct Loaded {
     /// Ids of the runs left PENDING (every other one), for ReportRunState.
     pub pending_ids: Vec<String>,
     pub seconds: f64,
+    /// The store's size once everything was written, as it reports it.
+    pub bytes_on_disk: Option<u64>,
 }
 
-/// Creates experiment `name` in `dir` and `runs` runs in it, created one millisecond apart and
-/// ending now: every 100th run RUNNING, of the others every other one finished (SUCCEEDED), the
-/// rest PENDING; their specs as `mix` says, made from `spec`. `progress` is called with the
-/// number of runs written so far, every few seconds.
-pub async fn load(
-    dir: &Path,
-    name: &str,
-    runs: usize,
-    spec: &StructBytes,
-    mix: SpecMix,
-    mut progress: impl FnMut(usize, f64) + Send + 'static,
-) -> Result<Loaded, String> {
-    let started = Instant::now();
-    let store = store::open_data_dir(
-        dir,
-        DataDirOptions {
-            // Nothing waits on the loader's writes; closing the store makes them durable.
+/// Where the loader writes a data directory: buffered (nothing waits on the loader's writes;
+/// closing the store makes them durable).
+pub fn data_dir(dir: &Path) -> Location {
+    Location::DataDir {
+        dir: dir.to_owned(),
+        options: DataDirOptions {
             durability: Durability::Buffered {
                 flush_every_ms: 5_000,
             },
@@ -69,8 +61,23 @@ pub async fn load(
             cache_bytes: 256 * 1024 * 1024,
             ..DataDirOptions::default()
         },
-    )
-    .map_err(|e| e.to_string())?;
+    }
+}
+
+/// Creates experiment `name` in the store at `location` and `runs` runs in it, created one
+/// millisecond apart and ending now: every 100th run RUNNING, of the others every other one
+/// finished (SUCCEEDED), the rest PENDING; their specs as `mix` says, made from `spec`.
+/// `progress` is called with the number of runs written so far, every few seconds.
+pub async fn load(
+    location: &Location,
+    name: &str,
+    runs: usize,
+    spec: &StructBytes,
+    mix: SpecMix,
+    mut progress: impl FnMut(usize, f64) + Send + 'static,
+) -> Result<Loaded, String> {
+    let started = Instant::now();
+    let store = store::open(location).await.map_err(|e| e.to_string())?;
     let now = Timestamp::now();
     let experiment = Experiment {
         experiment_id: uuid::Uuid::new_v4().to_string(),
@@ -152,6 +159,8 @@ pub async fn load(
             last_report = Instant::now();
         }
     }
+    store.settle().await.map_err(|e| e.to_string())?;
+    let bytes_on_disk = store.size_on_disk().await.map_err(|e| e.to_string())?;
     store.close().await.map_err(|e| e.to_string())?;
     // The store's last handle goes with it: the server can open the directory.
     drop(store);
@@ -160,5 +169,6 @@ pub async fn load(
         run_ids,
         pending_ids,
         seconds: started.elapsed().as_secs_f64(),
+        bytes_on_disk,
     })
 }

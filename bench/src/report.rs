@@ -160,6 +160,8 @@ pub struct Report {
     pub spec_mix: Vec<SpecMixResult>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
+    /// `--backends`: each store backend's figures.
+    pub backends: Vec<super::backends::BackendResult>,
 }
 
 pub fn machine() -> Machine {
@@ -341,6 +343,16 @@ impl Report {
                 .map(|s| format!(" (loaded in {s:.1} s)"))
                 .unwrap_or_default()
         );
+        if !self.backends.is_empty() {
+            let _ = writeln!(
+                out,
+                "{} clients, spread over the replicas. Each cell: throughput (× the no-op call \
+                 on the same servers), latency p50 / p99.\n",
+                self.backends[0].scenarios.first().map_or(0, |s| s.clients),
+            );
+            out.push_str(&super::backends::markdown(&self.backends));
+            return out;
+        }
         let _ = writeln!(
             out,
             "| scenario | clients | ops/s | × baseline | p50 ms | p99 ms | p99.9 ms | errors | server CPU (cores) | server CPU µs/op | bench CPU (cores) | server RSS MB (end / peak) |"

@@ -62,6 +62,22 @@ impl ServerProcess {
         durability: &str,
         log: &Path,
     ) -> Result<ServerProcess, String> {
+        let store = [
+            "--data-dir".as_ref(),
+            data_dir.as_os_str(),
+            "--durability".as_ref(),
+            durability.as_ref(),
+        ];
+        Self::start_on(exe, &store, log).await
+    }
+
+    /// Starts `exe serve` with `store` (the flags that say where its data is: --data-dir ...,
+    /// or --database-url ...), logging to `log`, and waits until its health check answers.
+    pub async fn start_on(
+        exe: &Path,
+        store: &[&std::ffi::OsStr],
+        log: &Path,
+    ) -> Result<ServerProcess, String> {
         let addr = free_addr()?;
         let log_file =
             File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
@@ -69,10 +85,7 @@ impl ServerProcess {
             .arg("serve")
             .arg("--grpc-addr")
             .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--durability")
-            .arg(durability)
+            .args(store)
             // A server that also serves JSON/HTTP must not collide with another one on the
             // default port; the environment form is ignored by servers without that flag.
             .env("RUNLEDGER_HTTP_ADDR", free_addr()?.to_string())

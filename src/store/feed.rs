@@ -3,7 +3,9 @@
 //! live end or resume after a sequence number still inside the retained window.
 //!
 //! Writers never wait for watchers: live changes go through one bounded broadcast buffer, and a
-//! subscriber that falls further behind than it holds is told so (and should list again).
+//! subscriber that falls further behind than it holds is told so (and should list again). A
+//! backend that learns it cannot publish some changes at all (they were gone before it read
+//! them) says so with [`ChangeFeed::publish_gap`], which ends every subscription the same way.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -42,9 +44,19 @@ impl Change {
 
 pub struct ChangeFeed {
     state: Mutex<Retained>,
-    live: broadcast::Sender<Arc<Change>>,
+    live: broadcast::Sender<Item>,
     retain: usize,
     observer: ObserverSlot,
+}
+
+/// What the live buffer carries.
+#[derive(Clone)]
+enum Item {
+    Change(Arc<Change>),
+    /// Changes up to `next - 1` will never be published: subscribers missed `missed` of them.
+    Gap {
+        missed: u64,
+    },
 }
 
 struct Retained {
@@ -82,8 +94,22 @@ impl ChangeFeed {
                 state.changes.push_back(change.clone());
             }
             // No receiver is fine: nobody watches.
-            let _ = self.live.send(change);
+            let _ = self.live.send(Item::Change(change));
         }
+    }
+
+    /// Says that the changes before `next` that were not published never will be: the feed
+    /// continues at `next`, every current subscriber is ended (it missed changes), and no
+    /// subscriber can resume from before `next`.
+    pub fn publish_gap(&self, next: u64) {
+        let mut state = lock(&self.state);
+        if next <= state.last + 1 {
+            return;
+        }
+        let missed = next - state.last - 1;
+        state.last = next - 1;
+        state.changes.clear();
+        let _ = self.live.send(Item::Gap { missed });
     }
 
     /// Where the feed (and its backend) reports lagging watchers.
@@ -142,7 +168,7 @@ impl ChangeFeed {
 /// A subscriber's view of the feed.
 pub struct Subscription {
     replay: VecDeque<Arc<Change>>,
-    live: broadcast::Receiver<Arc<Change>>,
+    live: broadcast::Receiver<Item>,
     observer: ObserverSlot,
 }
 
@@ -154,7 +180,11 @@ impl Subscription {
             return Some(Ok(change));
         }
         match self.live.recv().await {
-            Ok(change) => Some(Ok(change)),
+            Ok(Item::Change(change)) => Some(Ok(change)),
+            Ok(Item::Gap { missed }) => Some(Err(Error::ResourceExhausted(format!(
+                "this watcher missed {missed} changes the server could not read in time and was \
+                 stopped; list the runs again, then watch again"
+            )))),
             Err(RecvError::Lagged(missed)) => {
                 if let Some(observer) = self.observer.get() {
                     observer.watcher_lagged(missed);
@@ -237,6 +267,27 @@ mod tests {
         feed.publish((1..=5).map(change));
         let first = sub.next().now_or_never().flatten().unwrap();
         assert!(matches!(first, Err(Error::ResourceExhausted(_))));
+    }
+
+    #[test]
+    fn a_gap_ends_every_subscriber_and_blocks_resuming_before_it() {
+        let feed = ChangeFeed::new(16, 8, 0);
+        feed.publish((1..=3).map(change));
+        let mut sub = feed.subscribe(None).unwrap();
+        feed.publish_gap(7);
+        assert!(matches!(
+            sub.next().now_or_never().flatten(),
+            Some(Err(Error::ResourceExhausted(_)))
+        ));
+        assert_eq!(feed.last_seq(), 6);
+        let err = feed.subscribe(Some(3)).err().unwrap();
+        assert!(matches!(err, Error::ResourceExhausted(_)), "{err:?}");
+        feed.publish([change(7)]);
+        assert_eq!(seqs(&mut feed.subscribe(Some(6)).unwrap()), vec![7]);
+        // A gap that skips nothing is no gap.
+        let mut live = feed.subscribe(None).unwrap();
+        feed.publish_gap(8);
+        assert!(live.next().now_or_never().is_none());
     }
 
     #[derive(Default)]

@@ -94,6 +94,9 @@ impl<I: WriteInterceptor> Store for Intercepted<I> {
     async fn size_on_disk(&self) -> Result<Option<u64>> {
         self.inner.size_on_disk().await
     }
+    async fn check_health(&self) -> Result<()> {
+        self.inner.check_health().await
+    }
     async fn pipeline(&self, pipeline_id: &str) -> Result<Option<Stored<Pipeline>>> {
         self.inner.pipeline(pipeline_id).await
     }
@@ -106,6 +109,9 @@ impl<I: WriteInterceptor> Store for Intercepted<I> {
     }
     async fn list_pipelines(&self, query: ListQuery) -> Result<Page<Stored<Pipeline>>> {
         self.inner.list_pipelines(query).await
+    }
+    async fn pipeline_namespaces(&self) -> Result<Vec<String>> {
+        self.inner.pipeline_namespaces().await
     }
     async fn pipeline_version(&self, version_id: &str) -> Result<Option<Stored<PipelineVersion>>> {
         self.inner.pipeline_version(version_id).await

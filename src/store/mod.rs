@@ -13,22 +13,28 @@
 //! `last_run_created_at` (raised by every new run in it), a namespace's default-experiment
 //! pointer being cleared when that experiment is deleted, counters.
 //!
-//! Backends: [`sled`] (embedded, the default). `tests/store_conformance.rs` is the behaviour
-//! suite every backend must pass.
+//! Backends: [`sled`] (embedded, the default) and [`postgres`] (several stateless replicas on
+//! one database). [`open`] is the one place that picks one; nothing above this module knows
+//! which runs. `tests/store_conformance.rs` is the behaviour suite every backend must pass.
 
+mod catalog;
 pub mod feed;
 mod intercept;
 mod observe;
+pub mod portable;
+pub mod postgres;
 mod record;
 mod schedule;
 pub mod sled;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use self::postgres::{PostgresOptions, check_database, migrate as migrate_database};
 pub use self::sled::{
     CheckReport, DataDirOptions, Durability, MigrateOptions, MigrationReport, RepairReport,
 };
+pub use catalog::{CatalogRecord, data_loss};
 pub use feed::{Change, ChangeKind, Subscription};
 pub use intercept::{Intercepted, WriteInterceptor};
 pub use observe::{ObserverSlot, StoreObserver};
@@ -85,6 +91,11 @@ pub trait Store: Send + Sync + 'static {
     async fn size_on_disk(&self) -> Result<Option<u64>> {
         Ok(None)
     }
+    /// Whether the store can serve now (a networked backend: its database answers); the
+    /// server reports it on gRPC health. Default: always.
+    async fn check_health(&self) -> Result<()> {
+        Ok(())
+    }
 
     // ---- Pipelines, pipeline versions, recurring runs and the scheduler's lease ----
     //
@@ -98,6 +109,9 @@ pub trait Store: Send + Sync + 'static {
     -> Result<Option<Stored<Pipeline>>>;
     /// One page of pipelines (scope Namespace; "" is the shared pipelines).
     async fn list_pipelines(&self, query: ListQuery) -> Result<Page<Stored<Pipeline>>>;
+    /// Every namespace that holds pipelines ("" for the shared ones), in order: with
+    /// [`Store::list_pipelines`], every pipeline (an export reads them so).
+    async fn pipeline_namespaces(&self) -> Result<Vec<String>>;
     async fn pipeline_version(&self, version_id: &str) -> Result<Option<Stored<PipelineVersion>>>;
     /// The version named `name` of pipeline `pipeline_id`.
     async fn pipeline_version_named(
@@ -293,6 +307,44 @@ pub enum Expectation {
 pub struct Written {
     /// The stored form of each run a `PutRun` op wrote, in op order.
     pub runs: Vec<StoredRun>,
+}
+
+/// Where a store is, with the options of its backend.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// The embedded store in a data directory.
+    DataDir {
+        dir: PathBuf,
+        options: DataDirOptions,
+    },
+    /// A PostgreSQL database (`postgres://...`), shared by any number of replicas.
+    Database {
+        url: String,
+        options: PostgresOptions,
+    },
+}
+
+impl std::fmt::Display for Location {
+    /// Where the store is, for logs (a database URL without its password).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::DataDir { dir, .. } => write!(f, "data dir {}", dir.display()),
+            Location::Database { url, .. } => match postgres::DatabaseUrl::parse(url) {
+                Ok(db) => write!(f, "database {db}"),
+                Err(_) => f.write_str("database (invalid URL)"),
+            },
+        }
+    }
+}
+
+/// Opens the store at `location`: the one place that picks the backend.
+pub async fn open(location: &Location) -> Result<Arc<dyn Store>> {
+    match location {
+        Location::DataDir { dir, options } => open_data_dir(dir, options.clone()),
+        Location::Database { url, options } => {
+            Ok(self::postgres::PgStore::open(url, options.clone()).await?)
+        }
+    }
 }
 
 /// Opens (or creates) the embedded store in `dir`.

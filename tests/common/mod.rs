@@ -1,19 +1,163 @@
-//! Test harness: a real runledger server on 127.0.0.1:0 with a fresh data directory, and real
-//! tonic clients.
+//! Test harness: a real runledger server on 127.0.0.1:0 with a fresh store, and real tonic
+//! clients.
+//!
+//! The store is a fresh data directory, or, inside a test written with
+//! `#[runledger_testkit::every_backend]` and running its `postgres` instance, a fresh database
+//! in the test binary's PostgreSQL cluster (one cluster per binary, one database per server a
+//! test starts). Such a test is written once and runs on both backends.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use runledger::api::experiment_service_client::ExperimentServiceClient;
 use runledger::api::run_service_client::RunServiceClient;
 use runledger::api::*;
 use runledger::server::{self, Listeners, ServerOptions};
 use runledger::service::{Limits, Services};
-use runledger::store::{self, DataDirOptions, Store};
+use runledger::store::{self, DataDirOptions, Location, PostgresOptions, Store};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
+
+/// The store backend a test instance runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sled,
+    Postgres,
+}
+
+/// The backend of the test running on this task, and what it needs to make databases.
+struct Current {
+    backend: Backend,
+    test: &'static str,
+    databases: AtomicUsize,
+}
+
+tokio::task_local! {
+    static CURRENT: Current;
+}
+
+/// Runs one instance of an `#[every_backend]` test: `body` on `backend`. Without PostgreSQL on
+/// the machine the postgres instance skips, saying so (and fails when CI=true).
+pub async fn on_backend(
+    backend: Backend,
+    test: &'static str,
+    body: impl std::future::Future<Output = ()>,
+) {
+    if backend == Backend::Postgres && !postgres_available(test).await {
+        return;
+    }
+    let current = Current {
+        backend,
+        test,
+        databases: AtomicUsize::new(0),
+    };
+    CURRENT.scope(current, body).await
+}
+
+/// The backend of the running test (sled outside `#[every_backend]` tests).
+pub fn backend() -> Backend {
+    CURRENT.try_with(|c| c.backend).unwrap_or(Backend::Sled)
+}
+
+/// Whether the test binary's PostgreSQL cluster runs (started by the first caller); false,
+/// after saying so, on a machine without PostgreSQL (a panic when CI=true).
+pub async fn postgres_available(test: &'static str) -> bool {
+    tokio::task::spawn_blocking(move || runledger_testkit::postgres::shared_or_skip(test).is_some())
+        .await
+        .expect("start PostgreSQL")
+}
+
+/// A fresh database of the binary's cluster as a store location (None: no PostgreSQL here,
+/// and the test should return).
+pub async fn database_location(test: &'static str) -> Option<Location> {
+    if !postgres_available(test).await {
+        return None;
+    }
+    Some(Location::Database {
+        url: new_database(test).await,
+        options: postgres_options(&DataDirOptions::default()),
+    })
+}
+
+/// The URL of a database location.
+pub fn database_url(location: &Location) -> &str {
+    match location {
+        Location::Database { url, .. } => url,
+        Location::DataDir { .. } => panic!("a database location was expected, not {location}"),
+    }
+}
+
+/// A SQL session of its own on the database at `url`, to look at or tamper with what the
+/// store wrote.
+pub async fn sql(url: &str) -> tokio_postgres::Client {
+    store::postgres::DatabaseUrl::parse(url)
+        .expect("a database URL")
+        .connect_spawned()
+        .await
+        .expect("connect to the database")
+}
+
+/// A new, empty database in the test binary's cluster, named after `test`.
+pub async fn new_database(test: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    static SERIAL: AtomicUsize = AtomicUsize::new(0);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    test.hash(&mut hasher);
+    let prefix: String = test
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(40)
+        .collect();
+    let name = format!(
+        "{prefix}_{:08x}_{}",
+        hasher.finish() as u32,
+        SERIAL.fetch_add(1, Ordering::Relaxed)
+    );
+    let test = test.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let cluster = runledger_testkit::postgres::shared_or_skip(&test)
+            .expect("PostgreSQL is available (checked before the test started)");
+        cluster
+            .create_database(&name)
+            .unwrap_or_else(|e| panic!("create database {name}: {e}"))
+    })
+    .await
+    .expect("create database")
+}
+
+/// Where a server (or store) of the running test keeps its data: `dir` for sled, a new
+/// database for PostgreSQL.
+pub async fn fresh_location(dir: &Path, options: DataDirOptions) -> Location {
+    match CURRENT.try_with(|c| {
+        (
+            c.backend,
+            c.test,
+            c.databases.fetch_add(1, Ordering::Relaxed),
+        )
+    }) {
+        Ok((Backend::Postgres, test, n)) => Location::Database {
+            url: new_database(&format!("{test}_{n}")).await,
+            options: postgres_options(&options),
+        },
+        _ => Location::DataDir {
+            dir: dir.to_path_buf(),
+            options,
+        },
+    }
+}
+
+/// The PostgreSQL options matching a test's data-dir options (buffers), with a small pool.
+pub fn postgres_options(options: &DataDirOptions) -> PostgresOptions {
+    PostgresOptions {
+        pool_size: 4,
+        event_buffer: options.event_buffer,
+        event_retain: options.event_retain,
+        ..PostgresOptions::default()
+    }
+}
 
 pub struct TestServer {
     /// The gRPC address.
@@ -24,6 +168,8 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<runledger::error::Result<()>>>,
     data_dir: PathBuf,
+    /// Where the store is (the data dir, or the test's database).
+    pub location: Location,
     /// Keeps the temporary directory alive (and removes it at the end) when the server owns it.
     _temp: Option<Arc<tempfile::TempDir>>,
 }
@@ -48,26 +194,41 @@ impl TestServer {
 
     pub async fn start_with(config: Config) -> TestServer {
         let temp = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let location = fresh_location(temp.path(), config.store.clone()).await;
         let dir = temp.path().to_path_buf();
-        Self::start_in(&dir, config, Some(temp)).await
+        Self::start_in(location, &dir, config, Some(temp)).await
     }
 
     /// Starts a server on an existing data directory, which `temp` keeps alive.
     pub async fn start_on(dir: &Path, temp: Arc<tempfile::TempDir>) -> TestServer {
-        Self::start_in(dir, Config::default(), Some(temp)).await
+        let location = Location::DataDir {
+            dir: dir.to_path_buf(),
+            options: DataDirOptions::default(),
+        };
+        Self::start_in(location, dir, Config::default(), Some(temp)).await
     }
 
-    /// Starts a server on `dir`, which the caller keeps (and removes).
+    /// Starts a server on the data directory `dir`, which the caller keeps (and removes).
     pub async fn start_at(dir: &Path, config: Config) -> TestServer {
-        Self::start_in(dir, config, None).await
+        let location = Location::DataDir {
+            dir: dir.to_path_buf(),
+            options: config.store.clone(),
+        };
+        Self::start_in(location, dir, config, None).await
+    }
+
+    /// Starts a server on the store at `location` (e.g. a second replica on a database).
+    pub async fn start_at_location(location: Location) -> TestServer {
+        Self::start_in(location, Path::new(""), Config::default(), None).await
     }
 
     async fn start_in(
+        location: Location,
         dir: &Path,
         config: Config,
         temp: Option<Arc<tempfile::TempDir>>,
     ) -> TestServer {
-        let mut store = store::open_data_dir(dir, config.store).expect("open store");
+        let mut store = store::open(&location).await.expect("open store");
         if let Some(wrap) = config.wrap_store {
             store = wrap(store);
         }
@@ -99,6 +260,7 @@ impl TestServer {
             stop: Some(stop),
             task: Some(task),
             data_dir: dir.to_path_buf(),
+            location,
             _temp: temp,
         }
     }
@@ -126,10 +288,11 @@ impl TestServer {
         }
     }
 
-    /// Stops the server and starts a new one on the same data directory.
+    /// Stops the server and starts a new one on the same store.
     pub async fn restart(self) -> TestServer {
+        let location = self.location.clone();
         let (dir, temp) = self.stop().await;
-        Self::start_in(&dir, Config::default(), temp).await
+        Self::start_in(location, &dir, Config::default(), temp).await
     }
 
     /// The data directory.
@@ -239,6 +402,43 @@ pub async fn stored_version(server: &TestServer) -> PipelineVersionReference {
     }
 }
 
+/// Creates on `server` a recurring run of `version` every `interval_second` seconds, with at
+/// most `max_concurrency` unfinished runs, in `experiment_id` ("": the default experiment),
+/// enabled or not as `mode` says.
+pub async fn create_periodic_run(
+    server: &TestServer,
+    experiment_id: &str,
+    interval_second: i64,
+    max_concurrency: i64,
+    mode: recurring_run::Mode,
+    version: PipelineVersionReference,
+) -> RecurringRun {
+    runledger::api::recurring_run_service_client::RecurringRunServiceClient::new(
+        server.channel().await,
+    )
+    .create_recurring_run(CreateRecurringRunRequest {
+        recurring_run: Some(RecurringRun {
+            display_name: format!("every {interval_second} s"),
+            experiment_id: experiment_id.to_owned(),
+            mode: mode as i32,
+            max_concurrency,
+            trigger: Some(Trigger {
+                trigger: Some(trigger::Trigger::PeriodicSchedule(PeriodicSchedule {
+                    interval_second,
+                    ..Default::default()
+                })),
+            }),
+            pipeline_source: Some(recurring_run::PipelineSource::PipelineVersionReference(
+                version,
+            )),
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("create a recurring run")
+    .into_inner()
+}
+
 /// Every run of a listing, following next_page_token to the end.
 pub async fn list_all(
     client: &mut RunServiceClient<Channel>,
@@ -278,6 +478,7 @@ pub fn expect_code<T: std::fmt::Debug>(
 pub mod pki;
 pub mod process;
 pub mod rest;
+pub mod stores;
 
 /// For a test that needs something this machine lacks: fails under `CI=true`, else says SKIPPED
 /// (straight to stderr: the harness captures the output of passing tests) and returns, so the

@@ -2,6 +2,7 @@
 //! from its startup log line and its whole stderr kept for assertions, SIGHUP, SIGTERM, SIGKILL
 //! and a restart on the same ports and data dir; and the offline subcommands (`check`, ...).
 //! For tests that signal, kill, restart or run the server next to the client in another process.
+//! Neither the server nor a subcommand sees the caller's RUNLEDGER_DATABASE_URL.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader};
@@ -72,6 +73,7 @@ impl ServerProcess {
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .env_remove("RUNLEDGER_DATABASE_URL")
             .stderr(Stdio::piped())
             .spawn()
             .expect("start runledger serve");
@@ -128,6 +130,11 @@ impl ServerProcess {
         );
         // The old child is reaped; dropping it again kills nothing.
         *self = again;
+    }
+
+    /// A gRPC client of its RunService.
+    pub async fn client(&self) -> Result<RunServiceClient<Channel>, tonic::transport::Error> {
+        Ok(RunServiceClient::new(self.channel().await?))
     }
 
     /// Everything the server has logged so far.
@@ -201,26 +208,46 @@ impl ServerProcess {
     }
 }
 
-/// Runs `runledger ARGS...` to completion.
-pub fn runledger(args: &[&OsStr]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run runledger")
-}
-
 /// `runledger check --data-dir DIR`: whether it passed, and what it printed.
 pub fn check(data_dir: &Path) -> (bool, String) {
-    let out = runledger(&[
-        "check".as_ref(),
-        "--data-dir".as_ref(),
-        data_dir.as_os_str(),
-    ]);
+    let out = runledger(
+        &[
+            "check".as_ref(),
+            "--data-dir".as_ref(),
+            data_dir.as_os_str(),
+        ],
+        None,
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// Runs `runledger args...` to completion (with `stdin` as its input, if given).
+pub fn runledger<S: AsRef<OsStr>>(args: &[S], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("RUNLEDGER_DATABASE_URL")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run runledger");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("runledger output")
 }

@@ -12,9 +12,28 @@
 # Needs python3 with venv, PyPI, and openssl. RUNLEDGER_LOG_LEVEL=runledger=debug logs every HTTP
 # request; RUNLEDGER_KFP_LOG_DIR=DIR keeps the server logs (plain.log, multi-user.log; by default
 # they live in the temp dir and are shown only on failure).
+# `--database-url URL` (first; once or twice) serves the plain server, then the multi-user one,
+# from that PostgreSQL database instead of a data dir; each should be empty (the suite expects a
+# fresh store).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+database_urls=()
+while [ "${1:-}" = "--database-url" ]; do
+    if [ -z "${2:-}" ] || [ "${#database_urls[@]}" -ge 2 ]; then
+        echo "kfp suite: --database-url needs a URL and is given at most twice" >&2
+        exit 2
+    fi
+    database_urls+=("$2")
+    shift 2
+done
+# store_flags N: the serve flags of the Nth server's store (none: its data dir).
+store_flags() {
+    if [ -n "${database_urls[$1]:-}" ]; then
+        printf '%s\n' --database-url "${database_urls[$1]}"
+    fi
+}
 venv="$root/target/kfp-venv"
 if [ ! -x "$venv/bin/python" ]; then
     echo "kfp suite: creating $venv" >&2
@@ -42,7 +61,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_server plain ""
+mapfile -t plain_store < <(store_flags 0)
+start_server plain "" "${plain_store[@]}"
 plain_grpc=$grpc_port plain_http=$http_port
 
 # Multi-user: the certificate, one token per principal (only their hashes go in the config),
@@ -74,7 +94,8 @@ who = "outsider"
 namespace = "team-b"
 role = "admin"
 EOF
-start_server multi-user "$work/server.crt" \
+mapfile -t multi_user_store < <(store_flags 1)
+start_server multi-user "$work/server.crt" "${multi_user_store[@]}" \
     --tls-cert "$work/server.crt" --tls-key "$work/server.key" --auth-config "$work/auth.toml"
 secure_grpc=$grpc_port secure_http=$http_port
 

@@ -11,7 +11,6 @@ use super::list::{self, Direction, Source};
 use super::txn::Txn;
 use super::{Inner, KeyRead, KeyWrite, codec, revision, specs};
 use crate::error::{Error, Result};
-use crate::proto::google::rpc::Status;
 use crate::query::{Field, FieldValue, ListQuery, Page, Record, Tally};
 use crate::store::{Expectation, Op, SpecBlob, Stored};
 use crate::wkt::{StructBytes, Timestamp};
@@ -21,37 +20,9 @@ use crate::wkt::{StructBytes, Timestamp};
 pub(super) const GROUP: (i32, i32) = (0, 0);
 
 /// A record kind kept under one key prefix.
-pub(super) trait CatalogRecord:
-    prost::Message + Default + Clone + Record + Send + 'static
-{
+pub(super) trait CatalogRecord: crate::store::CatalogRecord {
     /// The prefix of its records (`I`, `V`, `J`).
     const PREFIX: u8;
-    /// A record whose stored bytes cannot be read: its id and an error saying why.
-    fn damaged(id: &str, error: Status) -> Self;
-
-    /// Takes out the pipeline spec the record holds, which is stored apart as a shared blob
-    /// ([`specs`]), as runs' specs are. Kinds without a spec keep the default.
-    fn take_spec(&mut self) -> Option<StructBytes> {
-        None
-    }
-
-    /// Puts back the spec [`CatalogRecord::take_spec`] took out.
-    fn set_spec(&mut self, _spec: StructBytes) {}
-
-    /// Says in the record why it is incomplete (its spec blob is lost).
-    fn set_error(&mut self, error: Status);
-}
-
-/// A data-loss status saying what cannot be read about `T` `id`.
-fn data_loss<T: CatalogRecord>(id: &str, why: impl std::fmt::Display) -> Status {
-    Status {
-        code: tonic::Code::DataLoss as i32,
-        message: format!(
-            "the stored record of {} {id:?} cannot be read: {why}",
-            T::KIND
-        ),
-        details: Vec::new(),
-    }
 }
 
 /// `record` as stored: its encoding, referencing its spec blob when it has one, and that blob
@@ -111,12 +82,12 @@ pub(super) fn stored<T: CatalogRecord>(
     record: sled::IVec,
 ) -> Result<Stored<T>> {
     let value = match codec::decode::<T>(&record) {
-        Err(e) => T::damaged(id, data_loss::<T>(id, e)),
+        Err(e) => T::damaged(id, crate::store::data_loss::<T>(id, e)),
         Ok(mut value) => {
             if let Some(digest) = spec_of(&record) {
                 match specs::load(kv, &digest)? {
                     Some(spec) => value.set_spec(StructBytes::from_protobuf(spec)),
-                    None => value.set_error(data_loss::<T>(
+                    None => value.set_error(crate::store::data_loss::<T>(
                         id,
                         format!(
                             "its pipeline spec {} is missing (run `runledger check --repair`)",

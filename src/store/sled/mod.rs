@@ -411,6 +411,10 @@ impl Store for SledStore {
         self.read(|inner| inner.namespaces()).await
     }
 
+    async fn pipeline_namespaces(&self) -> Result<Vec<String>> {
+        self.read(|inner| inner.counted_namespaces(b'w')).await
+    }
+
     async fn write(&self, write: Write) -> Result<Written> {
         let applied = self.writer.apply(write).await?;
         applied.inner.commit.wait(applied.ticket).await?;
@@ -633,8 +637,13 @@ impl Inner {
 
     /// The namespaces with a run counter (a counter goes when its last run does).
     fn namespaces(&self) -> Result<Vec<String>> {
+        self.counted_namespaces(b'n')
+    }
+
+    /// The namespaces with a counter of `kind` (`n` runs, `w` pipelines).
+    pub(super) fn counted_namespaces(&self, kind: u8) -> Result<Vec<String>> {
         assert_off_runtime();
-        let prefix = keys::counter(b'n', None);
+        let prefix = keys::counter(kind, None);
         self.tree
             .scan_prefix(&prefix)
             .keys()

@@ -8,49 +8,15 @@ use super::txn::{Txn, conflict};
 use super::{Inner, KeyRead, KeyWrite, codec};
 use crate::api::{Pipeline, PipelineVersion};
 use crate::error::{Error, Result};
-use crate::proto::google::rpc::Status;
 use crate::query::{ListQuery, Page, Scope};
 use crate::store::{Revision, Stored};
-use crate::wkt::StructBytes;
 
 impl CatalogRecord for Pipeline {
     const PREFIX: u8 = keys::PIPELINE;
-
-    fn damaged(id: &str, error: Status) -> Self {
-        Pipeline {
-            pipeline_id: id.to_owned(),
-            error: Some(error),
-            ..Default::default()
-        }
-    }
-
-    fn set_error(&mut self, error: Status) {
-        self.error = Some(error);
-    }
 }
 
 impl CatalogRecord for PipelineVersion {
     const PREFIX: u8 = keys::PIPELINE_VERSION;
-
-    fn damaged(id: &str, error: Status) -> Self {
-        PipelineVersion {
-            pipeline_version_id: id.to_owned(),
-            error: Some(error),
-            ..Default::default()
-        }
-    }
-
-    fn take_spec(&mut self) -> Option<StructBytes> {
-        self.pipeline_spec.take()
-    }
-
-    fn set_spec(&mut self, spec: StructBytes) {
-        self.pipeline_spec = Some(spec);
-    }
-
-    fn set_error(&mut self, error: Status) {
-        self.error = Some(error);
-    }
 }
 
 /// `prefix str(part) name`: a unique-name entry.

@@ -8,43 +8,12 @@ use super::txn::Txn;
 use super::{Inner, KeyRead, KeyWrite, codec, lock, storage};
 use crate::api::{RecurringRun, recurring_run};
 use crate::error::{Error, Result};
-use crate::proto::google::rpc::Status;
 use crate::query::{ListQuery, Page, Scope};
 use crate::store::{RecurringRunRecord, Revision, Stored};
-use crate::wkt::{StructBytes, Timestamp};
+use crate::wkt::Timestamp;
 
 impl CatalogRecord for RecurringRunRecord {
     const PREFIX: u8 = keys::RECURRING_RUN;
-
-    fn damaged(id: &str, error: Status) -> Self {
-        RecurringRunRecord {
-            recurring_run: RecurringRun {
-                recurring_run_id: id.to_owned(),
-                error: Some(error),
-                ..Default::default()
-            },
-            schedule: Default::default(),
-        }
-    }
-
-    fn take_spec(&mut self) -> Option<StructBytes> {
-        match self.recurring_run.pipeline_source.take() {
-            Some(recurring_run::PipelineSource::PipelineSpec(spec)) => Some(spec),
-            other => {
-                self.recurring_run.pipeline_source = other;
-                None
-            }
-        }
-    }
-
-    fn set_spec(&mut self, spec: StructBytes) {
-        self.recurring_run.pipeline_source =
-            Some(recurring_run::PipelineSource::PipelineSpec(spec));
-    }
-
-    fn set_error(&mut self, error: Status) {
-        self.recurring_run.error = Some(error);
-    }
 }
 
 /// The creation-ordered index and the counter of a recurring-run scope.

@@ -31,6 +31,10 @@ const DROP_LIMIT: Duration = Duration::from_secs(10);
 const STRAGGLER_LIMIT: Duration = Duration::from_secs(10);
 const CREATEDB_LIMIT: Duration = Duration::from_secs(30);
 
+/// The certificate and key files [`Cluster::enable_tls`] writes into the data directory.
+const TLS_CERT: &str = "testkit-server.crt";
+const TLS_KEY: &str = "testkit-server.key";
+
 /// How often a start picks another port when the chosen one was taken meanwhile.
 const PORT_ATTEMPTS: usize = 5;
 
@@ -54,6 +58,10 @@ pub struct Cluster {
     port: u16,
     postmaster: Option<Postmaster>,
     watchdog: Watchdog,
+    /// Whether the server also accepts TLS connections (see [`Cluster::enable_tls`]).
+    tls: bool,
+    /// Whether commits wait for fsync (see [`Cluster::start_durable`]).
+    fsync: bool,
 }
 
 impl Cluster {
@@ -63,6 +71,16 @@ impl Cluster {
     /// says what is missing and how to install it), [`Error::Failed`] with the server log's tail
     /// when a step fails.
     pub fn start() -> Result<Cluster, Error> {
+        Self::start_with_fsync(false)
+    }
+
+    /// [`Cluster::start`] with `fsync = on`: commits reach the disk before they return, as on
+    /// a production server. For benchmarks whose figures must include durability.
+    pub fn start_durable() -> Result<Cluster, Error> {
+        Self::start_with_fsync(true)
+    }
+
+    fn start_with_fsync(fsync: bool) -> Result<Cluster, Error> {
         let binaries = Binaries::locate()?;
         let user = ServerUser::for_this_process()?;
         let dir = WorkDir::create(&user)?;
@@ -81,6 +99,8 @@ impl Cluster {
             port: 0,
             postmaster: None,
             watchdog,
+            tls: false,
+            fsync,
         };
         cluster.initdb()?;
         cluster.launch_on_free_port()?;
@@ -179,6 +199,29 @@ impl Cluster {
         self.launch().map_err(|(error, _)| error)
     }
 
+    /// Makes the server accept TLS connections with this certificate and key (PEM, the key
+    /// unencrypted), restarting it when it runs. Connections without TLS are still accepted,
+    /// so `sslmode` decides. Kept across `stop`/`start_again`.
+    pub fn enable_tls(&mut self, cert_pem: &str, key_pem: &str) -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt;
+        for (name, content, mode) in [(TLS_CERT, cert_pem, 0o644), (TLS_KEY, key_pem, 0o600)] {
+            let path = self.dir.data().join(name);
+            std::fs::write(&path, content)
+                .and_then(|()| {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                })
+                .and_then(|()| self.user.hand_over(&path))
+                .map_err(|e| configure_error(&path, e))?;
+        }
+        self.tls = true;
+        self.write_settings(self.port)?;
+        if self.postmaster.is_some() {
+            self.stop()?;
+            self.start_again()?;
+        }
+        Ok(())
+    }
+
     /// SIGKILL to the postmaster, as a crash would; returns once it and its backends are gone
     /// (clients see their connections drop). Nothing is flushed or checkpointed.
     pub fn kill(&mut self) -> Result<(), Error> {
@@ -224,16 +267,22 @@ impl Cluster {
     fn write_settings(&self, port: u16) -> Result<(), Error> {
         let path = self.dir.data().join("runledger-testkit.conf");
         let socket_dir = self.dir.root().to_string_lossy().replace('\'', "''");
-        let settings = format!(
+        let mut settings = format!(
             "listen_addresses = '127.0.0.1'\n\
              port = {port}\n\
              unix_socket_directories = '{socket_dir}'\n\
              max_connections = {MAX_CONNECTIONS}\n\
-             # Durability against machine crashes is worthless here; killed processes lose\n\
+             # Durability against machine crashes is worthless in tests; killed processes lose\n\
              # nothing anyway, because commits still reach the OS before they return.\n\
-             fsync = off\n\
-             timezone = 'UTC'\n"
+             fsync = {}\n\
+             timezone = 'UTC'\n",
+            if self.fsync { "on" } else { "off" }
         );
+        if self.tls {
+            settings.push_str(&format!(
+                "ssl = on\nssl_cert_file = '{TLS_CERT}'\nssl_key_file = '{TLS_KEY}'\n"
+            ));
+        }
         std::fs::write(&path, settings).map_err(|e| configure_error(&path, e))?;
         self.user
             .hand_over(&path)
