@@ -246,9 +246,10 @@ const TREE: &str = "ledger";
 ///
 /// Values are compressed (zstd) on disk: without it sled 0.34's log grew to ~33 KB per 5 KB run
 /// (33 GB at 1M runs) where its segment bookkeeping stalled reads (BENCHMARKS.md). sled
-/// compresses each page update on its own, with a new zstd context each time: at level 1 (not
-/// sled's default 5) that costs a fraction of the CPU and compresses these small updates
-/// nearly as well. The level is not part of the stored format (any level decompresses).
+/// compresses each page update on its own (with a zstd context kept per thread: `sled-zstd/`
+/// replaces zstd 0.9, which made a new one for each): at level 1 (not sled's default 5) that
+/// costs a fraction of the CPU and compresses these small updates nearly as well. The level is
+/// not part of the stored format (any level decompresses).
 fn sled_config(dir: &Path) -> sled::Config {
     sled::Config::new()
         .path(dir)
