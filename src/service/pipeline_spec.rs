@@ -85,11 +85,7 @@ pub fn read_package(bytes: &[u8]) -> Result<CheckedSpec> {
 
 /// Checks a spec sent as a Struct (a version created through the API).
 pub fn check_struct(spec: &StructBytes) -> Result<CheckedSpec> {
-    spec.validate().map_err(|e| {
-        Error::invalid(format!(
-            "pipeline_version.pipeline_spec is not a valid google.protobuf.Struct: {e}"
-        ))
-    })?;
+    super::validate::check_struct_bytes("pipeline_version.pipeline_spec", spec)?;
     let tree = spec.to_struct().map_err(|e| {
         Error::invalid(format!(
             "pipeline_version.pipeline_spec cannot be read: {e}"

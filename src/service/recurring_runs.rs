@@ -18,7 +18,7 @@ use prost::Message;
 
 use super::access::{Verb, audited, audited_on};
 use super::timetable::Timetable;
-use super::validate::{self, MAX_ID_BYTES, check_lookup_id, check_text};
+use super::validate::{self, MAX_ID_BYTES, check_lookup_id, check_struct_bytes, check_text};
 use super::{Context, Core, MAX_ATTEMPTS, Runs, contended, lifecycle};
 use crate::api::{
     ListRecurringRunsRequest, ListRecurringRunsResponse, PipelineVersionReference, RecurringRun,
@@ -117,11 +117,7 @@ impl RecurringRuns {
         let source_given = match &r.pipeline_source {
             Some(recurring_run::PipelineSource::PipelineVersionId(id)) => !id.is_empty(),
             Some(recurring_run::PipelineSource::PipelineSpec(spec)) => {
-                spec.validate().map_err(|e| {
-                    Error::invalid(format!(
-                        "recurring_run.pipeline_spec is not a valid google.protobuf.Struct: {e}"
-                    ))
-                })?;
+                check_struct_bytes("recurring_run.pipeline_spec", spec)?;
                 true
             }
             Some(recurring_run::PipelineSource::PipelineVersionReference(r)) => {

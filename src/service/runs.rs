@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::access::{Verb, audited};
 use super::lifecycle;
-use super::validate::{self, MAX_ID_BYTES, check_lookup_id, check_text};
+use super::validate::{self, MAX_ID_BYTES, check_lookup_id, check_struct_bytes, check_text};
 use super::{Context, Core, MAX_ATTEMPTS, contended, unless_conflict};
 use crate::api::{
     ListRunsRequest, PipelineVersionReference, ReportRunStateRequest, Run, RuntimeState,
@@ -229,11 +229,7 @@ impl Runs {
         let source_given = match &run.pipeline_source {
             Some(run::PipelineSource::PipelineId(id)) => !id.is_empty(),
             Some(run::PipelineSource::PipelineSpec(spec)) => {
-                spec.validate().map_err(|e| {
-                    Error::invalid(format!(
-                        "run.pipeline_spec is not a valid google.protobuf.Struct: {e}"
-                    ))
-                })?;
+                check_struct_bytes("run.pipeline_spec", spec)?;
                 true
             }
             Some(run::PipelineSource::PipelineVersionReference(r)) => {

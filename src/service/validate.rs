@@ -79,6 +79,15 @@ pub fn check_timestamp(field: &str, ts: &Option<Timestamp>) -> Result<()> {
     }
 }
 
+/// Checks that a pipeline spec sent as a Struct (`field` names it) decodes as one.
+pub fn check_struct_bytes(field: &str, spec: &crate::wkt::StructBytes) -> Result<()> {
+    spec.validate().map_err(|e| {
+        Error::invalid(format!(
+            "{field} is not a valid google.protobuf.Struct: {e}"
+        ))
+    })
+}
+
 /// A value quoted in an error message, cut to a readable length.
 pub fn shorten(value: &str) -> String {
     if value.len() <= 80 {
