@@ -135,7 +135,7 @@ struct MigrateArgs {
     store: StoreArgs,
     /// Runs converted per atomic batch of a data dir's migration (each batch records the
     /// migration's progress with it).
-    #[arg(long, default_value_t = store::sled::migrate::CHUNK, conflicts_with = "database_url")]
+    #[arg(long, default_value_t = store::MigrateOptions::default().chunk, conflicts_with = "database_url")]
     chunk_runs: usize,
     /// For crash tests: abort once this many batches are on disk, as a kill would.
     #[arg(long, hide = true, conflicts_with = "database_url")]

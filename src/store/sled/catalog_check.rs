@@ -256,18 +256,9 @@ impl CatalogScan {
                 continue;
             };
             let id = String::from_utf8_lossy(&key[1..]).into_owned();
-            let lost = |kind: &str| crate::proto::google::rpc::Status {
-                code: tonic::Code::DataLoss as i32,
-                message: format!(
-                    "the pipeline spec of this {kind} ({}) was lost; `runledger check --repair` \
-                     removed the reference",
-                    specs::show(digest)
-                ),
-                details: Vec::new(),
-            };
             let value = match key[0] {
-                keys::PIPELINE_VERSION => rewrite::<PipelineVersion>(&id, &record, lost)?,
-                keys::RECURRING_RUN => rewrite::<RecurringRunRecord>(&id, &record, lost)?,
+                keys::PIPELINE_VERSION => rewrite::<PipelineVersion>(&id, &record, digest)?,
+                keys::RECURRING_RUN => rewrite::<RecurringRunRecord>(&id, &record, digest)?,
                 _ => continue,
             };
             out.push((key.clone(), value));
@@ -333,15 +324,12 @@ fn describe(key: &[u8]) -> String {
     format!("{kind} {:?}", String::from_utf8_lossy(&key[1..]))
 }
 
-/// A record of `T` re-encoded whole without its spec reference, its error set by `lost`.
-fn rewrite<T: CatalogRecord>(
-    id: &str,
-    record: &[u8],
-    lost: impl Fn(&str) -> crate::proto::google::rpc::Status,
-) -> Result<Vec<u8>> {
+/// A record of `T` re-encoded whole without its reference to the lost spec `digest`, its error
+/// saying so.
+fn rewrite<T: CatalogRecord>(id: &str, record: &[u8], digest: &Digest) -> Result<Vec<u8>> {
     let mut value = codec::decode::<T>(record)
         .map_err(|e| Error::internal(format!("{} {id:?} changed during repair: {e}", T::KIND)))?;
-    value.set_error(lost(T::KIND));
+    value.set_error(specs::lost(T::KIND, digest));
     Ok(codec::encode(&value))
 }
 

@@ -784,15 +784,7 @@ impl Scan {
             };
             let mut lost = codec::decode::<Run>(&record)
                 .map_err(|e| Error::internal(format!("run {id:?} changed during repair: {e}")))?;
-            lost.error = Some(crate::proto::google::rpc::Status {
-                code: tonic::Code::DataLoss as i32,
-                message: format!(
-                    "the pipeline spec of this run ({}) was lost; `runledger check --repair` \
-                     removed the reference",
-                    specs::show(digest)
-                ),
-                details: Vec::new(),
-            });
+            lost.error = Some(specs::lost("run", digest));
             plan.insert(&key, codec::encode(&lost));
         }
         for (key, value) in self.catalog.without_lost_specs(&self.blobs, tree)? {

@@ -46,6 +46,20 @@ pub fn show(digest: &Digest) -> String {
     format!("sha256:{hex}")
 }
 
+/// The error `runledger check --repair` leaves on a `kind` record whose spec blob `digest` was
+/// lost, when it removes the reference.
+pub fn lost(kind: &str, digest: &Digest) -> crate::proto::google::rpc::Status {
+    crate::proto::google::rpc::Status {
+        code: tonic::Code::DataLoss as i32,
+        message: format!(
+            "the pipeline spec of this {kind} ({}) was lost; `runledger check --repair` removed \
+             the reference",
+            show(digest)
+        ),
+        details: Vec::new(),
+    }
+}
+
 /// The digest of a `B` or `U` key.
 pub fn digest_of_key(key: &[u8]) -> Option<Digest> {
     key.get(1..).and_then(|d| d.try_into().ok())
